@@ -1,0 +1,362 @@
+//! The hub: the window of recent messages, the connected subscribers, and the
+//! fan-out between them.
+//!
+//! Everything that must happen in one order happens under one
+//! `parking_lot::Mutex`: a message enters the window and is queued to every
+//! subscriber in the same critical section, and a new subscriber is added and
+//! handed its snapshot in another, so every client sees the same order and a
+//! reconnecting client neither misses nor repeats a message. The lock is never
+//! held across an `.await` or any I/O: queuing is a `try_send` of a shared,
+//! already serialised frame, which is why a plain sync mutex is right here.
+//!
+//! Messages enter only through [`Board::publish`], called by the writer thread
+//! after the store has committed them (see `writer.rs`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+
+use crate::protocol::{self, Message};
+use crate::store::{Log, StoreError};
+
+/// One message as the board keeps it: its id and its `message-added` frame,
+/// shared by every connection that sends it.
+#[derive(Debug)]
+pub struct Entry {
+    pub id: u64,
+    frame: ByteString,
+}
+
+impl Entry {
+    pub fn new(message: &Message) -> Entry {
+        Entry {
+            id: message.id,
+            frame: protocol::message_added_frame(message).into(),
+        }
+    }
+
+    /// The whole `message-added` frame.
+    pub fn frame(&self) -> &ByteString {
+        &self.frame
+    }
+
+    /// The message's own JSON, sliced out of the frame.
+    pub fn json(&self) -> &str {
+        &self.frame[protocol::MESSAGE_ADDED_PREFIX.len()..self.frame.len() - 1]
+    }
+}
+
+/// Sizes that shape the board's memory and behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct BoardConfig {
+    /// Messages a new client receives in `messages-available`.
+    pub history: usize,
+    /// Messages kept in memory; at least `history`.
+    pub window: usize,
+    /// Most messages a resuming client (`?since=`) receives at once.
+    pub resume_cap: usize,
+    /// Frames queued for one connection before it counts as too slow.
+    pub queue: usize,
+    /// How long presence changes are gathered before one `presence` frame goes out.
+    pub presence_delay: Duration,
+}
+
+impl BoardConfig {
+    pub fn with_history(history: usize) -> BoardConfig {
+        BoardConfig {
+            history,
+            window: history.max(1000),
+            resume_cap: history.max(5000),
+            queue: 1024,
+            presence_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A cheap-to-clone handle to the board.
+#[derive(Clone)]
+pub struct Board {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    hub: Mutex<Hub>,
+    log: Arc<dyn Log>,
+    config: BoardConfig,
+    closed: AtomicBool,
+    presence_changed: Notify,
+}
+
+struct Hub {
+    /// The newest messages, oldest first, contiguous with the log's end.
+    window: VecDeque<Arc<Entry>>,
+    /// True while the window holds the whole history, so reads need no store.
+    complete: bool,
+    /// Id of the newest message published.
+    last_id: u64,
+    subscribers: HashMap<u64, mpsc::Sender<ByteString>>,
+    next_subscriber: u64,
+}
+
+/// A connection's place on the board. Dropping it forgets the connection at once.
+pub struct Subscription {
+    id: u64,
+    board: Board,
+    /// Frames for this connection, in board order. It ends when the board
+    /// closes or when the connection fell too far behind and was cut off.
+    pub frames: mpsc::Receiver<ByteString>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.board.unsubscribe(self.id);
+    }
+}
+
+impl Board {
+    /// Opens the board on `log`, loading the newest messages into the window.
+    pub fn open(log: Arc<dyn Log>, config: BoardConfig) -> Result<Board, StoreError> {
+        let window_len = config.window.max(config.history);
+        let recent = log.before(u64::MAX, window_len)?;
+        let last_id = log.last_id()?;
+        let complete = recent.len() < window_len;
+        let board = Board {
+            shared: Arc::new(Shared {
+                hub: Mutex::new(Hub {
+                    window: recent.iter().map(|m| Arc::new(Entry::new(m))).collect(),
+                    complete,
+                    last_id,
+                    subscribers: HashMap::new(),
+                    next_subscriber: 0,
+                }),
+                log,
+                config: BoardConfig {
+                    window: window_len,
+                    ..config
+                },
+                closed: AtomicBool::new(false),
+                presence_changed: Notify::new(),
+            }),
+        };
+        Ok(board)
+    }
+
+    pub fn config(&self) -> &BoardConfig {
+        &self.shared.config
+    }
+
+    pub fn log(&self) -> &Arc<dyn Log> {
+        &self.shared.log
+    }
+
+    /// Adds committed messages, in id order, to the window and queues each to
+    /// every subscriber. Called only by the writer thread, which commits in id
+    /// order, so all subscribers see one order.
+    pub fn publish(&self, messages: &[Message]) -> Vec<Arc<Entry>> {
+        let entries: Vec<Arc<Entry>> = messages.iter().map(|m| Arc::new(Entry::new(m))).collect();
+        let mut hub = self.shared.hub.lock();
+        let mut dropped = 0;
+        for entry in &entries {
+            hub.last_id = entry.id;
+            hub.window.push_back(entry.clone());
+            if hub.window.len() > self.shared.config.window {
+                hub.window.pop_front();
+                hub.complete = false;
+            }
+            dropped += hub.send_to_all(entry.frame());
+        }
+        drop(hub);
+        if dropped > 0 {
+            self.shared.presence_changed.notify_one();
+        }
+        entries
+    }
+
+    /// Joins the board: returns the connection's subscription and its
+    /// `messages-available` frame: the newest `history` messages, or with
+    /// `since` every message after that id (at most `resume_cap`; beyond that
+    /// the newest ones, flagged as a gap).
+    ///
+    /// Blocks when the window does not reach back to `since`, to read the
+    /// store: call it from a blocking context.
+    pub fn subscribe(&self, since: Option<u64>) -> Result<(Subscription, String), StoreError> {
+        let config = self.shared.config;
+        let (subscription, from_window, reaches_since) = {
+            let mut hub = self.shared.hub.lock();
+            let (id, frames) = hub.add_subscriber(config.queue);
+            let subscription = Subscription {
+                id,
+                board: self.clone(),
+                frames,
+            };
+            let (from_window, reaches_since) = match since {
+                None => {
+                    let skip = hub.window.len().saturating_sub(config.history);
+                    (
+                        hub.window.iter().skip(skip).cloned().collect::<Vec<_>>(),
+                        true,
+                    )
+                }
+                Some(since) => {
+                    let start = hub.window.partition_point(|e| e.id <= since);
+                    let reaches = hub.complete || start > 0 || hub.window.is_empty();
+                    (hub.window.range(start..).cloned().collect(), reaches)
+                }
+            };
+            (subscription, from_window, reaches_since)
+        };
+        self.shared.presence_changed.notify_one();
+
+        // Messages newer than the snapshot are already queued to the
+        // subscription; older ones are immutable in the store, so this read
+        // cannot race with new messages.
+        let since = since.unwrap_or(0);
+        let mut older = Vec::new();
+        let mut gap = false;
+        if !reaches_since && from_window.len() < config.resume_cap {
+            let below = from_window.first().map_or(u64::MAX, |e| e.id);
+            let wanted = config.resume_cap - from_window.len();
+            older = self.shared.log.before(below, wanted)?;
+            older.retain(|m| m.id > since);
+            gap = older.len() == wanted && older.first().is_some_and(|m| m.id > since + 1);
+        } else if !reaches_since {
+            gap = true;
+        }
+        let older: Vec<Entry> = older.iter().map(Entry::new).collect();
+        let skip = (older.len() + from_window.len()).saturating_sub(config.resume_cap);
+        let frame = protocol::messages_available_frame(
+            older
+                .iter()
+                .chain(from_window.iter().map(|e| &**e))
+                .skip(skip)
+                .map(Entry::json),
+            gap || skip > 0,
+        );
+        Ok((subscription, frame))
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        if self.shared.hub.lock().subscribers.remove(&id).is_some() {
+            self.shared.presence_changed.notify_one();
+        }
+    }
+
+    /// How many connections are on the board now.
+    pub fn online(&self) -> usize {
+        self.shared.hub.lock().subscribers.len()
+    }
+
+    /// Up to `limit` messages after `since`, oldest first (the HTTP API's
+    /// forward paging). Blocks when the store must be read.
+    pub fn after(&self, since: u64, limit: usize) -> Result<Vec<Arc<Entry>>, StoreError> {
+        {
+            let hub = self.shared.hub.lock();
+            let start = hub.window.partition_point(|e| e.id <= since);
+            if hub.complete || start > 0 {
+                return Ok(hub.window.range(start..).take(limit).cloned().collect());
+            }
+        }
+        let messages = self.shared.log.after(since, limit)?;
+        Ok(messages.iter().map(|m| Arc::new(Entry::new(m))).collect())
+    }
+
+    /// The newest `limit` messages before `before`, oldest first, and whether
+    /// there are older ones still. Blocks when the store must be read.
+    pub fn before(&self, before: u64, limit: usize) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
+        let (mut page, window_start, complete) = {
+            let hub = self.shared.hub.lock();
+            let end = hub.window.partition_point(|e| e.id < before);
+            let start = end.saturating_sub(limit + 1);
+            let page: Vec<_> = hub.window.range(start..end).cloned().collect();
+            let window_start = hub.window.front().map_or(before, |e| e.id.min(before));
+            (page, window_start, hub.complete)
+        };
+        if page.len() <= limit && !complete {
+            let wanted = limit + 1 - page.len();
+            let older = self.shared.log.before(window_start, wanted)?;
+            let mut merged: Vec<Arc<Entry>> =
+                older.iter().map(|m| Arc::new(Entry::new(m))).collect();
+            merged.append(&mut page);
+            page = merged;
+        }
+        // One message more than asked for was read to learn whether there are more.
+        let more = page.len() > limit;
+        if more {
+            page.drain(..page.len() - limit);
+        }
+        Ok((page, more))
+    }
+
+    /// The newest `limit` messages, oldest first.
+    pub fn latest(&self, limit: usize) -> Result<Vec<Arc<Entry>>, StoreError> {
+        self.before(u64::MAX, limit).map(|(page, _)| page)
+    }
+
+    /// Sends a `presence` frame to everyone whenever the number of
+    /// connections changed, at most once per `presence_delay`, so a crowd
+    /// joining at once costs one frame per connection, not one per pair.
+    pub async fn run_presence(self) {
+        let mut last_sent = None;
+        while !self.is_closed() {
+            self.shared.presence_changed.notified().await;
+            tokio::time::sleep(self.shared.config.presence_delay).await;
+            let mut hub = self.shared.hub.lock();
+            let online = hub.subscribers.len();
+            if last_sent == Some(online) {
+                continue;
+            }
+            last_sent = Some(online);
+            let frame: ByteString = protocol::presence_frame(online).into();
+            let dropped = hub.send_to_all(&frame);
+            drop(hub);
+            if dropped > 0 {
+                self.shared.presence_changed.notify_one();
+            }
+        }
+    }
+
+    /// Closes the board: every subscription's frame queue ends, so each
+    /// connection sends its close frame and finishes.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.hub.lock().subscribers.clear();
+        self.shared.presence_changed.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Hub {
+    fn add_subscriber(&mut self, queue: usize) -> (u64, mpsc::Receiver<ByteString>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let id = self.next_subscriber;
+        self.next_subscriber += 1;
+        self.subscribers.insert(id, tx);
+        (id, rx)
+    }
+
+    /// Queues `frame` to every subscriber and returns how many were dropped:
+    /// one whose queue is full has stopped reading, and waiting for it would
+    /// stall everyone else, so it is cut off (its client reconnects with
+    /// `?since=` and loses nothing).
+    fn send_to_all(&mut self, frame: &ByteString) -> usize {
+        let before = self.subscribers.len();
+        self.subscribers
+            .retain(|id, tx| match tx.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    log::info!("connection {id} is too slow to keep up; disconnecting it");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        before - self.subscribers.len()
+    }
+}

@@ -1,0 +1,39 @@
+//! lanboard: a real-time message board for one office network, served by one
+//! executable.
+//!
+//! # Layout
+//! - `cli`: the command line and its environment twins, turned into a `Config`.
+//! - `server`: opens the store, binds, wires the routes, runs until shutdown.
+//! - `http`: the routes: page, WebSocket upgrade, HTTP API.
+//! - `session`: one WebSocket connection from upgrade to close.
+//! - `protocol`: the JSON frames and the validation of what clients post.
+//! - `board`: the hub: recent-message window, subscribers, fan-out, presence.
+//! - `writer`: the thread that commits posts in batches and assigns ids.
+//! - `store`: the history log, in SQLite or in memory.
+//! - `transfer`: `export` and `import` as JSON Lines.
+//! - `net`: the addresses to share, and their QR codes.
+//! - `assets`: the embedded web client.
+//!
+//! # Events (protocol v1, one JSON object per text frame)
+//! | event                | direction        | data                                  |
+//! |----------------------|------------------|---------------------------------------|
+//! | `messages-available` | server -> client | `[Message, ...]`, oldest first        |
+//! | `add-message`        | client -> server | `{name, message}`, optional `ack`     |
+//! | `message-added`      | server -> all    | `Message`, in id order                |
+//! | `ack`                | server -> sender | `Message`, with the client's `ack`    |
+//! | `error`              | server -> sender | `{code, message}`, with `ack` if any  |
+//! | `load-older`         | client -> server | `{before, limit}`                     |
+//! | `older-messages`     | server -> sender | `{messages, more}`                    |
+//! | `presence`           | server -> all    | `{online}`                            |
+
+pub mod assets;
+pub mod board;
+pub mod cli;
+pub mod http;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod transfer;
+pub mod writer;

@@ -1,0 +1,87 @@
+//! The `lanboard` executable: parses the command line, starts logging, and
+//! runs the board (or a subcommand), turning any startup failure into one
+//! clear line on stderr and a non-zero exit.
+
+use std::io::{BufReader, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use lanboard::cli::{Cli, Command};
+use lanboard::server::{self, Server, StartError};
+use lanboard::{net, transfer};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let result = match cli.command {
+        Some(Command::Export { data }) => {
+            let stdout = std::io::stdout();
+            transfer::export(&data, &mut stdout.lock())
+                .map(|count| eprintln!("exported {count} message(s) from {}", data.display()))
+                .map_err(|e| e.to_string())
+        }
+        Some(Command::Import { file, data }) => import(&file, &data),
+        None => serve(cli.serve).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("lanboard: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import(file: &std::path::Path, data: &std::path::Path) -> Result<(), String> {
+    let name = file.display().to_string();
+    let count = if name == "-" {
+        transfer::import(std::io::stdin().lock(), "<stdin>", data)
+    } else {
+        let input = std::fs::File::open(file).map_err(|e| format!("{name}: {e}"))?;
+        transfer::import(BufReader::new(input), &name, data)
+    }
+    .map_err(|e| e.to_string())?;
+    eprintln!("imported {count} message(s) into {}", data.display());
+    Ok(())
+}
+
+fn serve(args: lanboard::cli::ServeArgs) -> Result<(), StartError> {
+    let config = args.into_config()?;
+    let qr = config.qr;
+    actix_web::rt::System::new().block_on(async move {
+        let server = Server::build(config)?;
+        print_banner(&server, qr);
+        server.run(server::shutdown_signal()).await
+    })
+}
+
+/// The startup banner, the program's only output on stdout.
+fn print_banner(server: &Server, qr: bool) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut text = format!(
+        "lanboard {} is running on port {}.\n",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr().port()
+    );
+    text.push_str(&net::banner(server.urls()));
+    if qr && out.is_terminal() {
+        if let Some(code) = server
+            .urls()
+            .iter()
+            .find(|u| u.lan)
+            .and_then(|u| net::qr_text(&u.url))
+        {
+            text.push_str("\nScan to open it on a phone:\n");
+            text.push_str(&code);
+            text.push('\n');
+        }
+    }
+    text.push_str(&format!("\nHistory: {}\n", server.storage()));
+    text.push_str("Press Ctrl-C to stop.\n");
+    // A closed stdout (say, piped into `head`) must not stop the board.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

@@ -1,0 +1,518 @@
+//! Wire protocol v1: the JSON frames that travel over `/ws` and the HTTP API.
+//!
+//! Every frame is one JSON object `{"event": <string>, "data": <value>}`, with a
+//! top-level `"ack"` on replies to a client that asked for one. This module owns
+//! the shapes of those frames, the validation of what a client posts (so an
+//! invalid [`Draft`] cannot exist) and the error codes a client can receive.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One stored message, as every client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Assigned by the server: starts at 1, strictly increasing, never reused.
+    pub id: u64,
+    pub name: String,
+    pub message: String,
+    /// Milliseconds since the Unix epoch, assigned by the server.
+    pub time: i64,
+}
+
+/// Limits applied to what clients post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_name_chars: usize,
+    pub max_message_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_name_chars: 64,
+            max_message_chars: 4000,
+        }
+    }
+}
+
+/// The name shown for a client that leaves the Name field empty.
+pub const ANONYMOUS: &str = "Anonymous";
+
+/// A validated message that has not been stored yet: the only way to build
+/// one is [`Draft::parse`], so everything that reaches the store obeys the
+/// limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    name: String,
+    message: String,
+}
+
+impl Draft {
+    /// Validates the `data` of an `add-message` (or the body of a POST).
+    ///
+    /// The name is trimmed and an empty one becomes "Anonymous"; control
+    /// characters other than newline and tab are removed from both fields
+    /// (they can reorder or hide text in other people's browsers); the message
+    /// loses trailing whitespace and must not be blank.
+    pub fn parse(data: &Value, limits: Limits) -> Result<Draft, Rejection> {
+        let object = data.as_object().ok_or_else(|| {
+            Rejection::new(
+                Code::BadRequest,
+                "data must be an object like {\"name\": \"...\", \"message\": \"...\"}",
+            )
+        })?;
+        let name = match object.get("name") {
+            None | Some(Value::Null) => "",
+            Some(Value::String(name)) => name.as_str(),
+            Some(_) => return Err(Rejection::new(Code::BadRequest, "name must be a string")),
+        };
+        let message = match object.get("message") {
+            Some(Value::String(message)) => message.as_str(),
+            None | Some(Value::Null) => {
+                return Err(Rejection::new(Code::EmptyMessage, "message is missing"))
+            }
+            Some(_) => return Err(Rejection::new(Code::BadRequest, "message must be a string")),
+        };
+        Draft::new(name, message, limits)
+    }
+
+    /// Validates a name and a message given as strings.
+    pub fn new(name: &str, message: &str, limits: Limits) -> Result<Draft, Rejection> {
+        let name = strip_controls(name.trim(), false);
+        let name = match name.trim() {
+            "" => ANONYMOUS.to_owned(),
+            trimmed => trimmed.to_owned(),
+        };
+        if name.chars().count() > limits.max_name_chars {
+            return Err(Rejection::new(
+                Code::NameTooLong,
+                format!("name is longer than {} characters", limits.max_name_chars),
+            ));
+        }
+        let message = strip_controls(message, true);
+        let message = message.trim_end().trim_start_matches(['\n', '\r']);
+        if message.trim().is_empty() {
+            return Err(Rejection::new(Code::EmptyMessage, "message is empty"));
+        }
+        if message.chars().count() > limits.max_message_chars {
+            return Err(Rejection::new(
+                Code::MessageTooLong,
+                format!(
+                    "message is longer than {} characters",
+                    limits.max_message_chars
+                ),
+            ));
+        }
+        Ok(Draft {
+            name,
+            message: message.to_owned(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Turns the draft into a stored message with the id and time the store gave it.
+    pub fn into_message(self, id: u64, time: i64) -> Message {
+        Message {
+            id,
+            name: self.name,
+            message: self.message,
+            time,
+        }
+    }
+}
+
+/// Removes control characters; newline and tab survive in messages only.
+fn strip_controls(text: &str, keep_layout: bool) -> String {
+    text.chars()
+        .filter(|&c| !c.is_control() || (keep_layout && (c == '\n' || c == '\t')))
+        .collect()
+}
+
+/// Machine-readable reason for a rejection, sent as `data.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BadJson,
+    BadRequest,
+    UnknownEvent,
+    EmptyMessage,
+    MessageTooLong,
+    NameTooLong,
+    StorageError,
+    Unavailable,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadJson => "bad-json",
+            Code::BadRequest => "bad-request",
+            Code::UnknownEvent => "unknown-event",
+            Code::EmptyMessage => "empty-message",
+            Code::MessageTooLong => "message-too-long",
+            Code::NameTooLong => "name-too-long",
+            Code::StorageError => "storage-error",
+            Code::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why a request was refused: a code for programs and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: Code,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `{"code","message"}` body used by both the `error` event and HTTP errors.
+    pub fn body(&self) -> Value {
+        serde_json::json!({ "code": self.code.as_str(), "message": self.message })
+    }
+}
+
+/// What a client asked for in one text frame.
+#[derive(Debug, PartialEq)]
+pub struct Request {
+    /// The client's correlation number, echoed in the reply when present.
+    pub ack: Option<u64>,
+    pub action: Action,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    AddMessage(Draft),
+    LoadOlder { before: u64, limit: usize },
+}
+
+/// The largest page a client may ask for with `load-older` or `?limit=`.
+pub const MAX_PAGE: usize = 500;
+
+/// Parses one client frame. A rejection carries the ack when one could be read,
+/// so the client can match the error to what it sent.
+pub fn parse_request(text: &str, limits: Limits) -> Result<Request, (Option<u64>, Rejection)> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        (
+            None,
+            Rejection::new(Code::BadJson, format!("not JSON: {e}")),
+        )
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err((
+            None,
+            Rejection::new(
+                Code::BadRequest,
+                "a frame must be a JSON object with \"event\" and \"data\"",
+            ),
+        ));
+    };
+    let ack = match object.get("ack") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_u64() {
+            Some(ack) => Some(ack),
+            None => {
+                return Err((
+                    None,
+                    Rejection::new(Code::BadRequest, "ack must be a non-negative integer"),
+                ))
+            }
+        },
+    };
+    let fail = |rejection| Err((ack, rejection));
+    let data = object.remove("data").unwrap_or(Value::Null);
+    let event = match object.get("event") {
+        Some(Value::String(event)) => event.as_str(),
+        _ => return fail(Rejection::new(Code::BadRequest, "event must be a string")),
+    };
+    let action = match event {
+        "add-message" => match Draft::parse(&data, limits) {
+            Ok(draft) => Action::AddMessage(draft),
+            Err(rejection) => return fail(rejection),
+        },
+        "load-older" => {
+            let before = data.get("before").and_then(Value::as_u64);
+            let limit = match data.get("limit") {
+                None | Some(Value::Null) => Some(100),
+                Some(limit) => limit.as_u64().map(|l| l as usize),
+            };
+            match (before, limit) {
+                (Some(before), Some(limit)) if (1..=MAX_PAGE).contains(&limit) => {
+                    Action::LoadOlder { before, limit }
+                }
+                _ => {
+                    return fail(Rejection::new(
+                        Code::BadRequest,
+                        format!(
+                            "load-older needs {{\"before\": <id>, \"limit\": <1..={MAX_PAGE}>}}"
+                        ),
+                    ))
+                }
+            }
+        }
+        other => {
+            return fail(Rejection::new(
+                Code::UnknownEvent,
+                format!("unknown event {other:?}"),
+            ))
+        }
+    };
+    Ok(Request { ack, action })
+}
+
+/// Writes the JSON of `value` into a `String`.
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    // Serialising these plain structs (strings and integers, no maps with
+    // non-string keys) into memory cannot fail.
+    serde_json::to_string(value).expect("plain data serialises")
+}
+
+/// What every `message-added` frame starts with; the message's JSON follows,
+/// then a closing brace. The board keeps each message only as this frame and
+/// slices the message's JSON out of it, so a message is serialised once.
+pub const MESSAGE_ADDED_PREFIX: &str = r#"{"event":"message-added","data":"#;
+
+/// `{"event":"message-added","data":<message>}`.
+pub fn message_added_frame(message: &Message) -> String {
+    let mut frame = String::with_capacity(MESSAGE_ADDED_PREFIX.len() + 64 + message.message.len());
+    frame.push_str(MESSAGE_ADDED_PREFIX);
+    frame.push_str(&to_json(message));
+    frame.push('}');
+    frame
+}
+
+/// A JSON array spliced together from already serialised elements.
+pub fn json_array<'a>(elements: impl IntoIterator<Item = &'a str>) -> String {
+    let mut array = String::from("[");
+    for (i, json) in elements.into_iter().enumerate() {
+        if i > 0 {
+            array.push(',');
+        }
+        array.push_str(json);
+    }
+    array.push(']');
+    array
+}
+
+/// `{"event":"messages-available","data":[...]}` from the messages' JSON, oldest
+/// first. `gap` adds `"gap":true` when a resuming client missed more messages
+/// than one frame carries: it then gets the newest ones and pages back with
+/// `load-older`.
+pub fn messages_available_frame<'a>(
+    messages: impl IntoIterator<Item = &'a str>,
+    gap: bool,
+) -> String {
+    let gap = if gap { r#","gap":true"# } else { "" };
+    format!(
+        r#"{{"event":"messages-available","data":{}{gap}}}"#,
+        json_array(messages)
+    )
+}
+
+/// `{"event":"older-messages","data":{"messages":[...],"more":<bool>}}`, with the ack when asked.
+pub fn older_messages_frame<'a>(
+    messages: impl IntoIterator<Item = &'a str>,
+    more: bool,
+    ack: Option<u64>,
+) -> String {
+    let ack = ack
+        .map(|ack| format!(r#","ack":{ack}"#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"event":"older-messages","data":{{"messages":{},"more":{more}}}{ack}}}"#,
+        json_array(messages)
+    )
+}
+
+/// `{"event":"ack","ack":<n>,"data":<message>}`.
+pub fn ack_frame(ack: u64, message: &Message) -> String {
+    to_json(&serde_json::json!({ "event": "ack", "ack": ack, "data": message }))
+}
+
+/// `{"event":"error","data":{"code","message"}}`, with the ack when there is one.
+pub fn error_frame(rejection: &Rejection, ack: Option<u64>) -> String {
+    with_ack(
+        serde_json::json!({ "event": "error", "data": rejection.body() }),
+        ack,
+    )
+}
+
+/// `{"event":"presence","data":{"online":<n>}}`.
+pub fn presence_frame(online: usize) -> String {
+    format!(r#"{{"event":"presence","data":{{"online":{online}}}}}"#)
+}
+
+fn with_ack(mut frame: Value, ack: Option<u64>) -> String {
+    if let (Some(ack), Value::Object(object)) = (ack, &mut frame) {
+        object.insert("ack".into(), ack.into());
+    }
+    to_json(&frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn draft(name: &str, message: &str) -> Result<Draft, Rejection> {
+        Draft::new(name, message, Limits::default())
+    }
+
+    #[test]
+    fn an_empty_name_becomes_anonymous_and_names_are_trimmed() {
+        assert_eq!(draft("   ", "hi").unwrap().name(), "Anonymous");
+        assert_eq!(draft("  ada \t", "hi").unwrap().name(), "ada");
+    }
+
+    #[test]
+    fn blank_messages_are_refused() {
+        for blank in ["", "   ", "\n\n", "\t \r\n"] {
+            assert_eq!(draft("a", blank).unwrap_err().code, Code::EmptyMessage);
+        }
+    }
+
+    #[test]
+    fn limits_count_characters_not_bytes() {
+        let limits = Limits::default();
+        assert!(draft(&"é".repeat(64), &"ü".repeat(4000)).is_ok());
+        assert_eq!(
+            draft(&"é".repeat(65), "x").unwrap_err().code,
+            Code::NameTooLong
+        );
+        assert_eq!(
+            draft("a", &"ü".repeat(limits.max_message_chars + 1))
+                .unwrap_err()
+                .code,
+            Code::MessageTooLong
+        );
+    }
+
+    #[test]
+    fn control_characters_are_stripped_but_newlines_and_tabs_kept() {
+        let d = draft("a\u{7}b", "one\u{0}\n\ttwo\u{1b}[31m").unwrap();
+        assert_eq!(d.name(), "ab");
+        assert_eq!(d.message(), "one\n\ttwo[31m");
+    }
+
+    #[test]
+    fn html_is_kept_literally() {
+        let payload = "<img src=x onerror=alert(1)>";
+        let d = draft(payload, payload).unwrap();
+        assert_eq!((d.name(), d.message()), (payload, payload));
+    }
+
+    #[test]
+    fn add_message_parses_with_and_without_ack() {
+        let request = parse_request(
+            r#"{"event":"add-message","data":{"name":"a","message":"b","extra":1},"ack":7,"future":true}"#,
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(request.ack, Some(7));
+        assert_eq!(request.action, Action::AddMessage(draft("a", "b").unwrap()));
+        let request = parse_request(
+            r#"{"event":"add-message","data":{"message":"b"}}"#,
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(request.ack, None);
+    }
+
+    #[test]
+    fn malformed_frames_get_the_right_code_and_keep_the_ack() {
+        let code = |text: &str| parse_request(text, Limits::default()).unwrap_err();
+        assert_eq!(code("{nope").1.code, Code::BadJson);
+        assert_eq!(code("[1,2]").1.code, Code::BadRequest);
+        assert_eq!(code(r#"{"data":{}}"#).1.code, Code::BadRequest);
+        let (ack, rejection) = code(r#"{"event":"dance","ack":3}"#);
+        assert_eq!((ack, rejection.code), (Some(3), Code::UnknownEvent));
+        let (ack, rejection) =
+            code(r#"{"event":"add-message","data":{"name":5,"message":"x"},"ack":4}"#);
+        assert_eq!((ack, rejection.code), (Some(4), Code::BadRequest));
+        assert_eq!(
+            code(r#"{"event":"add-message","data":"hi"}"#).1.code,
+            Code::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"event":"add-message","ack":-1}"#).1.code,
+            Code::BadRequest
+        );
+    }
+
+    #[test]
+    fn load_older_requires_a_bounded_limit() {
+        let ok = parse_request(
+            r#"{"event":"load-older","data":{"before":10,"limit":500}}"#,
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.action,
+            Action::LoadOlder {
+                before: 10,
+                limit: 500
+            }
+        );
+        for bad in [
+            r#"{"event":"load-older","data":{"before":10,"limit":501}}"#,
+            r#"{"event":"load-older","data":{"before":10,"limit":0}}"#,
+            r#"{"event":"load-older","data":{"limit":5}}"#,
+        ] {
+            assert_eq!(
+                parse_request(bad, Limits::default()).unwrap_err().1.code,
+                Code::BadRequest
+            );
+        }
+    }
+
+    #[test]
+    fn frames_have_the_documented_shape() {
+        let message = Message {
+            id: 1,
+            name: "a".into(),
+            message: "b".into(),
+            time: 5,
+        };
+        let added = message_added_frame(&message);
+        let frame: Value = serde_json::from_str(&added).unwrap();
+        assert_eq!(
+            frame,
+            json!({"event":"message-added","data":{"id":1,"name":"a","message":"b","time":5}})
+        );
+        let json = &added[MESSAGE_ADDED_PREFIX.len()..added.len() - 1];
+        let frame: Value =
+            serde_json::from_str(&messages_available_frame([json, json], false)).unwrap();
+        assert_eq!(frame["data"].as_array().unwrap().len(), 2);
+        assert_eq!(frame.get("gap"), None);
+        let frame: Value = serde_json::from_str(&messages_available_frame([json], true)).unwrap();
+        assert_eq!(frame["gap"], true);
+        let frame: Value =
+            serde_json::from_str(&older_messages_frame([json], true, Some(4))).unwrap();
+        assert_eq!(
+            frame,
+            json!({"event":"older-messages","ack":4,"data":{"messages":[message],"more":true}})
+        );
+        let frame: Value = serde_json::from_str(&ack_frame(9, &message)).unwrap();
+        assert_eq!(frame["ack"], 9);
+        let rejection = Rejection::new(Code::BadJson, "x");
+        let frame: Value = serde_json::from_str(&error_frame(&rejection, None)).unwrap();
+        assert_eq!(
+            frame,
+            json!({"event":"error","data":{"code":"bad-json","message":"x"}})
+        );
+        let frame: Value = serde_json::from_str(&presence_frame(3)).unwrap();
+        assert_eq!(frame, json!({"event":"presence","data":{"online":3}}));
+    }
+}

@@ -1,0 +1,254 @@
+//! One WebSocket connection, from upgrade to close.
+//!
+//! The connection task is one `select!` over four things: frames the board
+//! queued for this connection, replies to this client's own requests (in the
+//! order it sent them), frames from the client, and the heartbeat tick. The
+//! client's posts go to the writer and are answered when committed; several
+//! can be in flight at once, so one sender is not held to one commit per
+//! round trip.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use bytestring::ByteString;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+
+use crate::board::{Board, Subscription};
+use crate::protocol::{self, Action, Code, Limits, Rejection};
+use crate::writer::Writer;
+
+/// Timing and size settings of every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    pub limits: Limits,
+    /// Largest frame (or reassembled fragmented message) a client may send.
+    pub max_frame_bytes: usize,
+    /// How often the server pings a connection.
+    pub heartbeat: Duration,
+    /// A connection silent for this long (no frame, no pong) is dropped. It is
+    /// a few heartbeats, so one lost pong does not cut anyone off.
+    pub client_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            limits: Limits::default(),
+            max_frame_bytes: 64 * 1024,
+            heartbeat: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// Requests of one client being answered at once; more wait in the socket.
+const MAX_IN_FLIGHT: usize = 64;
+/// Board frames written per wake-up, so a busy board is written in batches.
+const WRITE_BATCH: usize = 64;
+
+type Reply = Pin<Box<dyn Future<Output = Option<String>>>>;
+
+/// Everything a connection needs, handed over by the upgrade handler.
+pub struct Connection {
+    pub session: actix_ws::Session,
+    pub stream: actix_ws::MessageStream,
+    pub subscription: Subscription,
+    /// The `messages-available` frame, sent first.
+    pub welcome: String,
+    pub board: Board,
+    pub writer: Writer,
+    pub config: SessionConfig,
+    pub peer: String,
+}
+
+/// How a connection ended, for the close frame and the log.
+enum End {
+    ClientLeft,
+    Closed(CloseReason),
+    Gone,
+}
+
+fn reason(code: CloseCode, description: &str) -> End {
+    End::Closed(CloseReason {
+        code,
+        description: Some(description.to_owned()),
+    })
+}
+
+pub async fn run(connection: Connection) {
+    let Connection {
+        mut session,
+        stream,
+        mut subscription,
+        welcome,
+        board,
+        writer,
+        config,
+        peer,
+    } = connection;
+    log::info!("{peer} connected ({} online)", board.online());
+    let mut stream = stream
+        .max_frame_size(config.max_frame_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(config.max_frame_bytes);
+    let mut replies: FuturesOrdered<Reply> = FuturesOrdered::new();
+    let mut outgoing: Vec<ByteString> = Vec::with_capacity(WRITE_BATCH);
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let mut last_heard = Instant::now();
+
+    let end = 'connection: {
+        if session.text(welcome).await.is_err() {
+            break 'connection End::Gone;
+        }
+        loop {
+            tokio::select! {
+                received = subscription.frames.recv_many(&mut outgoing, WRITE_BATCH) => {
+                    if received == 0 {
+                        break 'connection if board.is_closed() {
+                            reason(CloseCode::Away, "the board is shutting down")
+                        } else {
+                            reason(CloseCode::Again, "too slow to keep up; reconnect with ?since=")
+                        };
+                    }
+                    for frame in outgoing.drain(..) {
+                        if session.text(frame).await.is_err() {
+                            break 'connection End::Gone;
+                        }
+                    }
+                }
+                Some(reply) = replies.next(), if !replies.is_empty() => {
+                    if let Some(frame) = reply {
+                        if session.text(frame).await.is_err() {
+                            break 'connection End::Gone;
+                        }
+                    }
+                }
+                frame = stream.next(), if replies.len() < MAX_IN_FLIGHT => {
+                    last_heard = Instant::now();
+                    match frame {
+                        None => break 'connection End::ClientLeft,
+                        Some(Ok(AggregatedMessage::Text(text))) => {
+                            replies.push_back(answer(&text, &board, &writer, &config, &peer));
+                        }
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                            let rejection = Rejection::new(
+                                Code::BadRequest,
+                                "binary frames are not part of the protocol; send JSON text",
+                            );
+                            log::info!("{peer}: rejected a binary frame");
+                            replies.push_back(Box::pin(std::future::ready(Some(
+                                protocol::error_frame(&rejection, None),
+                            ))));
+                        }
+                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                            if session.pong(&bytes).await.is_err() {
+                                break 'connection End::Gone;
+                            }
+                        }
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Close(_))) => break 'connection End::ClientLeft,
+                        Some(Err(error)) => break 'connection protocol_failure(&peer, error),
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > config.client_timeout {
+                        log::info!("{peer}: no answer to pings for {:?}; dropping", config.client_timeout);
+                        break 'connection End::Gone;
+                    }
+                    if session.ping(b"").await.is_err() {
+                        break 'connection End::Gone;
+                    }
+                }
+            }
+        }
+    };
+    drop(subscription);
+    match end {
+        End::ClientLeft => {
+            // Answer the client's close (or its vanishing) with ours; if it is
+            // already gone there is nobody to tell.
+            let _ = session.close(None).await;
+        }
+        End::Closed(reason) => {
+            log::info!(
+                "{peer}: closing ({})",
+                reason.description.as_deref().unwrap_or("")
+            );
+            // As above: a client that vanished meanwhile needs no close frame.
+            let _ = session.close(Some(reason)).await;
+        }
+        End::Gone => {}
+    }
+    log::info!("{peer} disconnected ({} online)", board.online());
+}
+
+/// Turns a broken frame into the close code RFC 6455 gives it.
+fn protocol_failure(peer: &str, error: ProtocolError) -> End {
+    log::info!("{peer}: protocol error: {error}");
+    match error {
+        ProtocolError::Overflow => reason(CloseCode::Size, "frame too large"),
+        ProtocolError::Io(e) if e.to_string().contains("continuation size") => {
+            reason(CloseCode::Size, "message too large")
+        }
+        ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            reason(CloseCode::Invalid, "text frames must be UTF-8")
+        }
+        _ => reason(CloseCode::Protocol, "WebSocket protocol error"),
+    }
+}
+
+/// Answers one text frame. The answer is a future so that posts wait for
+/// their commit without holding up the connection's other work.
+fn answer(text: &str, board: &Board, writer: &Writer, config: &SessionConfig, peer: &str) -> Reply {
+    let request = match protocol::parse_request(text, config.limits) {
+        Ok(request) => request,
+        Err((ack, rejection)) => {
+            log::info!(
+                "{peer}: rejected ({}): {}",
+                rejection.code.as_str(),
+                rejection.message
+            );
+            return Box::pin(std::future::ready(Some(protocol::error_frame(
+                &rejection, ack,
+            ))));
+        }
+    };
+    let ack = request.ack;
+    match request.action {
+        Action::AddMessage(draft) => {
+            let writer = writer.clone();
+            Box::pin(async move {
+                match (writer.post(draft).await, ack) {
+                    (Ok((message, _)), Some(ack)) => Some(protocol::ack_frame(ack, &message)),
+                    (Ok(_), None) => None,
+                    (Err(rejection), ack) => Some(protocol::error_frame(&rejection, ack)),
+                }
+            })
+        }
+        Action::LoadOlder { before, limit } => {
+            let board = board.clone();
+            Box::pin(async move {
+                match actix_web::web::block(move || board.before(before, limit)).await {
+                    Ok(Ok((page, more))) => Some(protocol::older_messages_frame(
+                        page.iter().map(|e| e.json()),
+                        more,
+                        ack,
+                    )),
+                    Ok(Err(error)) => {
+                        log::error!("reading older messages failed: {error}");
+                        Some(protocol::error_frame(
+                            &Rejection::new(Code::StorageError, "older messages could not be read"),
+                            ack,
+                        ))
+                    }
+                    Err(_) => Some(protocol::error_frame(
+                        &Rejection::new(Code::Unavailable, "the board is shutting down"),
+                        ack,
+                    )),
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The writer thread: the one place where messages get their ids.
+//!
+//! Posts from every connection and from the HTTP API queue here. The thread
+//! takes whatever has queued up as one batch, commits the batch to the store
+//! in one transaction, and only then publishes it to the board and answers
+//! the posters. So a message is durable before anyone hears of it, ids are
+//! assigned in commit order, and a burst of posts costs one commit, not one
+//! each. The store's blocking calls stay on this thread, off the async
+//! workers.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::board::{Board, Entry};
+use crate::protocol::{Code, Draft, Message, Rejection};
+
+/// Posts taken into one transaction at most.
+const MAX_BATCH: usize = 1024;
+/// Posts waiting for the writer before posters wait for room.
+const QUEUE: usize = 8192;
+
+/// What a poster gets back: the stored message and its shared entry.
+pub type Posted = Result<(Message, Arc<Entry>), Rejection>;
+
+struct Job {
+    draft: Draft,
+    reply: oneshot::Sender<Posted>,
+}
+
+/// A cheap-to-clone handle for posting to the board.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread. It ends once every `Writer` handle is dropped
+    /// and the queue is drained, so no accepted post is lost at shutdown.
+    pub fn start(board: Board) -> (Writer, std::thread::JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("lanboard-writer".into())
+            .spawn(move || run(board, queue))
+            // Spawning a thread fails only when the OS is out of resources at start.
+            .expect("the writer thread starts");
+        (Writer { jobs }, thread)
+    }
+
+    /// Posts a message and waits until it is committed and published.
+    pub async fn post(&self, draft: Draft) -> Posted {
+        let (reply, answer) = oneshot::channel();
+        let unavailable = || Rejection::new(Code::Unavailable, "the board is shutting down");
+        self.jobs
+            .send(Job { draft, reply })
+            .await
+            .map_err(|_| unavailable())?;
+        answer.await.map_err(|_| unavailable())?
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn run(board: Board, mut queue: mpsc::Receiver<Job>) {
+    let mut drafts = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        drafts.push(first.draft);
+        replies.push(first.reply);
+        while drafts.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => {
+                    drafts.push(job.draft);
+                    replies.push(job.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        match board.log().append(std::mem::take(&mut drafts), now_ms()) {
+            Ok(messages) => {
+                let entries = board.publish(&messages);
+                for ((reply, message), entry) in replies.drain(..).zip(messages).zip(entries) {
+                    // A poster that went away no longer needs its answer; the
+                    // message is stored and broadcast all the same.
+                    let _ = reply.send(Ok((message, entry)));
+                }
+            }
+            Err(error) => {
+                log::error!("could not store {} message(s): {error}", replies.len());
+                let rejection = Rejection::new(
+                    Code::StorageError,
+                    "the message could not be stored; try again",
+                );
+                for reply in replies.drain(..) {
+                    // As above: nobody left to tell is fine.
+                    let _ = reply.send(Err(rejection.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Test support: the real `lanboard` binary on a free port with its own data
+//! file, a real WebSocket client that speaks protocol v1, and a minimal HTTP
+//! client. Every wait has a timeout, so a bug fails a test instead of hanging it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `lanboard` process, stopped when dropped.
+pub struct Board {
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    /// Everything the process printed on stdout (the banner).
+    pub banner: String,
+    stderr: mpsc::Receiver<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_lanboard")
+}
+
+impl Board {
+    /// Starts the binary on 127.0.0.1, a free port and a fresh data file,
+    /// with `extra` flags appended.
+    pub fn start(extra: &[&str]) -> Board {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let data = dir.path().join("board.db");
+        let mut board = Board::start_on(&data, 0, extra);
+        board._dir = Some(dir);
+        board
+    }
+
+    /// Starts the binary on `port` (0 for any) with `data` as its file.
+    pub fn start_on(data: &Path, port: u16, extra: &[&str]) -> Board {
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--no-qr".into(),
+            "--data".into(),
+            data.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (child, addr, banner, stderr) = launch(&args, port);
+        Board {
+            addr,
+            data: data.to_path_buf(),
+            child: Some(child),
+            args,
+            banner,
+            stderr,
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the board is running").id()
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its status.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the board is running");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        wait_with_timeout(&mut child, WAIT).expect("lanboard exits after a signal")
+    }
+
+    /// Stops the board with SIGTERM, as a service manager would.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Starts the board again on the same port and data file.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        let (child, addr, banner, stderr) = launch(&self.args, self.addr.port());
+        assert_eq!(addr, self.addr, "restarted on the same address");
+        self.child = Some(child);
+        self.banner = banner;
+        self.stderr = stderr;
+    }
+
+    /// What the process printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The process may have exited already; either way it is reaped below.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Starts the binary and reads its banner up to the local URL.
+fn launch(args: &[String], port: u16) -> (Child, SocketAddr, String, mpsc::Receiver<String>) {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .arg("--port")
+        .arg(port.to_string())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("lanboard starts");
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (err_tx, err_rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if err_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = String::new();
+    loop {
+        match lines.recv_timeout(WAIT) {
+            Ok(line) => {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line.starts_with("Press Ctrl-C") {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let errors: Vec<String> = err_rx.try_iter().collect();
+                panic!(
+                    "lanboard {args:?} --port {port} printed no banner.\nstdout:\n{banner}\nstderr:\n{}",
+                    errors.join("\n")
+                );
+            }
+        }
+    }
+    let addr = local_addr(&banner).unwrap_or_else(|| panic!("no local URL in banner:\n{banner}"));
+    (child, addr, banner, err_rx)
+}
+
+/// The `http://127.0.0.1:<port>` address the banner prints.
+pub fn local_addr(banner: &str) -> Option<SocketAddr> {
+    banner.split_whitespace().find_map(|word| {
+        word.strip_prefix("http://127.0.0.1:")
+            .and_then(|port| port.parse::<u16>().ok())
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+    })
+}
+
+/// Runs the binary to completion with `args`; returns (status, stdout, stderr).
+pub fn run(args: &[&str], cwd: &Path) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lanboard starts");
+    let mut out = String::new();
+    let mut err = String::new();
+    let status = wait_with_timeout(&mut child, WAIT)
+        .unwrap_or_else(|| panic!("lanboard {args:?} did not finish"));
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, out, err)
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket client speaking protocol v1.
+pub struct Client {
+    pub socket: Socket,
+    /// The `data` of the `messages-available` frame received on connect.
+    pub history: Vec<Value>,
+    /// The whole `messages-available` frame.
+    pub welcome: Value,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:1234/ws?since=3`) and reads
+    /// the `messages-available` frame.
+    pub async fn connect(url: &str) -> Client {
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        let mut client = Client {
+            socket,
+            history: Vec::new(),
+            welcome: Value::Null,
+        };
+        let welcome = client.next_event("messages-available").await;
+        client.history = welcome["data"]
+            .as_array()
+            .expect("data is an array")
+            .clone();
+        client.welcome = welcome;
+        client
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Frame::text(text.to_owned()))
+            .await
+            .expect("send a frame");
+    }
+
+    /// Posts a message asking for an ack.
+    pub async fn add(&mut self, name: &str, message: &str, ack: u64) {
+        self.send(serde_json::json!({
+            "event": "add-message",
+            "data": {"name": name, "message": message},
+            "ack": ack,
+        }))
+        .await;
+    }
+
+    /// The next JSON frame, whatever its event; `None` when the server closed.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame in time")?;
+            match frame {
+                Ok(Frame::Text(text)) => {
+                    return Some(serde_json::from_str(&text).expect("frames are JSON"))
+                }
+                Ok(Frame::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// The next frame of event `name`, skipping `presence` frames.
+    pub async fn next_event(&mut self, name: &str) -> Value {
+        loop {
+            let frame = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("connection closed while waiting for {name}"));
+            if frame["event"] == name {
+                return frame;
+            }
+            assert_eq!(frame["event"], "presence", "expected {name}, got {frame}");
+        }
+    }
+
+    /// The next frame that is not `presence`.
+    pub async fn next_reply(&mut self) -> Value {
+        loop {
+            let frame = self.next().await.expect("connection closed");
+            if frame["event"] != "presence" {
+                return frame;
+            }
+        }
+    }
+}
+
+/// The ids of a list of messages.
+pub fn ids(messages: &[Value]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m["id"].as_u64().expect("an id"))
+        .collect()
+}
+
+/// A response of the minimal HTTP client.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
+    let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let body = if raw.contains("transfer-encoding: chunked")
+        || raw.contains("Transfer-Encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Response {
+    http(addr, "GET", path, &[], "").await
+}
+
+pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Response {
+    http(addr, "POST", path, &[], body).await
+}
