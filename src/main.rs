@@ -12,9 +12,11 @@ use lanboard::{net, transfer};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,lanboard=info"),
+    )
+    .format_target(false)
+    .init();
     let result = match cli.command {
         Some(Command::Export { data }) => {
             let stdout = std::io::stdout();

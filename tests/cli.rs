@@ -1,0 +1,188 @@
+//! The real binary with its real flags: banner, errors, signals.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{binary, run, Board, Client};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+#[test]
+fn help_and_version_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, _) = run(&["--help"], dir.path());
+    assert!(status.success());
+    for flag in [
+        "--port",
+        "--bind",
+        "--history",
+        "--data",
+        "--memory",
+        "--no-qr",
+        "LANBOARD_PORT",
+        "LANBOARD_BIND",
+    ] {
+        assert!(out.contains(flag), "--help mentions {flag}:\n{out}");
+    }
+    let (status, out, _) = run(&["--version"], dir.path());
+    assert!(status.success());
+    assert_eq!(
+        out.trim(),
+        format!("lanboard {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn port_zero_prints_the_port_actually_bound_and_the_local_address() {
+    let board = Board::start(&[]);
+    assert_ne!(board.addr.port(), 0);
+    let port_line = board.banner.lines().next().unwrap();
+    assert!(
+        port_line.contains(&format!("port {}", board.addr.port())),
+        "{port_line}"
+    );
+    let local = board
+        .banner
+        .lines()
+        .find(|l| l.contains(&board.url()))
+        .expect("the local address is printed");
+    assert!(local.contains("this computer only"), "{local}");
+    assert!(board.banner.contains("History: "), "{}", board.banner);
+}
+
+#[test]
+fn binding_all_interfaces_lists_every_lan_address_marked_to_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .args(["--port", "0", "--bind", "0.0.0.0", "--no-qr", "--memory"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lan: Vec<_> = lanboard::net::lan_ipv4_addresses();
+    for ip in &lan {
+        let line = banner
+            .lines()
+            .find(|l| l.contains(&format!("http://{ip}:")))
+            .unwrap_or_else(|| panic!("{ip} missing from:\n{banner}"));
+        assert!(line.contains("send this one"), "{line}");
+    }
+    assert!(banner.contains("http://127.0.0.1:"), "{banner}");
+    assert!(!banner.contains("http://0.0.0.0"), "{banner}");
+}
+
+#[test]
+fn the_port_can_come_from_the_environment() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .args(["--no-qr", "--memory"])
+        .env("LANBOARD_PORT", port.to_string())
+        .env("LANBOARD_BIND", "127.0.0.1")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let first = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.contains(&format!("port {port}")), "{first}");
+}
+
+#[test]
+fn a_port_already_in_use_gives_one_clear_line_and_a_failure_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, err) = run(
+        &["--port", &port, "--bind", "127.0.0.1", "--memory"],
+        dir.path(),
+    );
+    assert!(!status.success());
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+    assert!(
+        err.contains("already in use") && err.contains(&port),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "no banner: {out}");
+}
+
+#[test]
+fn a_bad_bind_address_gives_one_clear_line_and_a_failure_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    for address in ["not-an-address", "300.1.1.1"] {
+        let (status, _, err) = run(&["--port", "0", "--bind", address, "--memory"], dir.path());
+        assert!(!status.success());
+        assert_eq!(err.trim().lines().count(), 1, "{err:?}");
+        assert!(err.contains("--bind") && err.contains(address), "{err}");
+    }
+    // A well-formed address this machine does not have.
+    let (status, _, err) = run(
+        &["--port", "0", "--bind", "203.0.113.77", "--memory"],
+        dir.path(),
+    );
+    assert!(!status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err:?}");
+    assert!(err.contains("203.0.113.77"), "{err}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_connection_with_a_close_frame_and_exits_zero() {
+    let mut board = Board::start(&[]);
+    let mut client = Client::connect(&board.ws_url()).await;
+    let pid = board.pid();
+    let status = tokio::task::spawn_blocking(move || {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    });
+    status.await.unwrap();
+    let close = loop {
+        match tokio::time::timeout(common::WAIT, client.socket.next()).await {
+            Ok(Some(Ok(Frame::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.expect("a close reason").code, CloseCode::Away);
+    let status = board.wait_for_exit();
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{}",
+        board.stderr()
+    );
+}
+
+#[test]
+fn sigint_stops_the_board_with_exit_zero() {
+    let mut board = Board::start(&[]);
+    let status = board.stop_with(libc::SIGINT);
+    assert!(status.success(), "{status:?}");
+}
