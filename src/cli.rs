@@ -54,8 +54,9 @@ pub struct ServeArgs {
     )]
     pub data: PathBuf,
 
-    /// Keep history in memory only: it is lost when lanboard stops.
-    #[arg(long, env = "LANBOARD_MEMORY", conflicts_with = "data")]
+    /// Keep history in memory only (no file, --data is ignored): it is lost
+    /// when lanboard stops.
+    #[arg(long, env = "LANBOARD_MEMORY")]
     pub memory: bool,
 
     /// Do not print a QR code of the address (it is printed only on a terminal).
