@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::guard::{GuardConfig, Rate};
+use crate::protocol::Limits;
 use crate::server::{Config, StartError, Storage};
+use crate::session::SessionConfig;
 
 /// A real-time message board for your office network. Run it, share the
 /// address it prints, and everyone who opens it sees every message at once.
@@ -66,6 +69,126 @@ pub struct ServeArgs {
     /// Worker threads serving connections; 0 uses one per CPU core.
     #[arg(long, env = "LANBOARD_WORKERS", default_value_t = 0, value_name = "N")]
     pub workers: usize,
+
+    /// Largest WebSocket frame or API body a client may send, in bytes;
+    /// a larger frame closes its connection (close code 1009).
+    #[arg(long, env = "LANBOARD_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_name = "BYTES", help_heading = "Limits")]
+    pub max_frame_bytes: usize,
+
+    /// Longest message, in characters.
+    #[arg(
+        long,
+        env = "LANBOARD_MAX_MESSAGE_CHARS",
+        default_value_t = 4000,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_message_chars: usize,
+
+    /// Longest name, in characters.
+    #[arg(
+        long,
+        env = "LANBOARD_MAX_NAME_CHARS",
+        default_value_t = 64,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_name_chars: usize,
+
+    /// Messages per second one connection (or, through the HTTP API, one
+    /// address) may post on average; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "LANBOARD_RATE_LIMIT",
+        default_value_t = 10.0,
+        value_name = "PER_SECOND",
+        help_heading = "Limits"
+    )]
+    pub rate_limit: f64,
+
+    /// Messages that may be posted at once before --rate-limit applies.
+    #[arg(
+        long,
+        env = "LANBOARD_RATE_BURST",
+        default_value_t = 20,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub rate_burst: u32,
+
+    /// Open WebSocket connections per remote address; 0 for no limit.
+    /// Loopback (this computer, or a reverse proxy on it) is never limited.
+    #[arg(
+        long,
+        env = "LANBOARD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 64,
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// Seconds between the server's pings to each connection.
+    #[arg(
+        long,
+        env = "LANBOARD_HEARTBEAT",
+        default_value_t = 15.0,
+        value_name = "SECONDS",
+        help_heading = "Limits"
+    )]
+    pub heartbeat: f64,
+
+    /// Seconds of silence (no answer to pings) after which a connection is dropped.
+    #[arg(
+        long,
+        env = "LANBOARD_CLIENT_TIMEOUT",
+        default_value_t = 45.0,
+        value_name = "SECONDS",
+        help_heading = "Limits"
+    )]
+    pub client_timeout: f64,
+
+    /// A shared passphrase: the page asks for it once, and the WebSocket and
+    /// the API refuse anyone without it. Without it the board is open to
+    /// everyone who can reach it.
+    #[arg(
+        long,
+        env = "LANBOARD_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSPHRASE",
+        help_heading = "Security"
+    )]
+    pub password: Option<String>,
+
+    /// Another origin (scheme://host[:port]) whose pages may use the board,
+    /// besides the board's own address; repeat or separate with commas.
+    #[arg(
+        long,
+        env = "LANBOARD_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN",
+        help_heading = "Security"
+    )]
+    pub allow_origin: Vec<String>,
+
+    /// PEM certificate chain: serve https and wss instead of http and ws.
+    #[arg(
+        long,
+        env = "LANBOARD_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "LANBOARD_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,12 +229,54 @@ impl ServeArgs {
             .map_err(|_| StartError::BadAddress {
                 address: self.bind.clone(),
             })?;
+        let bad = |flag, reason: &str| StartError::BadFlag {
+            flag,
+            reason: reason.into(),
+        };
         if self.history == 0 {
-            return Err(StartError::BadFlag {
-                flag: "--history",
-                reason: "must be at least 1".into(),
-            });
+            return Err(bad("--history", "must be at least 1"));
         }
+        if self.max_frame_bytes < 1024 {
+            return Err(bad("--max-frame-bytes", "must be at least 1024"));
+        }
+        if self.max_message_chars == 0 || self.max_name_chars == 0 {
+            return Err(bad(
+                "--max-message-chars/--max-name-chars",
+                "must be at least 1",
+            ));
+        }
+        if !(self.rate_limit.is_finite() && self.rate_limit >= 0.0) {
+            return Err(bad(
+                "--rate-limit",
+                "must be a number of messages per second, 0 for none",
+            ));
+        }
+        if self.rate_limit > 0.0 && self.rate_burst == 0 {
+            return Err(bad("--rate-burst", "must be at least 1"));
+        }
+        let seconds = |flag, value: f64| {
+            if value.is_finite() && value > 0.0 && value < 1e6 {
+                Ok(std::time::Duration::from_secs_f64(value))
+            } else {
+                Err(bad(flag, "must be a positive number of seconds"))
+            }
+        };
+        let heartbeat = seconds("--heartbeat", self.heartbeat)?;
+        let client_timeout = seconds("--client-timeout", self.client_timeout)?;
+        if client_timeout <= heartbeat {
+            return Err(bad("--client-timeout", "must be longer than --heartbeat"));
+        }
+        if self
+            .password
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return Err(bad("--password", "must not be empty"));
+        }
+        let rate = (self.rate_limit > 0.0).then_some(Rate {
+            per_second: self.rate_limit,
+            burst: f64::from(self.rate_burst),
+        });
         Ok(Config {
             bind,
             port: self.port,
@@ -123,6 +288,24 @@ impl ServeArgs {
             },
             qr: !self.no_qr,
             workers: self.workers,
+            session: SessionConfig {
+                limits: Limits {
+                    max_name_chars: self.max_name_chars,
+                    max_message_chars: self.max_message_chars,
+                },
+                max_frame_bytes: self.max_frame_bytes,
+                heartbeat,
+                client_timeout,
+                rate,
+            },
+            guard: GuardConfig {
+                tls: self.tls_cert.is_some(),
+                password: self.password,
+                allow_origins: self.allow_origin,
+                max_connections_per_ip: self.max_connections_per_ip,
+                post_rate: rate,
+            },
+            tls: self.tls_cert.zip(self.tls_key),
             ..Config::default()
         })
     }

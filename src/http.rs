@@ -7,15 +7,20 @@
 //! | `GET /api/messages`      | JSON array of messages (`since`, `before`, `limit`) |
 //! | `POST /api/messages`     | 201 with the stored message                      |
 //! | `GET /api/info`          | the board's addresses and limits                 |
+//! | `POST /api/login`        | checks the passphrase, sets the login cookie     |
 //! | `GET /api/qr.svg`        | QR code of the first LAN address                 |
 //! | `GET /<file>`            | a file of the client                             |
+
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::board::Board;
+use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
 use crate::session::{self, SessionConfig};
 use crate::writer::Writer;
@@ -27,6 +32,7 @@ pub struct AppState {
     pub session: SessionConfig,
     /// Addresses to share, for `/api/info` and the QR code.
     pub urls: Vec<String>,
+    pub guard: Arc<Guard>,
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -35,6 +41,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/messages", web::get().to(list_messages))
         .route("/api/messages", web::post().to(post_message))
         .route("/api/info", web::get().to(info))
+        .route("/api/login", web::post().to(login))
         .route("/api/qr.svg", web::get().to(qr_svg))
         .route("/{path:.*}", web::get().to(crate::assets::serve));
 }
@@ -42,6 +49,40 @@ pub fn routes(config: &mut web::ServiceConfig) {
 /// An HTTP error with the same `{"code","message"}` body as the `error` event.
 fn reject(status: StatusCode, rejection: &Rejection) -> HttpResponse {
     HttpResponse::build(status).json(rejection.body())
+}
+
+fn refuse(refusal: Refusal) -> HttpResponse {
+    reject(refusal.status, &refusal.rejection)
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, HttpResponse> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            reject(
+                StatusCode::BAD_REQUEST,
+                &Rejection::new(Code::BadRequest, "the request body could not be read"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &Rejection::new(
+                    Code::TooLarge,
+                    format!("the body is larger than {limit} bytes"),
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Runs the checks every API request passes: Origin, then passphrase.
+fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), HttpResponse> {
+    guard.check_origin(request).map_err(refuse)?;
+    guard.check_auth(request).map_err(refuse)
 }
 
 #[derive(Deserialize)]
@@ -55,6 +96,13 @@ async fn upgrade(
     query: Result<web::Query<ResumeQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
+    if let Err(response) = admit(&request, &state.guard) {
+        return Ok(response);
+    }
+    let permit = match state.guard.admit(request.peer_addr().map(|a| a.ip())) {
+        Ok(permit) => permit,
+        Err(refusal) => return Ok(refuse(refusal)),
+    };
     let Ok(query) = query else {
         return Ok(reject(
             StatusCode::BAD_REQUEST,
@@ -87,6 +135,7 @@ async fn upgrade(
         writer: state.writer.clone(),
         config: state.session,
         peer,
+        permit,
     }));
     Ok(response)
 }
@@ -99,9 +148,13 @@ struct ListQuery {
 }
 
 async fn list_messages(
+    request: HttpRequest,
     query: Result<web::Query<ListQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    if let Err(response) = admit(&request, &state.guard) {
+        return response;
+    }
     let query = match query {
         Ok(query) if query.limit.is_none_or(|l| (1..=MAX_PAGE).contains(&l)) => query,
         _ => {
@@ -144,9 +197,25 @@ async fn list_messages(
 
 async fn post_message(
     request: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    if let Err(response) = admit(&request, &state.guard) {
+        return response;
+    }
+    if let Err(refusal) = state.guard.allow_post(request.peer_addr().map(|a| a.ip())) {
+        log::info!(
+            "{}: rejected POST (rate-limited)",
+            request
+                .peer_addr()
+                .map_or_else(String::new, |a| a.to_string())
+        );
+        return refuse(refusal);
+    }
+    let body = match read_body(payload, state.session.max_frame_bytes).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(error) => {
@@ -176,12 +245,61 @@ async fn post_message(
     }
 }
 
-async fn info(state: web::Data<AppState>) -> HttpResponse {
+#[derive(Deserialize)]
+struct Login {
+    password: String,
+}
+
+/// Checks the passphrase and hands the browser its login cookie, which the
+/// WebSocket upgrade and the API then accept (browsers cannot set headers
+/// on a WebSocket).
+async fn login(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(refusal) = state.guard.check_origin(&request) {
+        return refuse(refusal);
+    }
+    // Guesses count against the same per-address budget as posts.
+    if let Err(refusal) = state.guard.allow_post(request.peer_addr().map(|a| a.ip())) {
+        return refuse(refusal);
+    }
+    let body = match read_body(payload, 4096).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let Ok(login) = serde_json::from_slice::<Login>(&body) else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            &Rejection::new(Code::BadRequest, "send {\"password\": \"...\"}"),
+        );
+    };
+    match state.guard.login(&login.password) {
+        Ok(Some(cookie)) => HttpResponse::NoContent().cookie(cookie).finish(),
+        Ok(None) => HttpResponse::NoContent().finish(),
+        Err(refusal) => {
+            log::info!(
+                "{}: wrong passphrase",
+                request
+                    .peer_addr()
+                    .map_or_else(String::new, |a| a.ip().to_string())
+            );
+            refuse(refusal)
+        }
+    }
+}
+
+async fn info(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(response) = admit(&request, &state.guard) {
+        return response;
+    }
     HttpResponse::Ok().json(serde_json::json!({
         "name": "lanboard",
         "version": env!("CARGO_PKG_VERSION"),
         "urls": state.urls,
         "online": state.board.online(),
+        "password": state.guard.has_password(),
         "limits": {
             "max_message_chars": state.session.limits.max_message_chars,
             "max_name_chars": state.session.limits.max_name_chars,
@@ -189,7 +307,10 @@ async fn info(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-async fn qr_svg(state: web::Data<AppState>) -> HttpResponse {
+async fn qr_svg(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(response) = admit(&request, &state.guard) {
+        return response;
+    }
     let Some(url) = state.urls.first() else {
         return HttpResponse::NotFound().finish();
     };

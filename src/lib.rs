@@ -11,6 +11,7 @@
 //! - `writer`: the thread that commits posts in batches and assigns ids.
 //! - `store`: the history log, in SQLite or in memory.
 //! - `transfer`: `export` and `import` as JSON Lines.
+//! - `guard`: passphrase, Origin check, per-address limits, token buckets.
 //! - `net`: the addresses to share, and their QR codes.
 //! - `assets`: the embedded web client.
 //!
@@ -29,6 +30,7 @@
 pub mod assets;
 pub mod board;
 pub mod cli;
+pub mod guard;
 pub mod http;
 pub mod net;
 pub mod protocol;

@@ -82,6 +82,13 @@ fn print_banner(server: &Server, qr: bool) {
         }
     }
     text.push_str(&format!("\nHistory: {}\n", server.storage()));
+    if server.has_password() {
+        text.push_str("Access: protected by a passphrase (--password).\n");
+    } else {
+        text.push_str(
+            "Access: open to anyone who can reach this address (set --password to require one).\n",
+        );
+    }
     text.push_str("Press Ctrl-C to stop.\n");
     // A closed stdout (say, piped into `head`) must not stop the board.
     let _ = out.write_all(text.as_bytes());

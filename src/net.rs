@@ -36,10 +36,10 @@ pub fn lan_ipv4_addresses() -> Vec<Ipv4Addr> {
 
 /// The URLs to share for a server bound to `bind` on `port`: every LAN
 /// address first (the ones to send to coworkers), then the local one.
-pub fn share_urls(bind: IpAddr, port: u16, lan: &[Ipv4Addr]) -> Vec<ShareUrl> {
+pub fn share_urls(scheme: &str, bind: IpAddr, port: u16, lan: &[Ipv4Addr]) -> Vec<ShareUrl> {
     let url = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => format!("http://{v4}:{port}"),
-        IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+        IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}"),
+        IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}"),
     };
     let mut urls = Vec::new();
     if bind.is_unspecified() {
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn all_interfaces_lists_every_lan_address_then_the_local_one() {
-        let urls = share_urls("0.0.0.0".parse().unwrap(), 4000, &LAN);
+        let urls = share_urls("http", "0.0.0.0".parse().unwrap(), 4000, &LAN);
         let shown: Vec<(&str, bool)> = urls.iter().map(|u| (u.url.as_str(), u.lan)).collect();
         assert_eq!(
             shown,
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_specific_bind_address_is_the_only_one_shown() {
-        let urls = share_urls("127.0.0.1".parse().unwrap(), 9, &LAN);
+        let urls = share_urls("http", "127.0.0.1".parse().unwrap(), 9, &LAN);
         assert_eq!(
             urls,
             [ShareUrl {
@@ -138,13 +138,13 @@ mod tests {
                 lan: false
             }]
         );
-        let urls = share_urls("::1".parse().unwrap(), 9, &LAN);
+        let urls = share_urls("http", "::1".parse().unwrap(), 9, &LAN);
         assert_eq!(urls[0].url, "http://[::1]:9");
     }
 
     #[test]
     fn the_banner_marks_which_address_to_send() {
-        let text = banner(&share_urls("0.0.0.0".parse().unwrap(), 4000, &LAN));
+        let text = banner(&share_urls("http", "0.0.0.0".parse().unwrap(), 4000, &LAN));
         let lan_line = text.lines().find(|l| l.contains("192.168.1.20")).unwrap();
         assert!(lan_line.contains("send this one"));
         let local_line = text.lines().find(|l| l.contains("127.0.0.1")).unwrap();

@@ -146,6 +146,11 @@ pub enum Code {
     NameTooLong,
     StorageError,
     Unavailable,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    ForbiddenOrigin,
+    TooManyConnections,
 }
 
 impl Code {
@@ -159,6 +164,11 @@ impl Code {
             Code::NameTooLong => "name-too-long",
             Code::StorageError => "storage-error",
             Code::Unavailable => "unavailable",
+            Code::RateLimited => "rate-limited",
+            Code::TooLarge => "too-large",
+            Code::Unauthorized => "unauthorized",
+            Code::ForbiddenOrigin => "forbidden-origin",
+            Code::TooManyConnections => "too-many-connections",
         }
     }
 }

@@ -13,6 +13,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
 
 use crate::board::{Board, BoardConfig};
+use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::net::{self, ShareUrl};
 use crate::session::SessionConfig;
@@ -36,6 +37,9 @@ pub struct Config {
     pub qr: bool,
     pub workers: usize,
     pub session: SessionConfig,
+    pub guard: GuardConfig,
+    /// PEM certificate chain and key: serve https/wss.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// How long open connections get to finish at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -50,6 +54,12 @@ impl Default for Config {
             qr: true,
             workers: 0,
             session: SessionConfig::default(),
+            guard: GuardConfig {
+                max_connections_per_ip: 64,
+                post_rate: SessionConfig::default().rate,
+                ..GuardConfig::default()
+            },
+            tls: None,
             shutdown_grace: Duration::from_secs(3),
         }
     }
@@ -72,6 +82,8 @@ pub enum StartError {
         port: u16,
         source: std::io::Error,
     },
+    #[error("cannot use the TLS certificate or key: {0}")]
+    Tls(String),
     #[error("cannot open the history: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -86,6 +98,7 @@ pub struct Server {
     local_addr: SocketAddr,
     grace: Duration,
     storage: String,
+    password: bool,
 }
 
 impl Server {
@@ -116,13 +129,29 @@ impl Server {
                 }
             })?;
         let local_addr = listener.local_addr()?;
-        let urls = net::share_urls(config.bind, local_addr.port(), &net::lan_ipv4_addresses());
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let urls = net::share_urls(
+            scheme,
+            config.bind,
+            local_addr.port(),
+            &net::lan_ipv4_addresses(),
+        );
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls_config(cert, key)?),
+            None => None,
+        };
+        let password = config.guard.password.is_some();
 
         let state = web::Data::new(AppState {
             board: board.clone(),
             writer,
             session: config.session,
             urls: urls.iter().map(|u| u.url.clone()).collect(),
+            guard: Arc::new(Guard::new(config.guard.clone())),
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -147,7 +176,11 @@ impl Server {
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
-        let server = server.listen(listener)?.run();
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+            None => server.listen(listener)?,
+        }
+        .run();
         Ok(Server {
             server,
             board,
@@ -155,6 +188,7 @@ impl Server {
             local_addr,
             grace: config.shutdown_grace,
             storage,
+            password,
         })
     }
 
@@ -164,6 +198,11 @@ impl Server {
 
     pub fn urls(&self) -> &[ShareUrl] {
         &self.urls
+    }
+
+    /// True when a passphrase protects the board.
+    pub fn has_password(&self) -> bool {
+        self.password
     }
 
     /// Where the history lives, for the banner.
@@ -199,6 +238,38 @@ impl Server {
         presence.abort();
         Ok(())
     }
+}
+
+/// Loads a PEM certificate chain and private key for rustls.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let named = |path: &std::path::Path, e: &dyn std::fmt::Display| {
+        StartError::Tls(format!("{}: {e}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| named(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| named(cert, &e))?;
+    if chain.is_empty() {
+        return Err(named(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| named(key, &e))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            StartError::Tls(format!(
+                "{} and {} do not match: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -16,6 +16,7 @@ use bytestring::ByteString;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use crate::board::{Board, Subscription};
+use crate::guard::{self, Permit, Rate, TokenBucket};
 use crate::protocol::{self, Action, Code, Limits, Rejection};
 use crate::writer::Writer;
 
@@ -28,8 +29,11 @@ pub struct SessionConfig {
     /// How often the server pings a connection.
     pub heartbeat: Duration,
     /// A connection silent for this long (no frame, no pong) is dropped. It is
-    /// a few heartbeats, so one lost pong does not cut anyone off.
+    /// a few heartbeats, so one lost pong does not cut anyone off. A write
+    /// that makes no progress for this long drops the connection too.
     pub client_timeout: Duration,
+    /// Posts per connection; `None` is unlimited.
+    pub rate: Option<Rate>,
 }
 
 impl Default for SessionConfig {
@@ -39,6 +43,10 @@ impl Default for SessionConfig {
             max_frame_bytes: 64 * 1024,
             heartbeat: Duration::from_secs(15),
             client_timeout: Duration::from_secs(45),
+            rate: Some(Rate {
+                per_second: 10.0,
+                burst: 20.0,
+            }),
         }
     }
 }
@@ -61,6 +69,8 @@ pub struct Connection {
     pub writer: Writer,
     pub config: SessionConfig,
     pub peer: String,
+    /// The connection's place in its address's count, freed when it ends.
+    pub permit: Permit,
 }
 
 /// How a connection ended, for the close frame and the log.
@@ -87,7 +97,9 @@ pub async fn run(connection: Connection) {
         writer,
         config,
         peer,
+        permit,
     } = connection;
+    let mut bucket = config.rate.map(TokenBucket::new);
     log::info!("{peer} connected ({} online)", board.online());
     let mut stream = stream
         .max_frame_size(config.max_frame_bytes)
@@ -99,7 +111,7 @@ pub async fn run(connection: Connection) {
     let mut last_heard = Instant::now();
 
     let end = 'connection: {
-        if session.text(welcome).await.is_err() {
+        if !send(&mut session, welcome.into(), config.client_timeout).await {
             break 'connection End::Gone;
         }
         loop {
@@ -113,14 +125,14 @@ pub async fn run(connection: Connection) {
                         };
                     }
                     for frame in outgoing.drain(..) {
-                        if session.text(frame).await.is_err() {
+                        if !send(&mut session, frame, config.client_timeout).await {
                             break 'connection End::Gone;
                         }
                     }
                 }
                 Some(reply) = replies.next(), if !replies.is_empty() => {
                     if let Some(frame) = reply {
-                        if session.text(frame).await.is_err() {
+                        if !send(&mut session, frame.into(), config.client_timeout).await {
                             break 'connection End::Gone;
                         }
                     }
@@ -130,7 +142,7 @@ pub async fn run(connection: Connection) {
                     match frame {
                         None => break 'connection End::ClientLeft,
                         Some(Ok(AggregatedMessage::Text(text))) => {
-                            replies.push_back(answer(&text, &board, &writer, &config, &peer));
+                            replies.push_back(answer(&text, &board, &writer, &config, &peer, bucket.as_mut()));
                         }
                         Some(Ok(AggregatedMessage::Binary(_))) => {
                             let rejection = Rejection::new(
@@ -165,6 +177,7 @@ pub async fn run(connection: Connection) {
         }
     };
     drop(subscription);
+    drop(permit);
     match end {
         End::ClientLeft => {
             // Answer the client's close (or its vanishing) with ours; if it is
@@ -184,6 +197,16 @@ pub async fn run(connection: Connection) {
     log::info!("{peer} disconnected ({} online)", board.online());
 }
 
+/// Writes one frame; false when the client is gone or has not taken any data
+/// for `timeout` (a client that stopped reading must not hold its task and
+/// buffers forever).
+async fn send(session: &mut actix_ws::Session, frame: ByteString, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, session.text(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Turns a broken frame into the close code RFC 6455 gives it.
 fn protocol_failure(peer: &str, error: ProtocolError) -> End {
     log::info!("{peer}: protocol error: {error}");
@@ -201,7 +224,14 @@ fn protocol_failure(peer: &str, error: ProtocolError) -> End {
 
 /// Answers one text frame. The answer is a future so that posts wait for
 /// their commit without holding up the connection's other work.
-fn answer(text: &str, board: &Board, writer: &Writer, config: &SessionConfig, peer: &str) -> Reply {
+fn answer(
+    text: &str,
+    board: &Board,
+    writer: &Writer,
+    config: &SessionConfig,
+    peer: &str,
+    bucket: Option<&mut TokenBucket>,
+) -> Reply {
     let request = match protocol::parse_request(text, config.limits) {
         Ok(request) => request,
         Err((ack, rejection)) => {
@@ -218,6 +248,16 @@ fn answer(text: &str, board: &Board, writer: &Writer, config: &SessionConfig, pe
     let ack = request.ack;
     match request.action {
         Action::AddMessage(draft) => {
+            if let (Some(bucket), Some(rate)) = (bucket, config.rate) {
+                if !bucket.try_take(Instant::now()) {
+                    let refusal = guard::rate_limited(rate);
+                    log::info!("{peer}: rejected (rate-limited)");
+                    return Box::pin(std::future::ready(Some(protocol::error_frame(
+                        &refusal.rejection,
+                        ack,
+                    ))));
+                }
+            }
             let writer = writer.clone();
             Box::pin(async move {
                 match (writer.post(draft).await, ack) {

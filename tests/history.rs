@@ -77,7 +77,7 @@ async fn memory_mode_forgets_everything_on_restart() {
 
 #[tokio::test]
 async fn every_acked_message_survives_sigkill_exactly_once() {
-    let mut board = Board::start(&[]);
+    let mut board = Board::start(&["--rate-limit", "0"]);
     let mut acked: Vec<(u64, String)> = Vec::new();
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     for round in 0..4 {

@@ -72,7 +72,7 @@ async fn history_sends_only_the_newest_n_messages() {
 
 #[tokio::test]
 async fn concurrent_senders_are_seen_in_one_identical_order_by_every_client() {
-    let board = Board::start(&[]);
+    let board = Board::start(&["--rate-limit", "0"]);
     let mut clients = Vec::new();
     for _ in 0..3 {
         clients.push(Client::connect(&board.ws_url()).await);

@@ -1,0 +1,364 @@
+//! Who may use the board, and how much: the optional passphrase, the Origin
+//! check against cross-site WebSocket hijacking, connections per address,
+//! and the token buckets that limit posting.
+//!
+//! Every check returns a [`Refusal`]: an HTTP status plus the same
+//! `{"code","message"}` body the `error` event carries.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::HttpRequest;
+use parking_lot::Mutex;
+
+use crate::protocol::{Code, Rejection};
+
+/// Name of the cookie that carries a browser's login.
+pub const SESSION_COOKIE: &str = "lanboard_session";
+
+/// A request refused before it reached the board.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub rejection: Rejection,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            rejection: Rejection::new(code, message),
+        }
+    }
+}
+
+/// A rate: `per_second` tokens flow in, at most `burst` wait.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+/// A token bucket: allows bursts up to `burst`, then `per_second` on average.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: Rate,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: Rate) -> TokenBucket {
+        TokenBucket {
+            rate,
+            tokens: rate.burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True when the bucket has refilled completely, so forgetting it changes nothing.
+    fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate.per_second >= self.rate.burst
+    }
+}
+
+/// The access rules, set from the flags.
+#[derive(Debug, Clone, Default)]
+pub struct GuardConfig {
+    pub password: Option<String>,
+    /// Origins allowed besides the board's own, as `scheme://host[:port]`.
+    pub allow_origins: Vec<String>,
+    /// 0 means no limit. Loopback addresses are never limited: they are this
+    /// computer itself, or a reverse proxy in front of the board.
+    pub max_connections_per_ip: usize,
+    /// Posts per remote address through the HTTP API; `None` is unlimited.
+    pub post_rate: Option<Rate>,
+    /// True when the board is served over TLS (the login cookie is then `Secure`).
+    pub tls: bool,
+}
+
+/// Remote addresses whose idle buckets are swept away past this many.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+pub struct Guard {
+    config: GuardConfig,
+    /// What a browser's login cookie holds: random, new at every start, so
+    /// the passphrase itself is never stored in a cookie.
+    session_token: String,
+    connections: Mutex<HashMap<IpAddr, usize>>,
+    post_buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+}
+
+/// Holds one connection's place in its address's count; dropping it frees the place.
+pub struct Permit {
+    guard: Option<(Arc<Guard>, IpAddr)>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some((guard, ip)) = self.guard.take() {
+            let mut connections = guard.connections.lock();
+            if let Some(count) = connections.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    connections.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl Guard {
+    pub fn new(config: GuardConfig) -> Guard {
+        let mut bytes = [0u8; 16];
+        // Without an OS random source the token falls back to the start
+        // time, which a stranger cannot read either; it only guards logins.
+        if getrandom::getrandom(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes.copy_from_slice(&nanos.to_le_bytes());
+        }
+        Guard {
+            config,
+            session_token: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            connections: Mutex::new(HashMap::new()),
+            post_buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn has_password(&self) -> bool {
+        self.config.password.is_some()
+    }
+
+    /// Refuses a request sent by a page of another site. Requests without
+    /// an `Origin` (scripts, curl) pass: they cannot carry a victim's cookies
+    /// through a browser.
+    pub fn check_origin(&self, request: &HttpRequest) -> Result<(), Refusal> {
+        let Some(origin) = request.headers().get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if same_origin(origin, host)
+            || self
+                .config
+                .allow_origins
+                .iter()
+                .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        {
+            return Ok(());
+        }
+        log::info!("refused a request from foreign origin {origin:?}");
+        Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            Code::ForbiddenOrigin,
+            format!("requests from {origin} are not allowed; see --allow-origin"),
+        ))
+    }
+
+    /// Refuses a request without the passphrase, when one is set. Accepts
+    /// `Authorization: Bearer <passphrase>` (scripts) or the login cookie
+    /// (browsers, after `POST /api/login`).
+    pub fn check_auth(&self, request: &HttpRequest) -> Result<(), Refusal> {
+        let Some(password) = &self.config.password else {
+            return Ok(());
+        };
+        let bearer = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "));
+        let cookie = request.cookie(SESSION_COOKIE);
+        let by_bearer =
+            bearer.is_some_and(|given| constant_time_eq(given.as_bytes(), password.as_bytes()));
+        let by_cookie = cookie
+            .is_some_and(|c| constant_time_eq(c.value().as_bytes(), self.session_token.as_bytes()));
+        if by_bearer || by_cookie {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                Code::Unauthorized,
+                "this board needs its passphrase",
+            ))
+        }
+    }
+
+    /// Checks a passphrase given to `POST /api/login`; returns the cookie to set.
+    pub fn login(
+        &self,
+        given: &str,
+    ) -> Result<Option<actix_web::cookie::Cookie<'static>>, Refusal> {
+        let Some(password) = &self.config.password else {
+            return Ok(None);
+        };
+        if !constant_time_eq(given.as_bytes(), password.as_bytes()) {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                Code::Unauthorized,
+                "wrong passphrase",
+            ));
+        }
+        Ok(Some(
+            actix_web::cookie::Cookie::build(SESSION_COOKIE, self.session_token.clone())
+                .path("/")
+                .http_only(true)
+                .secure(self.config.tls)
+                .same_site(actix_web::cookie::SameSite::Strict)
+                .finish(),
+        ))
+    }
+
+    /// Counts a new connection from `ip`, or refuses it when the address
+    /// already has as many as allowed.
+    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, Refusal> {
+        let limit = self.config.max_connections_per_ip;
+        let Some(ip) = ip.filter(|ip| limit > 0 && !ip.is_loopback()) else {
+            return Ok(Permit { guard: None });
+        };
+        let mut connections = self.connections.lock();
+        let count = connections.entry(ip).or_insert(0);
+        if *count >= limit {
+            log::info!("{ip}: refused a connection over the limit of {limit}");
+            return Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::TooManyConnections,
+                format!("at most {limit} connections per address"),
+            ));
+        }
+        *count += 1;
+        Ok(Permit {
+            guard: Some((self.clone(), ip)),
+        })
+    }
+
+    /// Takes a token from `ip`'s posting bucket, or refuses the post.
+    pub fn allow_post(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        let (Some(rate), Some(ip)) = (self.config.post_rate, ip) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut buckets = self.post_buckets.lock();
+        if buckets.len() >= MAX_TRACKED_ADDRESSES {
+            buckets.retain(|_, bucket| !bucket.is_full(now));
+        }
+        let allowed = buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(rate))
+            .try_take(now);
+        if allowed {
+            Ok(())
+        } else {
+            Err(rate_limited(rate))
+        }
+    }
+}
+
+/// The refusal for a post over its rate.
+pub fn rate_limited(rate: Rate) -> Refusal {
+    Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        Code::RateLimited,
+        format!(
+            "too many messages: at most {} per second (bursts of {}); this one was not posted",
+            rate.per_second, rate.burst
+        ),
+    )
+}
+
+/// True when `origin` (`scheme://host[:port]`) names the `host` header's authority.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let normalize = |authority: &str| {
+        let authority = authority.to_ascii_lowercase();
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+            && !authority.ends_with(']');
+        if has_port {
+            authority
+        } else {
+            format!("{authority}:{default_port}")
+        }
+    };
+    !host.is_empty() && normalize(authority) == normalize(host)
+}
+
+/// Compares two secrets in time that depends only on their lengths, so the
+/// time a wrong guess takes tells nothing about how close it was.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let rate = Rate {
+            per_second: 10.0,
+            burst: 20.0,
+        };
+        let mut bucket = TokenBucket::new(rate);
+        let start = Instant::now();
+        let allowed = (0..25).filter(|_| bucket.try_take(start)).count();
+        assert_eq!(allowed, 20);
+        assert!(!bucket.try_take(start + Duration::from_millis(50)));
+        assert!(bucket.try_take(start + Duration::from_millis(160)));
+        assert!(bucket.is_full(start + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn same_origin_compares_scheme_default_ports_and_case() {
+        assert!(same_origin("http://192.168.1.5:4000", "192.168.1.5:4000"));
+        assert!(same_origin("http://Board.local", "board.local:80"));
+        assert!(same_origin("https://board.local", "board.local"));
+        assert!(same_origin("http://[::1]:4000", "[::1]:4000"));
+        assert!(!same_origin("http://evil.example", "192.168.1.5:4000"));
+        assert!(!same_origin("http://192.168.1.5:4001", "192.168.1.5:4000"));
+        assert!(!same_origin("null", "192.168.1.5:4000"));
+        assert!(!same_origin("http://a", ""));
+    }
+
+    #[test]
+    fn constant_time_eq_is_plain_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret!"));
+    }
+}
