@@ -117,7 +117,7 @@ pub struct ServeArgs {
     pub rate_burst: u32,
 
     /// Open WebSocket connections per remote address; 0 for no limit.
-    /// Loopback (this computer, or a reverse proxy on it) is never limited.
+    /// 127.0.0.1 and ::1 (this computer, or a reverse proxy on it) are never limited.
     #[arg(
         long,
         env = "LANBOARD_MAX_CONNECTIONS_PER_IP",

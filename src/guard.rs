@@ -85,7 +85,7 @@ pub struct GuardConfig {
     pub password: Option<String>,
     /// Origins allowed besides the board's own, as `scheme://host[:port]`.
     pub allow_origins: Vec<String>,
-    /// 0 means no limit. Loopback addresses are never limited: they are this
+    /// 0 means no limit. 127.0.0.1 and ::1 are never limited: they are this
     /// computer itself, or a reverse proxy in front of the board.
     pub max_connections_per_ip: usize,
     /// Posts per remote address through the HTTP API; `None` is unlimited.
@@ -235,7 +235,7 @@ impl Guard {
     /// already has as many as allowed.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, Refusal> {
         let limit = self.config.max_connections_per_ip;
-        let Some(ip) = ip.filter(|ip| limit > 0 && !ip.is_loopback()) else {
+        let Some(ip) = ip.filter(|ip| limit > 0 && !is_this_computer(*ip)) else {
             return Ok(Permit { guard: None });
         };
         let mut connections = self.connections.lock();
@@ -272,6 +272,18 @@ impl Guard {
             Ok(())
         } else {
             Err(rate_limited(rate))
+        }
+    }
+}
+
+/// True for 127.0.0.1 and ::1 (also as an IPv4-mapped address): where this
+/// computer's own browser, a load test or a reverse proxy connects from.
+fn is_this_computer(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => {
+            v6 == std::net::Ipv6Addr::LOCALHOST
+                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
         }
     }
 }

@@ -80,9 +80,9 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
 }
 
 /// Runs the checks every API request passes: Origin, then passphrase.
-fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), HttpResponse> {
-    guard.check_origin(request).map_err(refuse)?;
-    guard.check_auth(request).map_err(refuse)
+fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), Refusal> {
+    guard.check_origin(request)?;
+    guard.check_auth(request)
 }
 
 #[derive(Deserialize)]
@@ -96,8 +96,8 @@ async fn upgrade(
     query: Result<web::Query<ResumeQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
-    if let Err(response) = admit(&request, &state.guard) {
-        return Ok(response);
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return Ok(refuse(refusal));
     }
     let permit = match state.guard.admit(request.peer_addr().map(|a| a.ip())) {
         Ok(permit) => permit,
@@ -152,8 +152,8 @@ async fn list_messages(
     query: Result<web::Query<ListQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(response) = admit(&request, &state.guard) {
-        return response;
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
     }
     let query = match query {
         Ok(query) if query.limit.is_none_or(|l| (1..=MAX_PAGE).contains(&l)) => query,
@@ -200,8 +200,8 @@ async fn post_message(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(response) = admit(&request, &state.guard) {
-        return response;
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
     }
     if let Err(refusal) = state.guard.allow_post(request.peer_addr().map(|a| a.ip())) {
         log::info!(
@@ -291,8 +291,8 @@ async fn login(
 }
 
 async fn info(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(response) = admit(&request, &state.guard) {
-        return response;
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
     }
     HttpResponse::Ok().json(serde_json::json!({
         "name": "lanboard",
@@ -308,8 +308,8 @@ async fn info(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
 }
 
 async fn qr_svg(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(response) = admit(&request, &state.guard) {
-        return response;
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
     }
     let Some(url) = state.urls.first() else {
         return HttpResponse::NotFound().finish();

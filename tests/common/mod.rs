@@ -190,10 +190,11 @@ fn launch(args: &[String], port: u16) -> (Child, SocketAddr, String, mpsc::Recei
     (child, addr, banner, err_rx)
 }
 
-/// The `http://127.0.0.1:<port>` address the banner prints.
+/// The `http://127.0.0.1:<port>` (or https) address the banner prints.
 pub fn local_addr(banner: &str) -> Option<SocketAddr> {
     banner.split_whitespace().find_map(|word| {
         word.strip_prefix("http://127.0.0.1:")
+            .or_else(|| word.strip_prefix("https://127.0.0.1:"))
             .and_then(|port| port.parse::<u16>().ok())
             .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
     })

@@ -1,0 +1,979 @@
+// lanboard's web client: the board at `/` and the read-only wall at `/wall`
+// (or `?wall`). It speaks protocol v1 over `/ws` (frames are described in
+// src/protocol.rs) and reads `/api/info` and `/api/messages` over HTTP.
+// User text only ever reaches the page through text nodes.
+'use strict';
+
+// ---- Settings (units in the names) -----------------------------------------
+
+/** First reconnect delay; doubles per failed attempt up to the cap. */
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 10_000;
+/** Messages asked for per "Show older messages" click. */
+const OLDER_PAGE = 200;
+/** Messages per request when downloading the history (the API's maximum). */
+const DOWNLOAD_PAGE = 500;
+/** Messages the wall keeps on screen; older ones leave the page. */
+const WALL_KEEP = 40;
+/** The character counter appears from this share of the limit on. */
+const COUNTER_FROM = 0.9;
+/** Longest text read out by screen readers for one new message. */
+const ANNOUNCE_MAX_CHARS = 200;
+/** How long the "Copied" label stays on a copy button. */
+const COPIED_MS = 1600;
+/** How long a new message stays highlighted on the wall. */
+const ARRIVAL_MS = 4000;
+
+const WALL = location.pathname === '/wall' || new URLSearchParams(location.search).has('wall');
+
+// ---- Elements, grabbed once -------------------------------------------------
+
+const byId = (id) => document.getElementById(id);
+const ui = {
+  form: byId('create-message'),
+  name: byId('name'),
+  message: byId('message'),
+  send: byId('send'),
+  counter: byId('counter'),
+  formError: byId('form-error'),
+  list: byId('messages'),
+  empty: byId('empty'),
+  older: byId('show-older'),
+  status: byId('status'),
+  online: byId('online'),
+  announcer: byId('announcer'),
+  panelToggle: byId('panel-toggle'),
+  sidebar: byId('sidebar'),
+  inviteUrls: byId('invite-urls'),
+  inviteLocal: byId('invite-local'),
+  qr: byId('qr'),
+  sound: byId('sound'),
+  notify: byId('notify'),
+  notifyHint: byId('notify-hint'),
+  download: byId('download'),
+  favicon: byId('favicon'),
+};
+
+// ---- State ------------------------------------------------------------------
+
+const state = {
+  socket: null,
+  connected: false,
+  /** Failed connection attempts since the last successful one. */
+  attempt: 0,
+  retryTimer: 0,
+  /** Whether a `messages-available` has ever arrived (the first is not news). */
+  loaded: false,
+  /** Ids of every message shown or shown before; messages are never drawn twice. */
+  seen: new Set(),
+  /** Highest id seen: where a reconnect resumes (`?since=`). */
+  lastId: 0,
+  /** Lowest id in the list: where "Show older messages" continues. */
+  oldestId: 0,
+  /** The server said there is nothing before `oldestId`. */
+  noOlder: false,
+  nextAck: 1,
+  /** Requests awaiting their reply, by ack number. */
+  pending: new Map(),
+  unread: 0,
+  limits: { max_message_chars: 4000, max_name_chars: 64 },
+  sound: false,
+  notify: false,
+};
+
+const BASE_TITLE = WALL ? 'lanboard wall' : 'lanboard';
+const STORAGE = { name: 'lanboard.name', sound: 'lanboard.sound', notify: 'lanboard.notify' };
+
+/** localStorage that never throws: private windows and full disks only lose the setting. */
+const storage = {
+  get(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch {
+      return null;
+    }
+  },
+  set(key, value) {
+    try {
+      window.localStorage.setItem(key, value);
+    } catch {
+      // Not remembered this time; everything else works.
+    }
+  },
+};
+
+// ---- Connection -------------------------------------------------------------
+
+function socketUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const resume = state.lastId > 0 ? `?since=${state.lastId}` : '';
+  return `${scheme}//${location.host}/ws${resume}`;
+}
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  state.retryTimer = 0;
+  let socket;
+  try {
+    socket = new WebSocket(socketUrl());
+  } catch (error) {
+    console.warn('lanboard: cannot open a WebSocket', error);
+    scheduleReconnect();
+    return;
+  }
+  state.socket = socket;
+  // Events of a socket that has been replaced are ignored.
+  socket.addEventListener('message', (event) => {
+    if (state.socket === socket) receive(event.data);
+  });
+  socket.addEventListener('close', () => {
+    if (state.socket === socket) disconnected();
+  });
+}
+
+function disconnected() {
+  state.socket = null;
+  state.connected = false;
+  // Replies to requests made on the old connection will never come.
+  let lostPost = false;
+  for (const request of state.pending.values()) {
+    if (request.kind === 'post') lostPost = true;
+  }
+  state.pending.clear();
+  setOlderLoading(false);
+  if (lostPost) {
+    showFormError(
+      'The connection dropped before the board confirmed your message. It is still in the box; ' +
+        'check the list before sending it again.',
+    );
+  }
+  setStatus(navigator.onLine === false ? 'offline' : 'reconnecting');
+  scheduleReconnect();
+}
+
+function scheduleReconnect() {
+  clearTimeout(state.retryTimer);
+  const ceilingMs = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** state.attempt);
+  state.attempt = Math.min(state.attempt + 1, 16);
+  // Between half and all of the ceiling, so that every page of a restarted
+  // board does not come back in the same instant.
+  const delayMs = ceilingMs / 2 + (Math.random() * ceilingMs) / 2;
+  state.retryTimer = setTimeout(connect, delayMs);
+}
+
+/** Skips the wait when there is reason to think the board is reachable again. */
+function reconnectNow() {
+  if (state.socket === null) {
+    state.attempt = 0;
+    connect();
+  }
+}
+
+function setStatus(kind) {
+  const text = {
+    connecting: 'connecting…',
+    connected: 'connected',
+    reconnecting: 'reconnecting…',
+    offline: 'offline',
+  }[kind];
+  ui.status.textContent = text;
+  // "offline" is still a reconnecting page, just one that knows why.
+  ui.status.dataset.state = kind === 'offline' ? 'reconnecting' : kind;
+  ui.status.title =
+    kind === 'connected'
+      ? 'New messages appear as they are written.'
+      : 'The page keeps trying to reach the board; nothing you typed is lost.';
+  document.documentElement.dataset.connection = ui.status.dataset.state;
+  updateSendButton();
+}
+
+// ---- Frames -----------------------------------------------------------------
+
+function send(event, data, ack) {
+  const socket = state.socket;
+  if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+  const frame = ack === undefined ? { event, data } : { event, data, ack };
+  socket.send(JSON.stringify(frame));
+  return true;
+}
+
+/** Sends a frame that asks for a reply; returns its ack number, or 0 when offline. */
+function request(event, data, meta) {
+  const ack = state.nextAck;
+  if (!send(event, data, ack)) return 0;
+  state.nextAck += 1;
+  state.pending.set(ack, meta);
+  return ack;
+}
+
+function receive(text) {
+  let frame;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    console.warn('lanboard: ignoring a frame that is not JSON', text);
+    return;
+  }
+  const handler = frame && handlers[frame.event];
+  if (handler) {
+    handler(frame);
+  } else {
+    console.warn('lanboard: ignoring an unknown event', frame && frame.event);
+  }
+}
+
+const handlers = {
+  'messages-available'(frame) {
+    const messages = Array.isArray(frame.data) ? frame.data : [];
+    const resumed = state.loaded;
+    if (frame.gap === true) {
+      // Too much was missed to replay: start over from the newest ones.
+      clearMessages();
+    }
+    const added = addMessages(messages);
+    state.loaded = true;
+    state.connected = true;
+    state.attempt = 0;
+    setStatus('connected');
+    if (resumed) arrived(added);
+  },
+
+  'message-added'(frame) {
+    arrived(addMessages([frame.data]));
+  },
+
+  ack(frame) {
+    const request = takeRequest(frame.ack);
+    if (request && request.kind === 'post') {
+      // Only clear what was sent: text typed since stays.
+      if (ui.message.value === request.text) {
+        ui.message.value = '';
+        messageEdited();
+      }
+      clearFormError();
+      updateSendButton();
+    }
+  },
+
+  error(frame) {
+    const request = takeRequest(frame.ack);
+    const problem = frame.data || {};
+    if (request && request.kind === 'older') {
+      setOlderLoading(false);
+      announce('Older messages could not be loaded.');
+      return;
+    }
+    showFormError(errorSentence(problem));
+    updateSendButton();
+  },
+
+  'older-messages'(frame) {
+    takeRequest(frame.ack);
+    const data = frame.data || {};
+    const messages = Array.isArray(data.messages) ? data.messages : [];
+    addMessages(messages);
+    state.noOlder = data.more === false;
+    setOlderLoading(false);
+    announce(
+      messages.length === 0
+        ? 'There are no older messages.'
+        : `${messages.length} older ${messages.length === 1 ? 'message' : 'messages'} added at the end of the list.`,
+    );
+  },
+
+  presence(frame) {
+    setOnline(frame.data && frame.data.online);
+  },
+};
+
+function takeRequest(ack) {
+  if (ack === undefined || !state.pending.has(ack)) return null;
+  const request = state.pending.get(ack);
+  state.pending.delete(ack);
+  return request;
+}
+
+function errorSentence(problem) {
+  switch (problem.code) {
+    case 'message-too-long':
+      return `The message is longer than ${state.limits.max_message_chars} characters; shorten it and send again.`;
+    case 'name-too-long':
+      return `The name is longer than ${state.limits.max_name_chars} characters.`;
+    case 'empty-message':
+      return 'Write something first.';
+    case 'rate-limited':
+      return 'You are sending faster than the board allows; wait a moment and send again.';
+    case 'storage-error':
+    case 'unavailable':
+      return 'The board could not save the message right now; it is still in the box, try again shortly.';
+    default:
+      return problem.message ? `The board refused the message: ${problem.message}` : 'The board refused the message.';
+  }
+}
+
+// ---- The message list -------------------------------------------------------
+
+/** Inserts the messages not seen before, in id order (newest on top); returns them. */
+function addMessages(messages) {
+  const added = [];
+  for (const message of messages) {
+    if (!isMessage(message) || state.seen.has(message.id)) continue;
+    state.seen.add(message.id);
+    insert(renderMessage(message), message.id);
+    added.push(message);
+    state.lastId = Math.max(state.lastId, message.id);
+  }
+  if (WALL) {
+    while (ui.list.children.length > WALL_KEEP) ui.list.lastElementChild.remove();
+  }
+  const last = ui.list.lastElementChild;
+  state.oldestId = last ? Number(last.dataset.id) : 0;
+  ui.empty.hidden = ui.list.children.length > 0;
+  updateOlderButton();
+  return added;
+}
+
+function isMessage(value) {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    Number.isSafeInteger(value.id) &&
+    typeof value.name === 'string' &&
+    typeof value.message === 'string'
+  );
+}
+
+function insert(item, id) {
+  // New messages go on top and older pages at the end, so both common cases
+  // are one comparison; anything else walks down to its place.
+  const first = ui.list.firstElementChild;
+  if (!first || id > Number(first.dataset.id)) {
+    ui.list.prepend(item);
+    return;
+  }
+  const last = ui.list.lastElementChild;
+  if (id < Number(last.dataset.id)) {
+    ui.list.append(item);
+    return;
+  }
+  for (const other of ui.list.children) {
+    if (Number(other.dataset.id) < id) {
+      other.before(item);
+      return;
+    }
+  }
+  ui.list.append(item);
+}
+
+function clearMessages() {
+  ui.list.replaceChildren();
+  state.seen.clear();
+  state.oldestId = 0;
+  state.noOlder = false;
+}
+
+function renderMessage(message) {
+  const item = document.createElement('li');
+  item.className = 'message';
+  item.dataset.id = String(message.id);
+
+  const avatar = document.createElement('span');
+  avatar.className = `avatar hue-${hue(message.name)}`;
+  avatar.setAttribute('aria-hidden', 'true');
+  avatar.textContent = initial(message.name);
+
+  const content = document.createElement('div');
+  content.className = 'content';
+
+  const meta = document.createElement('div');
+  meta.className = 'meta';
+  const name = document.createElement('span');
+  name.className = 'name';
+  name.textContent = message.name;
+  meta.append(name, renderTime(message.time));
+
+  const body = document.createElement('p');
+  body.className = 'body';
+  appendWithLinks(body, message.message);
+
+  content.append(meta, body);
+  item.append(avatar, content);
+  return item;
+}
+
+function renderTime(ms) {
+  const time = document.createElement('time');
+  time.className = 'time';
+  const date = new Date(ms);
+  if (Number.isNaN(date.getTime())) return time;
+  time.dateTime = date.toISOString();
+  time.textContent = shortTime(date);
+  time.title = date.toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+  return time;
+}
+
+const pad = (n) => String(n).padStart(2, '0');
+
+/** HH:MM, with the day in front when it is not today. */
+function shortTime(date) {
+  const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  const now = new Date();
+  if (date.toDateString() === now.toDateString()) return clock;
+  const day = date.toLocaleDateString(undefined, {
+    day: 'numeric',
+    month: 'short',
+    year: date.getFullYear() === now.getFullYear() ? undefined : 'numeric',
+  });
+  return `${day}, ${clock}`;
+}
+
+/** The first letter of a name, for its avatar. */
+function initial(name) {
+  const letter = Array.from(name.trim())[0] || '?';
+  return letter.toLocaleUpperCase();
+}
+
+/** One of eight avatar colours, the same for the same name everywhere. */
+function hue(name) {
+  let hash = 0;
+  for (const char of name) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
+  return hash % 8;
+}
+
+/** http(s) addresses in running text; the trailing punctuation of a sentence is trimmed below. */
+const LINK = /\bhttps?:\/\/[^\s<>"]+/gi;
+
+/**
+ * Appends `text` to `parent` as text nodes, with http and https addresses as
+ * links that open in a new tab and tell the target nothing about the board.
+ * Anything else, `javascript:` included, stays text.
+ */
+function appendWithLinks(parent, text) {
+  let done = 0;
+  for (const match of text.matchAll(LINK)) {
+    const address = trimAddress(match[0]);
+    const href = safeHref(address);
+    if (!href) continue;
+    parent.append(text.slice(done, match.index));
+    const link = document.createElement('a');
+    link.href = href;
+    link.target = '_blank';
+    link.rel = 'noopener noreferrer';
+    link.textContent = address;
+    parent.append(link);
+    done = match.index + address.length;
+  }
+  parent.append(text.slice(done));
+}
+
+/** Drops punctuation that ends a sentence rather than the address. */
+function trimAddress(address) {
+  let end = address.length;
+  for (;;) {
+    const last = address[end - 1];
+    const kept = address.slice(0, end);
+    if ('.,;:!?\'*'.includes(last)) {
+      end -= 1;
+    } else if (last === ')' && count(kept, ')') > count(kept, '(')) {
+      end -= 1;
+    } else if (last === ']' && count(kept, ']') > count(kept, '[')) {
+      end -= 1;
+    } else {
+      return address.slice(0, end);
+    }
+  }
+}
+
+const count = (text, char) => text.split(char).length - 1;
+
+function safeHref(address) {
+  try {
+    const url = new URL(address);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+// ---- News: unread count, favicon, sound, notifications, screen readers -----
+
+/** Reacts to messages that are new to this page (not its first load). */
+function arrived(messages) {
+  if (messages.length === 0) return;
+  const newest = messages.reduce((a, b) => (b.id > a.id ? b : a));
+  if (WALL) {
+    const item = ui.list.querySelector(`[data-id="${newest.id}"]`);
+    if (item) {
+      item.classList.add('arrived');
+      setTimeout(() => item.classList.remove('arrived'), ARRIVAL_MS);
+    }
+  }
+  const fromOthers = messages.filter((message) => !isOwn(message));
+  if (document.hidden) {
+    state.unread += fromOthers.length;
+    showUnread();
+  }
+  if (fromOthers.length > 0) {
+    const latest = fromOthers[fromOthers.length - 1];
+    if (document.hidden || !document.hasFocus()) {
+      beep();
+      desktopNotification(latest, fromOthers.length);
+    }
+    announce(
+      fromOthers.length === 1
+        ? `${latest.name}: ${latest.message}`
+        : `${fromOthers.length} new messages. Latest from ${latest.name}: ${latest.message}`,
+    );
+  }
+}
+
+/** Whether this page is waiting for the board to confirm this very message. */
+function isOwn(message) {
+  for (const request of state.pending.values()) {
+    if (request.kind === 'post' && request.text.trim() === message.message.trim()) return true;
+  }
+  return false;
+}
+
+function announce(text) {
+  const short = text.length > ANNOUNCE_MAX_CHARS ? `${text.slice(0, ANNOUNCE_MAX_CHARS)}…` : text;
+  ui.announcer.textContent = short;
+}
+
+let dotIcon = '';
+
+function showUnread() {
+  document.title = state.unread > 0 ? `(${state.unread}) ${BASE_TITLE}` : BASE_TITLE;
+  if (state.unread > 0) {
+    dotIcon = dotIcon || drawIcon(true);
+    if (dotIcon) ui.favicon.href = dotIcon;
+  } else {
+    ui.favicon.href = '/favicon.svg';
+  }
+}
+
+/**
+ * The board's icon drawn on a canvas (the same shapes as favicon.svg), with
+ * an unread dot; returned as a data: URL, which the page's policy allows.
+ */
+function drawIcon(withDot) {
+  const size = 64;
+  const canvas = document.createElement('canvas');
+  canvas.width = size;
+  canvas.height = size;
+  const g = canvas.getContext('2d');
+  if (!g) return '';
+  const pill = (x, y, w, h, r) => {
+    g.beginPath();
+    g.roundRect(x, y, w, h, r);
+    g.fill();
+  };
+  g.fillStyle = '#2f6db5';
+  pill(0, 0, 64, 64, 14);
+  g.fillStyle = '#ffffff';
+  pill(13, 16, 38, 8, 4);
+  g.globalAlpha = 0.82;
+  pill(13, 28, 30, 8, 4);
+  g.globalAlpha = 0.64;
+  pill(13, 40, 20, 8, 4);
+  g.globalAlpha = 1;
+  if (withDot) {
+    g.beginPath();
+    g.arc(50, 50, 13, 0, 2 * Math.PI);
+    g.fillStyle = '#ffffff';
+    g.fill();
+    g.beginPath();
+    g.arc(50, 50, 10, 0, 2 * Math.PI);
+    g.fillStyle = '#e5484d';
+    g.fill();
+  }
+  return canvas.toDataURL('image/png');
+}
+
+let audio = null;
+
+/** A short, quiet two-note chime; only after the reader switched sound on. */
+function beep() {
+  if (!state.sound) return;
+  try {
+    audio = audio || new AudioContext();
+    const start = audio.currentTime + 0.01;
+    [660, 880].forEach((frequency, index) => {
+      const tone = audio.createOscillator();
+      const volume = audio.createGain();
+      const at = start + index * 0.12;
+      tone.type = 'sine';
+      tone.frequency.value = frequency;
+      volume.gain.setValueAtTime(0.0001, at);
+      volume.gain.exponentialRampToValueAtTime(0.12, at + 0.02);
+      volume.gain.exponentialRampToValueAtTime(0.0001, at + 0.22);
+      tone.connect(volume).connect(audio.destination);
+      tone.start(at);
+      tone.stop(at + 0.25);
+    });
+  } catch (error) {
+    console.warn('lanboard: cannot play a sound', error);
+  }
+}
+
+function desktopNotification(message, count) {
+  if (!state.notify || !('Notification' in window) || Notification.permission !== 'granted') return;
+  try {
+    const title = count > 1 ? `${count} new messages on lanboard` : `${message.name} on lanboard`;
+    const note = new Notification(title, { body: message.message.slice(0, 300), tag: 'lanboard' });
+    note.addEventListener('click', () => {
+      window.focus();
+      note.close();
+    });
+  } catch (error) {
+    console.warn('lanboard: cannot show a notification', error);
+  }
+}
+
+// ---- The form ---------------------------------------------------------------
+
+function submitMessage() {
+  clearFormError();
+  const text = ui.message.value;
+  if (text.trim() === '') {
+    ui.message.focus();
+    return;
+  }
+  const used = Array.from(text.trimEnd()).length;
+  if (used > state.limits.max_message_chars) {
+    showFormError(
+      `The message is ${used - state.limits.max_message_chars} characters over the limit of ${state.limits.max_message_chars}.`,
+    );
+    return;
+  }
+  if (postInFlight()) return;
+  const name = ui.name.value.trim();
+  storage.set(STORAGE.name, name);
+  const ack = request('add-message', { name, message: text }, { kind: 'post', text });
+  if (ack === 0) {
+    showFormError('Not connected right now. Your message stays here; send it once the board is back.');
+    return;
+  }
+  updateSendButton();
+}
+
+function postInFlight() {
+  for (const request of state.pending.values()) {
+    if (request.kind === 'post') return true;
+  }
+  return false;
+}
+
+function updateSendButton() {
+  ui.send.disabled = !state.connected || postInFlight();
+}
+
+function showFormError(text) {
+  ui.formError.textContent = text;
+  ui.formError.hidden = false;
+}
+
+function clearFormError() {
+  ui.formError.hidden = true;
+  ui.formError.textContent = '';
+}
+
+/** Counter and height after any change to the message box. */
+function messageEdited() {
+  const max = state.limits.max_message_chars;
+  const used = Array.from(ui.message.value).length;
+  ui.counter.hidden = used < Math.floor(max * COUNTER_FROM);
+  ui.counter.textContent = `${used} / ${max}`;
+  ui.counter.classList.toggle('over', used > max);
+  // Grow with the text up to the CSS max-height, then scroll inside.
+  ui.message.style.height = 'auto';
+  ui.message.style.height = `${ui.message.scrollHeight + 2}px`;
+}
+
+function setUpForm() {
+  ui.name.value = storage.get(STORAGE.name) || '';
+  ui.name.addEventListener('change', () => storage.set(STORAGE.name, ui.name.value.trim()));
+  ui.form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    submitMessage();
+  });
+  ui.message.addEventListener('keydown', (event) => {
+    // Enter sends; Shift+Enter is a new line; Enter that finishes an input
+    // method composition (Japanese, Chinese, ...) belongs to the composition.
+    if (event.key !== 'Enter' || event.shiftKey || event.altKey || event.isComposing) return;
+    event.preventDefault();
+    submitMessage();
+  });
+  ui.message.addEventListener('input', messageEdited);
+  // On phones the keyboard covers the lower half: keep the form in sight.
+  for (const field of [ui.name, ui.message]) {
+    field.addEventListener('focus', () => {
+      setTimeout(() => ui.form.scrollIntoView({ block: 'nearest' }), 250);
+    });
+  }
+  if (window.visualViewport) {
+    window.visualViewport.addEventListener('resize', () => {
+      if (ui.form.contains(document.activeElement)) ui.form.scrollIntoView({ block: 'nearest' });
+    });
+  }
+}
+
+// ---- Older messages ---------------------------------------------------------
+
+function updateOlderButton() {
+  ui.older.hidden = WALL || state.oldestId <= 1 || state.noOlder;
+  if (ui.older.hidden && document.activeElement === ui.older) ui.list.focus();
+}
+
+function setOlderLoading(loading) {
+  ui.older.disabled = loading;
+  ui.older.textContent = loading ? 'Loading older messages…' : 'Show older messages';
+  ui.older.setAttribute('aria-busy', String(loading));
+  updateOlderButton();
+}
+
+function loadOlder() {
+  if (ui.older.disabled || state.oldestId <= 1) return;
+  const ack = request('load-older', { before: state.oldestId, limit: OLDER_PAGE }, { kind: 'older' });
+  if (ack !== 0) setOlderLoading(true);
+}
+
+// ---- Presence, invite, options ---------------------------------------------
+
+function setOnline(count) {
+  if (!Number.isSafeInteger(count)) return;
+  ui.online.textContent = `${count} online`;
+  ui.online.dataset.count = String(count);
+}
+
+async function loadInfo() {
+  let info;
+  try {
+    const response = await fetch('/api/info', { cache: 'no-store' });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    info = await response.json();
+  } catch (error) {
+    console.warn('lanboard: /api/info is unavailable', error);
+    return;
+  }
+  if (info.limits) {
+    state.limits = { ...state.limits, ...info.limits };
+    ui.name.maxLength = state.limits.max_name_chars;
+    messageEdited();
+  }
+  if (!ui.online.dataset.count) setOnline(info.online);
+  const urls = Array.isArray(info.urls) ? info.urls.filter((url) => typeof url === 'string') : [];
+  showInvite(urls);
+}
+
+const isLoopback = (url) => /^https?:\/\/(127\.|\[::1\]|localhost)/.test(url);
+
+function showInvite(urls) {
+  const shared = urls.filter((url) => !isLoopback(url));
+  const shown = shared.length > 0 ? shared : urls;
+  ui.inviteLocal.hidden = shared.length > 0;
+  ui.inviteUrls.replaceChildren(
+    ...shown.map((url) => {
+      const item = document.createElement('li');
+      const text = document.createElement('span');
+      text.className = 'url';
+      text.textContent = url;
+      const copy = document.createElement('button');
+      copy.type = 'button';
+      copy.className = 'button quiet copy';
+      copy.textContent = 'Copy';
+      copy.setAttribute('aria-label', `Copy ${url}`);
+      copy.addEventListener('click', () => copyText(url, text, copy));
+      item.append(text, copy);
+      return item;
+    }),
+  );
+  if (shown.length > 0) ui.qr.alt = `QR code of ${shown[0]}`;
+  // The code encodes the first address; it is useless when only this computer can open it.
+  ui.qr.hidden = shared.length === 0;
+  ui.qr.nextElementSibling.hidden = ui.qr.hidden;
+}
+
+async function copyText(text, node, button) {
+  let copied = false;
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(text);
+      copied = true;
+    } catch {
+      // Refused (no permission or no focus): fall back to selecting it.
+    }
+  }
+  if (!copied) {
+    // Plain-HTTP pages have no clipboard API: select the address so that
+    // Ctrl+C (or the phone's copy bubble) takes it, and try the old command.
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    try {
+      copied = document.execCommand('copy');
+    } catch {
+      copied = false;
+    }
+  }
+  button.textContent = copied ? 'Copied' : 'Press Ctrl+C';
+  announce(copied ? 'Address copied.' : 'Address selected; press Ctrl+C to copy it.');
+  setTimeout(() => {
+    button.textContent = 'Copy';
+  }, COPIED_MS);
+}
+
+function setPressed(button, on) {
+  button.setAttribute('aria-pressed', String(on));
+}
+
+function setUpOptions() {
+  state.sound = storage.get(STORAGE.sound) === 'on';
+  setPressed(ui.sound, state.sound);
+  ui.sound.addEventListener('click', () => {
+    state.sound = !state.sound;
+    setPressed(ui.sound, state.sound);
+    storage.set(STORAGE.sound, state.sound ? 'on' : 'off');
+    if (state.sound) {
+      // Created inside the click, browsers let the page play sound later.
+      try {
+        audio = audio || new AudioContext();
+        audio.resume();
+      } catch (error) {
+        console.warn('lanboard: no audio', error);
+      }
+    }
+  });
+  // A remembered "on" still needs one interaction before audio may start.
+  const unlock = () => {
+    if (audio) audio.resume();
+    else if (state.sound) {
+      try {
+        audio = new AudioContext();
+      } catch {
+        // No audio in this browser; the chime stays silent.
+      }
+    }
+  };
+  document.addEventListener('pointerdown', unlock, { once: true });
+  document.addEventListener('keydown', unlock, { once: true });
+
+  setUpNotifications();
+
+  ui.download.addEventListener('click', downloadHistory);
+  ui.older.addEventListener('click', loadOlder);
+  ui.panelToggle.addEventListener('click', () => {
+    const open = ui.panelToggle.getAttribute('aria-expanded') !== 'true';
+    ui.panelToggle.setAttribute('aria-expanded', String(open));
+    ui.sidebar.classList.toggle('open', open);
+  });
+  ui.qr.addEventListener('error', () => {
+    ui.qr.hidden = true;
+    ui.qr.nextElementSibling.hidden = true;
+  });
+}
+
+function setUpNotifications() {
+  const hint = (text) => {
+    ui.notifyHint.textContent = text;
+    ui.notifyHint.hidden = !text;
+  };
+  if (!window.isSecureContext) {
+    ui.notify.disabled = true;
+    hint(
+      'Browsers only allow notifications on HTTPS or localhost addresses; this page was opened over plain HTTP.',
+    );
+    return;
+  }
+  if (!('Notification' in window)) {
+    ui.notify.disabled = true;
+    hint('This browser has no desktop notifications.');
+    return;
+  }
+  state.notify = storage.get(STORAGE.notify) === 'on' && Notification.permission === 'granted';
+  setPressed(ui.notify, state.notify);
+  ui.notify.addEventListener('click', async () => {
+    if (state.notify) {
+      state.notify = false;
+    } else {
+      let permission = Notification.permission;
+      if (permission === 'default') permission = await Notification.requestPermission();
+      state.notify = permission === 'granted';
+      hint(permission === 'denied' ? 'Notifications are blocked for this page in the browser settings.' : '');
+    }
+    setPressed(ui.notify, state.notify);
+    storage.set(STORAGE.notify, state.notify ? 'on' : 'off');
+  });
+}
+
+// ---- Download ---------------------------------------------------------------
+
+async function downloadHistory() {
+  ui.download.disabled = true;
+  ui.download.setAttribute('aria-busy', 'true');
+  const label = ui.download.textContent;
+  ui.download.textContent = 'Preparing…';
+  try {
+    const all = [];
+    let since = 0;
+    for (;;) {
+      const response = await fetch(`/api/messages?since=${since}&limit=${DOWNLOAD_PAGE}`, { cache: 'no-store' });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const page = await response.json();
+      if (!Array.isArray(page) || page.length === 0) break;
+      all.push(...page);
+      since = page[page.length - 1].id;
+    }
+    const blob = new Blob([`${JSON.stringify(all, null, 2)}\n`], { type: 'application/json' });
+    const url = URL.createObjectURL(blob);
+    const link = document.createElement('a');
+    const today = new Date();
+    link.href = url;
+    link.download = `lanboard-${today.getFullYear()}-${pad(today.getMonth() + 1)}-${pad(today.getDate())}.json`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // The browser has read the blob once the click is handled; free it later.
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    announce(`Downloaded ${all.length} messages.`);
+  } catch (error) {
+    console.warn('lanboard: download failed', error);
+    announce('The history could not be downloaded.');
+  } finally {
+    ui.download.textContent = label;
+    ui.download.disabled = false;
+    ui.download.removeAttribute('aria-busy');
+  }
+}
+
+// ---- Start ------------------------------------------------------------------
+
+function start() {
+  document.title = BASE_TITLE;
+  if (WALL) {
+    document.documentElement.classList.add('wall');
+    // Read-only: the form leaves the page rather than hiding in it.
+    ui.form.remove();
+    ui.older.hidden = true;
+  } else {
+    setUpForm();
+  }
+  setUpOptions();
+  setStatus('connecting');
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) return;
+    state.unread = 0;
+    showUnread();
+    reconnectNow();
+  });
+  window.addEventListener('online', reconnectNow);
+  window.addEventListener('offline', () => {
+    if (!state.connected) setStatus('offline');
+  });
+  loadInfo();
+  connect();
+}
+
+start();

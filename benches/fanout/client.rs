@@ -1,0 +1,274 @@
+//! One simulated client: joining a board (connect, upgrade, wait for the
+//! history), then the measured phase, in which it records every delivery and,
+//! if it is a sender, keeps up to `window` of its own messages in flight.
+//!
+//! Clients report to the coordinator through [`Shared`]: a count of those
+//! ready to start, a count of those finished, and the phase they obey.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::{watch, Notify};
+
+use crate::check::Received;
+use crate::dialect::{self, Dialect, Event, Stamp};
+use crate::wire::Socket;
+
+/// What every client of a run shares.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub dialect: Dialect,
+    /// Clients `0..senders` send.
+    pub senders: u32,
+    /// Messages each sender sends.
+    pub messages: u32,
+    /// Most of a sender's own messages not yet echoed back to it.
+    pub window: u32,
+    /// The instant all send and receive times are measured from.
+    pub base: Instant,
+}
+
+impl Plan {
+    fn expected(&self) -> usize {
+        self.senders as usize * self.messages as usize
+    }
+}
+
+/// The phase the coordinator has reached; clients follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Connected; only keep the connection alive.
+    Wait,
+    /// Senders start sending.
+    Go,
+    /// Close and hand in the record.
+    Stop,
+}
+
+/// Counters the clients of a run update.
+#[derive(Default)]
+pub struct Shared {
+    pub ready: AtomicUsize,
+    pub finished: AtomicUsize,
+    /// Woken when `finished` grows.
+    pub progress: Notify,
+}
+
+impl Shared {
+    fn finish(&self) {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        self.progress.notify_one();
+    }
+}
+
+/// How a client joined.
+#[derive(Debug, Clone, Copy)]
+pub struct Joined {
+    /// From the start of the TCP connect to the whole history received.
+    pub took: Duration,
+    /// Size of the history message (lanboard's frame, or Socket.IO's packet).
+    pub welcome_bytes: usize,
+}
+
+/// Connects and waits for the board's history.
+pub async fn join(
+    addr: SocketAddr,
+    dialect: Dialect,
+    seed: u32,
+) -> Result<(Socket, Joined), String> {
+    let started = Instant::now();
+    let mut socket = Socket::connect(addr, dialect.path(), seed)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    loop {
+        loop {
+            let event = match socket.next_message() {
+                Ok(Some(payload)) => {
+                    let event = dialect.classify(payload);
+                    if event == Event::Welcome {
+                        let joined = Joined {
+                            took: started.elapsed(),
+                            welcome_bytes: payload.len(),
+                        };
+                        socket.flush().await.map_err(|e| e.to_string())?;
+                        return Ok((socket, joined));
+                    }
+                    event
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("while joining: {e}")),
+            };
+            match event {
+                Event::Open => {
+                    if let Some(request) = dialect.connect_request() {
+                        socket.queue_text(request);
+                    }
+                }
+                Event::Ping => socket.queue_text(dialect.pong()),
+                Event::Refused(why) => return Err(format!("while joining: {why}")),
+                Event::Added { .. } => {
+                    return Err("a message arrived before the history".into());
+                }
+                Event::Welcome | Event::Other => {}
+            }
+        }
+        socket.flush().await.map_err(|e| e.to_string())?;
+        match socket.fill().await {
+            Ok(0) => return Err("the server closed the connection while joining".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("while joining: {e}")),
+        }
+    }
+}
+
+/// Everything one client observed in the measured phase.
+pub struct Record {
+    pub received: Received,
+    /// Latency of each delivery in microseconds.
+    pub latency_us: Histogram<u64>,
+    /// When this client (as a sender) sent its first message, in ns since `base`.
+    pub first_send_ns: Option<u64>,
+    /// When its last expected delivery arrived, in ns since `base`.
+    pub last_receive_ns: Option<u64>,
+    /// Why it stopped early, if it did.
+    pub failure: Option<String>,
+}
+
+/// The measured phase of client `me`: runs until the coordinator says stop,
+/// and counts as finished once every expected message arrived (or it failed).
+pub async fn run(
+    mut socket: Socket,
+    me: u32,
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) -> Record {
+    let expected = plan.expected();
+    let with_ids = plan.dialect == Dialect::Lanboard;
+    let mut record = Record {
+        received: Received {
+            keys: Vec::with_capacity(expected),
+            ids: Vec::with_capacity(if with_ids { expected } else { 0 }),
+        },
+        // Three significant digits from 1 µs up, growing as needed.
+        latency_us: Histogram::new(3).expect("3 significant digits are valid"),
+        first_send_ns: None,
+        last_receive_ns: None,
+        failure: None,
+    };
+    let sender = me < plan.senders;
+    let mut sent = 0u32;
+    let mut in_flight = 0u32;
+    let mut going = *phase.borrow() == Phase::Go;
+    let mut finished = expected == 0;
+    if finished {
+        shared.finish();
+    }
+    let mut text = Vec::with_capacity(dialect::TEXT_LEN);
+    let mut payload = Vec::with_capacity(dialect::TEXT_LEN + 64);
+    shared.ready.fetch_add(1, Ordering::SeqCst);
+
+    let mut failure = None;
+    // Frames may already wait in the buffer from joining, so the loop
+    // consumes the buffer before it waits for more.
+    let mut now_ns = nanos_since(plan.base);
+    'run: loop {
+        loop {
+            let event = match socket.next_message() {
+                Ok(Some(bytes)) => plan.dialect.classify(bytes),
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break 'run;
+                }
+            };
+            match event {
+                Event::Added { id, stamp } => {
+                    record.received.keys.push(stamp.key());
+                    if let Some(id) = id {
+                        record.received.ids.push(id);
+                    }
+                    let latency = now_ns.saturating_sub(stamp.sent_ns) / 1000;
+                    record.latency_us.saturating_record(latency.max(1));
+                    if sender && stamp.sender == me {
+                        in_flight = in_flight.saturating_sub(1);
+                    }
+                    if record.received.keys.len() == expected && !finished {
+                        finished = true;
+                        record.last_receive_ns = Some(now_ns);
+                        shared.finish();
+                    }
+                }
+                Event::Ping => socket.queue_text(plan.dialect.pong()),
+                Event::Refused(why) => {
+                    failure = Some(why);
+                    break 'run;
+                }
+                Event::Open | Event::Welcome | Event::Other => {}
+            }
+        }
+        if going && sender {
+            while in_flight < plan.window && sent < plan.messages {
+                let stamp = Stamp {
+                    sender: me,
+                    seq: sent,
+                    sent_ns: nanos_since(plan.base),
+                };
+                record.first_send_ns.get_or_insert(stamp.sent_ns);
+                text.clear();
+                dialect::write_text(stamp, &mut text);
+                plan.dialect.add_message(&text, &mut payload);
+                socket.queue_text(&payload);
+                sent += 1;
+                in_flight += 1;
+            }
+        }
+        if socket.has_output() {
+            if let Err(e) = socket.flush().await {
+                failure = Some(format!("sending: {e}"));
+                break 'run;
+            }
+        }
+        tokio::select! {
+            changed = phase.changed() => {
+                let next = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop };
+                match next {
+                    Phase::Stop => break 'run,
+                    Phase::Go => going = true,
+                    Phase::Wait => {}
+                }
+            }
+            filled = socket.fill() => {
+                match filled {
+                    Ok(0) => {
+                        failure = Some("the server closed the connection".into());
+                        break 'run;
+                    }
+                    Ok(_) => now_ns = nanos_since(plan.base),
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break 'run;
+                    }
+                }
+            }
+        }
+    }
+    if !finished {
+        record.failure = Some(failure.unwrap_or_else(|| {
+            format!(
+                "stopped after {} of {expected} message(s)",
+                record.received.keys.len()
+            )
+        }));
+        shared.finish();
+    }
+    record
+}
+
+/// Nanoseconds since `base` (a run lasts far less than 584 years).
+pub fn nanos_since(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
