@@ -235,6 +235,8 @@ const handlers = {
     state.connected = true;
     state.attempt = 0;
     setStatus('connected');
+    // This page is one of them, whatever an earlier count said.
+    if (!(Number(ui.online.dataset.count) >= 1)) setOnline(1);
     if (resumed) arrived(added);
   },
 

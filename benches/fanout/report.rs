@@ -1,0 +1,456 @@
+//! Results of the scenarios, their medians over repeated runs, the text table
+//! and the JSON document written next to the build.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::servers::Kind;
+
+/// Latency percentiles of one run, in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Latency {
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        Latency {
+            p50: histogram.value_at_quantile(0.5),
+            p90: histogram.value_at_quantile(0.9),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        }
+    }
+}
+
+/// One run of a throughput scenario (1 to 3).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub scenario: u32,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub run: usize,
+    pub clients: u32,
+    pub senders: u32,
+    pub window: u32,
+    /// Messages per sender.
+    pub messages: u32,
+    /// All clients connected and holding the history.
+    pub connect_s: f64,
+    /// First send to last delivery.
+    pub wall_s: f64,
+    pub deliveries: u64,
+    pub deliveries_per_s: f64,
+    pub msgs_per_s: f64,
+    pub latency: Latency,
+    /// Server CPU time over the wall time.
+    pub cpu_s: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    /// The generator's own CPU time over the wall time.
+    pub generator_cpu_s: Option<f64>,
+    pub sender_fifo: bool,
+    pub failure: Option<String>,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        json!({
+            "scenario": self.scenario,
+            "name": self.name,
+            "server": self.kind.label(),
+            "run": self.run,
+            "clients": self.clients,
+            "senders": self.senders,
+            "window": self.window,
+            "messages_per_sender": self.messages,
+            "connect_s": self.connect_s,
+            "wall_s": self.wall_s,
+            "deliveries": self.deliveries,
+            "deliveries_per_s": self.deliveries_per_s,
+            "msgs_per_s": self.msgs_per_s,
+            "latency_us": {
+                "p50": self.latency.p50, "p90": self.latency.p90, "p99": self.latency.p99,
+                "p99.9": self.latency.p999, "max": self.latency.max,
+            },
+            "server_cpu_s": self.cpu_s,
+            "server_rss_bytes": self.rss_bytes,
+            "generator_cpu_s": self.generator_cpu_s,
+            "per_sender_fifo": self.sender_fifo,
+            "ok": self.failure.is_none(),
+            "failure": self.failure,
+        })
+    }
+
+    /// One progress line, printed as the run ends.
+    pub fn line(&self) -> String {
+        match &self.failure {
+            Some(why) => format!("FAILED: {why}"),
+            None => format!(
+                "{:.0} deliveries/s, {:.0} msgs/s, p50 {} p99 {}, server CPU {}, generator CPU {}",
+                self.deliveries_per_s,
+                self.msgs_per_s,
+                micros(self.latency.p50),
+                micros(self.latency.p99),
+                share(self.cpu_s, self.wall_s),
+                share(self.generator_cpu_s, self.wall_s),
+            ),
+        }
+    }
+}
+
+/// The medians of a scenario's runs on one server.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub scenario: u32,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub runs: usize,
+    pub failed: usize,
+    pub clients: u32,
+    pub senders: u32,
+    pub window: u32,
+    pub messages: u32,
+    pub connect_s: f64,
+    pub deliveries_per_s: f64,
+    pub msgs_per_s: f64,
+    pub latency: Latency,
+    pub cpu_s: Option<f64>,
+    pub cpu_share: Option<f64>,
+    pub generator_share: Option<f64>,
+    pub rss_mib: Option<f64>,
+}
+
+/// Medians over the successful runs of one scenario on one server.
+pub fn summarise(runs: &[Run]) -> Option<Summary> {
+    let first = runs.first()?;
+    let ok: Vec<&Run> = runs.iter().filter(|r| r.failure.is_none()).collect();
+    let med = |f: &dyn Fn(&Run) -> f64| median(ok.iter().map(|r| f(r)).collect());
+    let med_opt = |f: &dyn Fn(&Run) -> Option<f64>| {
+        let values: Vec<f64> = ok.iter().filter_map(|r| f(r)).collect();
+        (!values.is_empty()).then(|| median(values))
+    };
+    let med_us = |f: &dyn Fn(&Latency) -> u64| med(&|r| f(&r.latency) as f64) as u64;
+    Some(Summary {
+        scenario: first.scenario,
+        name: first.name,
+        kind: first.kind,
+        runs: runs.len(),
+        failed: runs.len() - ok.len(),
+        clients: first.clients,
+        senders: first.senders,
+        window: first.window,
+        messages: first.messages,
+        connect_s: med(&|r| r.connect_s),
+        deliveries_per_s: med(&|r| r.deliveries_per_s),
+        msgs_per_s: med(&|r| r.msgs_per_s),
+        latency: Latency {
+            p50: med_us(&|l| l.p50),
+            p90: med_us(&|l| l.p90),
+            p99: med_us(&|l| l.p99),
+            p999: med_us(&|l| l.p999),
+            max: med_us(&|l| l.max),
+        },
+        cpu_s: med_opt(&|r| r.cpu_s),
+        cpu_share: med_opt(&|r| r.cpu_s.map(|c| c / r.wall_s)),
+        generator_share: med_opt(&|r| r.generator_cpu_s.map(|c| c / r.wall_s)),
+        rss_mib: med_opt(&|r| r.rss_bytes.map(|b| b as f64 / MIB)),
+    })
+}
+
+impl Summary {
+    pub fn json(&self) -> Value {
+        json!({
+            "scenario": self.scenario,
+            "name": self.name,
+            "server": self.kind.label(),
+            "runs": self.runs,
+            "failed_runs": self.failed,
+            "clients": self.clients,
+            "senders": self.senders,
+            "window": self.window,
+            "messages_per_sender": self.messages,
+            "median": {
+                "connect_s": self.connect_s,
+                "deliveries_per_s": self.deliveries_per_s,
+                "msgs_per_s": self.msgs_per_s,
+                "latency_us": {
+                    "p50": self.latency.p50, "p90": self.latency.p90, "p99": self.latency.p99,
+                    "p99.9": self.latency.p999, "max": self.latency.max,
+                },
+                "server_cpu_s": self.cpu_s,
+                "server_cpu_share": self.cpu_share,
+                "generator_cpu_share": self.generator_share,
+                "server_rss_mib": self.rss_mib,
+            }
+        })
+    }
+}
+
+/// Scenario 4: memory of idle connections.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    pub kind: Kind,
+    pub clients: usize,
+    pub connect_s: f64,
+    pub rss_before: u64,
+    pub rss_after: u64,
+    pub failure: Option<String>,
+}
+
+impl Idle {
+    pub fn per_connection(&self) -> f64 {
+        (self.rss_after as f64 - self.rss_before as f64) / self.clients as f64
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "server": self.kind.label(),
+            "clients": self.clients,
+            "connect_s": self.connect_s,
+            "rss_before_bytes": self.rss_before,
+            "rss_after_bytes": self.rss_after,
+            "bytes_per_connection": self.per_connection(),
+            "ok": self.failure.is_none(),
+            "failure": self.failure,
+        })
+    }
+}
+
+/// Scenario 5: what a new client costs on a board holding `stored` messages.
+#[derive(Debug, Clone)]
+pub struct Growth {
+    pub kind: Kind,
+    pub stored: u64,
+    /// "imported" (lanboard import) or "posted" (through a socket).
+    pub how: &'static str,
+    /// Time to import or post the messages.
+    pub fill_s: f64,
+    /// Spawn to listening, on the filled board (lanboard) or empty (original).
+    pub start_s: f64,
+    pub welcome_bytes: usize,
+    /// Median over the joins of a new client.
+    pub join_s: f64,
+    pub joins: usize,
+    pub rss_bytes: Option<u64>,
+    pub failure: Option<String>,
+}
+
+impl Growth {
+    pub fn json(&self) -> Value {
+        json!({
+            "server": self.kind.label(),
+            "stored_messages": self.stored,
+            "filled_by": self.how,
+            "fill_s": self.fill_s,
+            "server_start_s": self.start_s,
+            "server_start_note": if self.kind == Kind::Original {
+                "started empty; the original keeps history only in memory"
+            } else {
+                "started on the filled board"
+            },
+            "welcome_bytes": self.welcome_bytes,
+            "join_s_median": self.join_s,
+            "joins": self.joins,
+            "server_rss_bytes": self.rss_bytes,
+            "ok": self.failure.is_none(),
+            "failure": self.failure,
+        })
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// A latency in microseconds, in the unit that reads best.
+pub fn micros(us: u64) -> String {
+    match us {
+        0..=9_999 => format!("{us}µs"),
+        10_000..=9_999_999 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+fn share(part: Option<f64>, whole: f64) -> String {
+    part.map_or("?".into(), |p| format!("{:.0}%", 100.0 * p / whole))
+}
+
+/// A rate with a k or M suffix.
+pub fn rate(per_second: f64) -> String {
+    if per_second.is_nan() {
+        "-".into()
+    } else if per_second >= 1e6 {
+        format!("{:.2}M", per_second / 1e6)
+    } else if per_second >= 1e4 {
+        format!("{:.0}k", per_second / 1e3)
+    } else {
+        format!("{per_second:.0}")
+    }
+}
+
+pub fn bytes(n: f64) -> String {
+    if n.abs() >= MIB {
+        format!("{:.1} MiB", n / MIB)
+    } else if n.abs() >= 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else {
+        format!("{n:.0} B")
+    }
+}
+
+fn opt(value: Option<f64>, digits: usize) -> String {
+    value.map_or("?".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The table of scenarios 1 to 3 and the lanboard/original ratios.
+pub fn throughput_table(summaries: &[Summary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<18} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+        "scenario", "server", "deliv/s", "msgs/s", "p50", "p90", "p99", "p99.9", "max",
+        "CPU s", "srv CPU", "gen CPU", "RSS MiB"
+    );
+    for s in summaries {
+        let scenario = format!(
+            "{} {} C={} S={} W={}",
+            s.scenario, s.name, s.clients, s.senders, s.window
+        );
+        let failed = if s.failed > 0 {
+            format!("  ({} of {} runs FAILED)", s.failed, s.runs)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<18} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}{failed}",
+            scenario,
+            s.kind.label(),
+            rate(s.deliveries_per_s),
+            rate(s.msgs_per_s),
+            micros(s.latency.p50),
+            micros(s.latency.p90),
+            micros(s.latency.p99),
+            micros(s.latency.p999),
+            micros(s.latency.max),
+            opt(s.cpu_s, 2),
+            s.cpu_share.map_or("?".into(), |c| format!("{:.0}%", c * 100.0)),
+            s.generator_share.map_or("?".into(), |c| format!("{:.0}%", c * 100.0)),
+            opt(s.rss_mib, 1),
+        );
+    }
+    let ratios = ratios(summaries);
+    if !ratios.is_empty() {
+        let _ = writeln!(out, "\ndeliveries/s, lanboard / original (medians):");
+        for (scenario, kind, ratio) in ratios {
+            let _ = writeln!(out, "  scenario {scenario}: {:<18} {ratio:.2}x", kind.label());
+        }
+    }
+    out
+}
+
+/// (scenario, lanboard kind, its deliveries/s over the original's).
+pub fn ratios(summaries: &[Summary]) -> Vec<(u32, Kind, f64)> {
+    let mut found = Vec::new();
+    for s in summaries.iter().filter(|s| s.kind != Kind::Original) {
+        let original = summaries
+            .iter()
+            .find(|o| o.scenario == s.scenario && o.kind == Kind::Original && o.failed < o.runs);
+        if let Some(original) = original {
+            if s.failed < s.runs {
+                found.push((s.scenario, s.kind, s.deliveries_per_s / original.deliveries_per_s));
+            }
+        }
+    }
+    found
+}
+
+pub fn idle_table(idle: &[Idle]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<18} {:>8} {:>10} {:>12} {:>12} {:>14}",
+        "server", "clients", "connect", "RSS before", "RSS after", "per connection"
+    );
+    for i in idle {
+        if let Some(why) = &i.failure {
+            let _ = writeln!(out, "{:<18} {:>8} FAILED: {why}", i.kind.label(), i.clients);
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{:<18} {:>8} {:>9.2}s {:>12} {:>12} {:>14}",
+            i.kind.label(),
+            i.clients,
+            i.connect_s,
+            bytes(i.rss_before as f64),
+            bytes(i.rss_after as f64),
+            bytes(i.per_connection()),
+        );
+    }
+    out
+}
+
+pub fn growth_table(growth: &[Growth]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<18} {:>9} {:<9} {:>9} {:>13} {:>13} {:>10} {:>10}",
+        "server", "stored", "by", "fill", "server start", "history size", "new join", "RSS"
+    );
+    for g in growth {
+        if let Some(why) = &g.failure {
+            let _ = writeln!(out, "{:<18} {:>9} FAILED: {why}", g.kind.label(), g.stored);
+            continue;
+        }
+        let start = if g.kind == Kind::Original {
+            format!("{:.2}s empty", g.start_s)
+        } else {
+            format!("{:.2}s", g.start_s)
+        };
+        let _ = writeln!(
+            out,
+            "{:<18} {:>9} {:<9} {:>8.2}s {:>13} {:>13} {:>10} {:>10}",
+            g.kind.label(),
+            g.stored,
+            g.how,
+            g.fill_s,
+            start,
+            bytes(g.welcome_bytes as f64),
+            micros((g.join_s * 1e6) as u64),
+            g.rss_bytes.map_or("?".into(), |b| bytes(b as f64)),
+        );
+    }
+    out
+}
+
+/// Checks the pure parts of this module; panics on the first failure.
+pub fn self_check() {
+    assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    assert!(median(Vec::new()).is_nan());
+    assert_eq!(micros(85), "85µs");
+    assert_eq!(micros(12_345), "12.3ms");
+    assert_eq!(micros(2_500_000), "2.50s");
+    assert_eq!(rate(1_234_567.0), "1.23M");
+    assert_eq!(rate(45_600.0), "46k");
+    assert_eq!(bytes(3.0 * 1024.0), "3.0 KiB");
+}
