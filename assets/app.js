@@ -1,7 +1,8 @@
 // lanboard's web client: the board at `/` and the read-only wall at `/wall`
 // (or `?wall`). It speaks protocol v1 over `/ws` (frames are described in
-// src/protocol.rs) and reads `/api/info` and `/api/messages` over HTTP.
-// User text only ever reaches the page through text nodes.
+// src/protocol.rs), reads `/api/info` and `/api/messages` over HTTP, and logs
+// in through `/api/login` when the board has a passphrase. User text only
+// ever reaches the page through text nodes.
 'use strict';
 
 // ---- Settings (units in the names) -----------------------------------------
@@ -9,6 +10,16 @@
 /** First reconnect delay; doubles per failed attempt up to the cap. */
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10_000;
+/** A connection without its welcome after this long is given up and retried. */
+const CONNECT_TIMEOUT_MS = 10_000;
+/** How often the page checks whether the computer was asleep. */
+const WAKE_CHECK_MS = 5_000;
+/**
+ * A check this late means the computer slept, and the socket may be dead
+ * without knowing it. Longer than the one-minute timer throttling browsers
+ * apply to hidden tabs, so a background tab is not mistaken for a sleeper.
+ */
+const SLEPT_AFTER_MS = 90_000;
 /** Messages asked for per "Show older messages" click. */
 const OLDER_PAGE = 200;
 /** Messages per request when downloading the history (the API's maximum). */
@@ -47,6 +58,11 @@ const ui = {
   inviteUrls: byId('invite-urls'),
   inviteLocal: byId('invite-local'),
   qr: byId('qr'),
+  qrNote: byId('qr-note'),
+  login: byId('login'),
+  loginForm: byId('login-form'),
+  password: byId('password'),
+  loginError: byId('login-error'),
   sound: byId('sound'),
   notify: byId('notify'),
   notifyHint: byId('notify-hint'),
@@ -59,6 +75,10 @@ const ui = {
 const state = {
   socket: null,
   connected: false,
+  /** The current socket has received its `messages-available`. */
+  welcomed: false,
+  /** Waiting for the passphrase: no reconnecting until it is given. */
+  locked: false,
   /** Failed connection attempts since the last successful one. */
   attempt: 0,
   retryTimer: 0,
@@ -82,7 +102,14 @@ const state = {
 };
 
 const BASE_TITLE = WALL ? 'lanboard wall' : 'lanboard';
-const STORAGE = { name: 'lanboard.name', sound: 'lanboard.sound', notify: 'lanboard.notify' };
+const STORAGE = {
+  name: 'lanboard.name',
+  sound: 'lanboard.sound',
+  notify: 'lanboard.notify',
+  // The board's shared passphrase, so that a restart of the board (which
+  // forgets every login) does not ask everyone again.
+  passphrase: 'lanboard.passphrase',
+};
 
 /** localStorage that never throws: private windows and full disks only lose the setting. */
 const storage = {
@@ -122,6 +149,10 @@ function connect() {
     return;
   }
   state.socket = socket;
+  state.welcomed = false;
+  setTimeout(() => {
+    if (state.socket === socket && !state.welcomed) dropSocket();
+  }, CONNECT_TIMEOUT_MS);
   // Events of a socket that has been replaced are ignored.
   socket.addEventListener('message', (event) => {
     if (state.socket === socket) receive(event.data);
@@ -148,7 +179,15 @@ function disconnected() {
     );
   }
   setStatus(navigator.onLine === false ? 'offline' : 'reconnecting');
-  scheduleReconnect();
+  if (state.welcomed) {
+    scheduleReconnect();
+    return;
+  }
+  // Refused before the welcome. Browsers hide a WebSocket's HTTP status, so
+  // ask the API whether the passphrase is what is missing.
+  checkAccess().then((access) => {
+    if (access !== 'locked' && state.socket === null) scheduleReconnect();
+  });
 }
 
 function scheduleReconnect() {
@@ -161,9 +200,37 @@ function scheduleReconnect() {
   state.retryTimer = setTimeout(connect, delayMs);
 }
 
+/**
+ * Replaces a socket that may have died silently (after sleep or a network
+ * change); the new one resumes from the last message seen.
+ */
+function refreshConnection() {
+  if (state.socket && state.welcomed) dropSocket();
+  else reconnectNow();
+}
+
+/** Gives up the current socket at once and starts over. */
+function dropSocket() {
+  const socket = state.socket;
+  if (!socket) return;
+  // Forgotten first: on a dead connection its close event can take a long
+  // time, and events of a replaced socket are ignored anyway.
+  disconnected();
+  socket.close();
+}
+
+function watchForWake() {
+  let lastCheck = Date.now();
+  setInterval(() => {
+    const now = Date.now();
+    if (now - lastCheck > SLEPT_AFTER_MS) refreshConnection();
+    lastCheck = now;
+  }, WAKE_CHECK_MS);
+}
+
 /** Skips the wait when there is reason to think the board is reachable again. */
 function reconnectNow() {
-  if (state.socket === null) {
+  if (state.socket === null && !state.locked) {
     state.attempt = 0;
     connect();
   }
@@ -173,16 +240,17 @@ function setStatus(kind) {
   const text = {
     connecting: 'connecting…',
     connected: 'connected',
+    locked: 'passphrase needed',
     reconnecting: 'reconnecting…',
     offline: 'offline',
   }[kind];
   ui.status.textContent = text;
   // "offline" is still a reconnecting page, just one that knows why.
   ui.status.dataset.state = kind === 'offline' ? 'reconnecting' : kind;
-  ui.status.title =
-    kind === 'connected'
-      ? 'New messages appear as they are written.'
-      : 'The page keeps trying to reach the board; nothing you typed is lost.';
+  ui.status.title = {
+    connected: 'New messages appear as they are written.',
+    locked: 'Enter the passphrase to open the board.',
+  }[kind] || 'The page keeps trying to reach the board; nothing you typed is lost.';
   document.documentElement.dataset.connection = ui.status.dataset.state;
   updateSendButton();
 }
@@ -231,6 +299,7 @@ const handlers = {
       clearMessages();
     }
     const added = addMessages(messages);
+    state.welcomed = true;
     state.loaded = true;
     state.connected = true;
     state.attempt = 0;
@@ -748,16 +817,20 @@ function setOnline(count) {
   ui.online.dataset.count = String(count);
 }
 
-async function loadInfo() {
-  let info;
+/** `/api/info`: `{access: 'open', info}`, `{access: 'locked'}` or `{access: 'unknown'}`. */
+async function fetchInfo() {
   try {
     const response = await fetch('/api/info', { cache: 'no-store' });
+    if (response.status === 401) return { access: 'locked' };
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    info = await response.json();
+    return { access: 'open', info: await response.json() };
   } catch (error) {
     console.warn('lanboard: /api/info is unavailable', error);
-    return;
+    return { access: 'unknown' };
   }
+}
+
+function applyInfo(info) {
   if (info.limits) {
     state.limits = { ...state.limits, ...info.limits };
     ui.name.maxLength = state.limits.max_name_chars;
@@ -790,10 +863,13 @@ function showInvite(urls) {
       return item;
     }),
   );
-  if (shown.length > 0) ui.qr.alt = `QR code of ${shown[0]}`;
   // The code encodes the first address; it is useless when only this computer can open it.
+  if (shared.length > 0) {
+    ui.qr.alt = `QR code of ${shared[0]}`;
+    ui.qr.src = '/api/qr.svg';
+  }
   ui.qr.hidden = shared.length === 0;
-  ui.qr.nextElementSibling.hidden = ui.qr.hidden;
+  ui.qrNote.hidden = ui.qr.hidden;
 }
 
 async function copyText(text, node, button) {
@@ -873,7 +949,7 @@ function setUpOptions() {
   });
   ui.qr.addEventListener('error', () => {
     ui.qr.hidden = true;
-    ui.qr.nextElementSibling.hidden = true;
+    ui.qrNote.hidden = true;
   });
 }
 
@@ -907,6 +983,104 @@ function setUpNotifications() {
     }
     setPressed(ui.notify, state.notify);
     storage.set(STORAGE.notify, state.notify ? 'on' : 'off');
+  });
+}
+
+// ---- Passphrase -------------------------------------------------------------
+
+/**
+ * Opens the board: reads `/api/info` (logging in with a remembered
+ * passphrase when the board asks for one), then connects. Shows the
+ * passphrase form instead when there is no passphrase or it is wrong.
+ */
+async function openBoard() {
+  let result = await fetchInfo();
+  if (result.access === 'locked') {
+    if ((await logInWithSaved()) !== 'ok') {
+      lock();
+      return;
+    }
+    result = await fetchInfo();
+  }
+  if (result.access === 'open') applyInfo(result.info);
+  connect();
+}
+
+/** After a refused connection: `'locked'` when the passphrase form is shown. */
+async function checkAccess() {
+  const result = await fetchInfo();
+  if (result.access !== 'locked') return result.access;
+  if ((await logInWithSaved()) === 'ok') return 'open';
+  lock();
+  return 'locked';
+}
+
+async function logIn(passphrase) {
+  let response;
+  try {
+    response = await fetch('/api/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ password: passphrase }),
+    });
+  } catch {
+    return 'unreachable';
+  }
+  if (response.ok) return 'ok';
+  if (response.status === 401) return 'wrong';
+  if (response.status === 429) return 'limited';
+  return 'unreachable';
+}
+
+async function logInWithSaved() {
+  const saved = storage.get(STORAGE.passphrase);
+  if (!saved) return 'none';
+  const result = await logIn(saved);
+  if (result === 'wrong') storage.set(STORAGE.passphrase, '');
+  return result;
+}
+
+function lock() {
+  state.locked = true;
+  clearTimeout(state.retryTimer);
+  document.documentElement.classList.add('locked');
+  ui.login.hidden = false;
+  setStatus('locked');
+  ui.password.focus();
+}
+
+function setUpLogin() {
+  ui.loginForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const passphrase = ui.password.value;
+    if (passphrase === '') {
+      ui.password.focus();
+      return;
+    }
+    const submit = ui.loginForm.querySelector('button[type=submit]');
+    submit.disabled = true;
+    const result = await logIn(passphrase);
+    submit.disabled = false;
+    if (result !== 'ok') {
+      ui.loginError.textContent = {
+        wrong: 'That is not the passphrase. Check it and try again.',
+        limited: 'Too many tries; wait a few seconds and try again.',
+        unreachable: 'The board cannot be reached right now; try again in a moment.',
+      }[result];
+      ui.loginError.hidden = false;
+      ui.password.select();
+      return;
+    }
+    storage.set(STORAGE.passphrase, passphrase);
+    ui.password.value = '';
+    ui.loginError.hidden = true;
+    ui.login.hidden = true;
+    state.locked = false;
+    state.attempt = 0;
+    document.documentElement.classList.remove('locked');
+    setStatus('connecting');
+    if (!WALL) ui.message.focus();
+    openBoard();
   });
 }
 
@@ -958,11 +1132,14 @@ function start() {
     document.documentElement.classList.add('wall');
     // Read-only: the form leaves the page rather than hiding in it.
     ui.form.remove();
+    byId('invite-heading').textContent = 'Join this board';
+    byId('invite-lead').textContent = 'Open this address on your laptop or phone';
     ui.older.hidden = true;
   } else {
     setUpForm();
   }
   setUpOptions();
+  setUpLogin();
   setStatus('connecting');
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) return;
@@ -970,12 +1147,12 @@ function start() {
     showUnread();
     reconnectNow();
   });
-  window.addEventListener('online', reconnectNow);
+  window.addEventListener('online', refreshConnection);
+  watchForWake();
   window.addEventListener('offline', () => {
     if (!state.connected) setStatus('offline');
   });
-  loadInfo();
-  connect();
+  openBoard();
 }
 
 start();

@@ -1,0 +1,1230 @@
+//! The web client in a real browser: headless Chromium driven through
+//! chromedriver (WebDriver), against the real binary on 127.0.0.1.
+//!
+//! Each test starts its own board, its own chromedriver on a free loopback
+//! port and one fresh Chromium profile per page; all of them are stopped when
+//! the test ends, pass or fail. Without Chromium and chromedriver each test
+//! prints a loud SKIPPED line and passes, unless `LANBOARD_REQUIRE_BROWSER=1`
+//! (set in CI), which turns a missing browser into a failure.
+//!
+//! WebDriver is JSON over HTTP; the few commands these tests need are spoken
+//! directly by the `Chrome`/`Page` helpers below rather than through a client
+//! crate, whose HTTP stack would need its own connector dependency.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Board, WAIT};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long one WebDriver command may take (navigation waits for the page load).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause between two looks at the page while waiting for something.
+const POLL: Duration = Duration::from_millis(50);
+/// The key WebDriver sends for Enter.
+const ENTER: &str = "\u{E007}";
+/// The W3C key under which WebDriver returns an element reference.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+// ---- Finding the browser ---------------------------------------------------
+
+fn tool(env: &str, default: &str) -> PathBuf {
+    std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+fn chromium_path() -> PathBuf {
+    tool("LANBOARD_CHROMIUM", "/usr/bin/chromium")
+}
+
+fn chromedriver_path() -> PathBuf {
+    tool("LANBOARD_CHROMEDRIVER", "/usr/bin/chromedriver")
+}
+
+/// Starts chromedriver, or returns `None` after a loud SKIPPED line when the
+/// browser is not installed. Panics instead when `LANBOARD_REQUIRE_BROWSER=1`.
+fn chrome() -> Option<Chrome> {
+    let (chromium, driver) = (chromium_path(), chromedriver_path());
+    if chromium.is_file() && driver.is_file() {
+        return Some(Chrome::start(&driver, &chromium));
+    }
+    let problem = format!(
+        "chromium/chromedriver not found (looked for {} and {}; install the Debian packages \
+         chromium and chromium-driver, or set LANBOARD_CHROMIUM and LANBOARD_CHROMEDRIVER)",
+        chromium.display(),
+        driver.display()
+    );
+    if std::env::var("LANBOARD_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        panic!("LANBOARD_REQUIRE_BROWSER=1 but {problem}");
+    }
+    eprintln!("\n*** SKIPPED: {problem} ***\n");
+    None
+}
+
+// ---- WebDriver over HTTP ---------------------------------------------------
+
+/// An answer of chromedriver other than success.
+#[derive(Debug)]
+struct WebDriverError {
+    status: u16,
+    error: String,
+    message: String,
+}
+
+impl std::fmt::Display for WebDriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} {}: {}", self.status, self.error, self.message)
+    }
+}
+
+/// One WebDriver command: `method path` with a JSON body; returns `value`.
+async fn command(
+    driver: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<Value, WebDriverError> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(driver).await?;
+        // chromedriver refuses a body on GET, even `null`.
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {driver}\r\nConnection: close\r\n\
+             Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        read_response(&mut stream).await
+    };
+    let (status, body) = tokio::time::timeout(COMMAND_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("chromedriver took over {COMMAND_TIMEOUT:?} for {method} {path}")
+        })
+        .unwrap_or_else(|e| panic!("chromedriver {method} {path}: {e}"));
+    let json: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{method} {path}: the answer is not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    let value = json.get("value").cloned().unwrap_or(Value::Null);
+    if status == 200 {
+        Ok(value)
+    } else {
+        Err(WebDriverError {
+            status,
+            error: value["error"].as_str().unwrap_or_default().to_owned(),
+            message: value["message"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// Reads one HTTP/1.1 response: the status and a body of `Content-Length`
+/// bytes. chromedriver keeps connections open even when asked to close, so
+/// reading to the end of the stream would wait for its idle timeout.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> std::io::Result<(u16, Vec<u8>)> {
+    let broken = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(broken("the connection closed inside the headers"));
+        }
+        raw.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| broken("no status line"))?;
+    let length: usize = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .ok_or_else(|| broken("no Content-Length"))?;
+    let mut body = raw.split_off(head_end);
+    while body.len() < length {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(broken("the connection closed inside the body"));
+        }
+        body.extend_from_slice(&chunk[..read]);
+    }
+    body.truncate(length);
+    Ok((status, body))
+}
+
+/// A chromedriver process on a free loopback port; killed when dropped.
+struct Chrome {
+    process: Child,
+    addr: SocketAddr,
+    chromium: PathBuf,
+}
+
+impl Chrome {
+    fn start(driver: &std::path::Path, chromium: &std::path::Path) -> Chrome {
+        // Port 0 lets chromedriver pick a free port, which it then prints.
+        // Its own process group holds the browsers it starts, so that Drop
+        // can end them all even when a session was never closed.
+        let mut process = Command::new(driver)
+            .arg("--port=0")
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
+        let stdout = process
+            .stdout
+            .take()
+            .expect("chromedriver's stdout is piped");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let mut printed = String::new();
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                // It may have exited already; kill and wait either way.
+                let _ = process.kill();
+                let _ = process.wait();
+                panic!("chromedriver printed no port within {WAIT:?}:\n{printed}");
+            };
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(port) = line
+                .strip_prefix("ChromeDriver was started successfully on port ")
+                .and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok())
+            {
+                break port;
+            }
+        };
+        Chrome {
+            process,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            chromium: chromium.to_path_buf(),
+        }
+    }
+
+    /// A new browser with its own empty profile, showing `url`.
+    async fn open(&self, url: &str, screen: Screen) -> Page {
+        let profile = tempfile::tempdir().expect("a temp dir for the browser profile");
+        let (width, height) = screen.size();
+        let args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            // No traffic but to the board on 127.0.0.1: no QUIC probes, no
+            // update checks, no sync, no first-run pages.
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-domain-reliability".to_owned(),
+            format!("--user-data-dir={}", profile.path().display()),
+            format!("--window-size={width},{height}"),
+        ];
+        let downloads = profile.path().join("downloads");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            // An alert must stay open so a test can see it, not be dismissed.
+            "unhandledPromptBehavior": "ignore",
+            "goog:chromeOptions": {
+                "binary": self.chromium,
+                "args": args,
+                "prefs": {
+                    "download.default_directory": downloads,
+                    "download.prompt_for_download": false,
+                },
+            },
+        }}});
+        let session = command(self.addr, "POST", "/session", &capabilities)
+            .await
+            .unwrap_or_else(|e| panic!("Chromium did not start: {e}"));
+        let page = Page {
+            driver: self.addr,
+            id: session["sessionId"]
+                .as_str()
+                .expect("a new session has an id")
+                .to_owned(),
+            downloads,
+            _profile: profile,
+        };
+        if screen == Screen::Phone {
+            // A phone's viewport (and its meta-viewport rules), not just a narrow window.
+            page.cdp(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": width, "height": height, "deviceScaleFactor": 3, "mobile": true}),
+            )
+            .await;
+        }
+        page.goto(url).await;
+        page
+    }
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory effects. The group is chromedriver's
+        // own (see `start`), so this ends it and every browser it started.
+        unsafe { libc::kill(-(self.process.id() as i32), libc::SIGKILL) };
+        // It is dead either way; wait only reaps it.
+        let _ = self.process.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Screen {
+    Desktop,
+    Phone,
+}
+
+impl Screen {
+    fn size(self) -> (u32, u32) {
+        match self {
+            Screen::Desktop => (1280, 800),
+            Screen::Phone => (390, 844),
+        }
+    }
+}
+
+/// One browser session showing one page; the browser quits when dropped.
+struct Page {
+    driver: SocketAddr,
+    id: String,
+    /// Where the browser saves downloads, inside its profile.
+    downloads: PathBuf,
+    _profile: tempfile::TempDir,
+}
+
+impl Page {
+    async fn call(&self, method: &str, path: &str, body: Value) -> Result<Value, WebDriverError> {
+        command(
+            self.driver,
+            method,
+            &format!("/session/{}{path}", self.id),
+            &body,
+        )
+        .await
+    }
+
+    async fn must(&self, method: &str, path: &str, body: Value) -> Value {
+        self.call(method, path, body.clone())
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path} {body} failed: {e}"))
+    }
+
+    async fn goto(&self, url: &str) {
+        self.must("POST", "/url", json!({ "url": url })).await;
+    }
+
+    /// Runs `script` (a function body; `return` gives the result) in the page.
+    async fn run(&self, script: &str) -> Value {
+        self.run_with(script, json!([])).await
+    }
+
+    async fn run_with(&self, script: &str, args: Value) -> Value {
+        self.must(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// Polls `script` until it returns something truthy, for at most `WAIT`.
+    async fn wait_for(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let value = self.run(script).await;
+            if truthy(&value) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let status = self
+                    .run("return document.getElementById('status')?.textContent")
+                    .await;
+                panic!(
+                    "waited {WAIT:?} for {what}; the check returned {value}; connection status: {status}"
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn wait_connected(&self) {
+        self.wait_for(
+            "the page to connect",
+            "return document.getElementById('status').dataset.state === 'connected'",
+        )
+        .await;
+    }
+
+    /// The ids of the messages in the list, top to bottom.
+    async fn ids(&self) -> Vec<u64> {
+        let ids = self
+            .run("return [...document.querySelectorAll('#messages > *')].map(m => Number(m.dataset.id))")
+            .await;
+        serde_json::from_value(ids).expect("ids are numbers")
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let found = self
+            .must(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        found[ELEMENT_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("{css} is not an element: {found}"))
+            .to_owned()
+    }
+
+    /// Types `text` into the element, as a person at a keyboard would.
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.must(
+            "POST",
+            &format!("/element/{element}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    async fn clear(&self, css: &str) {
+        let element = self.find(css).await;
+        self.must("POST", &format!("/element/{element}/clear"), json!({}))
+            .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        self.must("POST", &format!("/element/{element}/click"), json!({}))
+            .await;
+    }
+
+    async fn title(&self) -> String {
+        let title = self.must("GET", "/title", Value::Null).await;
+        title.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The text of an open alert, confirm or prompt, if any.
+    async fn alert(&self) -> Option<String> {
+        match self.call("GET", "/alert/text", Value::Null).await {
+            Ok(text) => Some(text.as_str().unwrap_or_default().to_owned()),
+            Err(e) if e.error == "no such alert" => None,
+            Err(e) => panic!("asking for an alert failed: {e}"),
+        }
+    }
+
+    async fn minimize(&self) {
+        self.must("POST", "/window/minimize", json!({})).await;
+    }
+
+    async fn restore(&self) {
+        let (width, height) = Screen::Desktop.size();
+        self.must(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
+    }
+
+    /// A Chrome DevTools command, through chromedriver's `goog/cdp/execute`.
+    async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.must(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": cmd, "params": params}),
+        )
+        .await
+    }
+
+    /// Ends the session: chromedriver closes the browser.
+    async fn quit(self) {
+        // Drop does the work; this only names the moment in a test.
+        drop(self);
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // Drop cannot await: a blocking DELETE ends the session. A browser
+        // that does not close is ended with chromedriver's process group.
+        let request = format!(
+            "DELETE /session/{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            self.id, self.driver
+        );
+        if let Ok(mut stream) = StdTcpStream::connect_timeout(&self.driver, WAIT) {
+            // A failed DELETE is covered by the kill below.
+            let _ = stream.set_read_timeout(Some(WAIT));
+            let _ = stream.write_all(request.as_bytes());
+            // The answer comes once the browser has closed; its first bytes are enough.
+            let _ = stream.read(&mut [0u8; 64]);
+        }
+    }
+}
+
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// Posts `count` messages over one WebSocket without waiting for each ack,
+/// so the board commits them in batches; needs a board without a rate limit.
+async fn post_many(board: &Board, count: u64) {
+    let mut client = common::Client::connect(&board.ws_url()).await;
+    for n in 1..=count {
+        client.add("Logger", &format!("entry {n}"), n).await;
+    }
+    let mut acked = 0;
+    while acked < count {
+        let frame = client.next_reply().await;
+        match frame["event"].as_str() {
+            Some("ack") => acked += 1,
+            Some("message-added") => {}
+            _ => panic!("unexpected reply while posting: {frame}"),
+        }
+    }
+}
+
+/// Posts a message through the HTTP API and returns it.
+async fn post(board: &Board, name: &str, message: &str) -> Value {
+    let body = json!({"name": name, "message": message}).to_string();
+    let response = common::post(board.addr, "/api/messages", &body).await;
+    assert_eq!(
+        response.status, 201,
+        "POST /api/messages: {}",
+        response.body
+    );
+    response.json()
+}
+
+/// Script that puts what the test sees of the top message of the list in
+/// `m` (null for an empty list); append a `return`.
+const TOP_MESSAGE: &str = "
+    const m = (() => {
+        const top = document.querySelector('#messages > *');
+        if (!top) return null;
+        const time = top.querySelector('time');
+        return {
+            id: Number(top.dataset.id),
+            name: top.querySelector('.name').textContent,
+            body: top.querySelector('.body').textContent,
+            time: time.textContent,
+            title: time.title,
+            datetime: time.dateTime,
+        };
+    })();";
+
+// ---- Tests -----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_message_typed_in_one_browser_appears_in_another_on_top_with_its_time() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    let bob = chrome.open(&board.url(), Screen::Desktop).await;
+    alice.wait_connected().await;
+    bob.wait_connected().await;
+
+    alice.type_into("#name", "Alice").await;
+    alice
+        .type_into("#message", &format!("Hello from Alice{ENTER}"))
+        .await;
+    let top = bob
+        .wait_for(
+            "Alice's message at the top of Bob's list",
+            &format!("{TOP_MESSAGE} return m && m.body === 'Hello from Alice' && m;"),
+        )
+        .await;
+    assert_eq!(top["name"], "Alice");
+    let time = top["time"].as_str().expect("a time");
+    assert!(
+        time.len() == 5
+            && time.as_bytes()[2] == b':'
+            && time.replace(':', "").parse::<u16>().is_ok(),
+        "the time reads HH:MM, not {time:?}"
+    );
+    assert!(
+        top["title"].as_str().is_some_and(|t| t.len() > time.len()),
+        "the full date is in the title: {top}"
+    );
+    assert!(top["datetime"].as_str().is_some_and(|d| d.contains('T')));
+
+    // The box empties once the board has the message; the name stays.
+    alice
+        .wait_for(
+            "Alice's message box to empty after the ack",
+            "return document.getElementById('message').value === ''",
+        )
+        .await;
+    assert_eq!(
+        alice
+            .run("return document.getElementById('name').value")
+            .await,
+        "Alice"
+    );
+
+    // The button works too, and the newest message goes on top.
+    alice.type_into("#message", "Second message").await;
+    let label = alice
+        .run("return document.querySelector('#create-message button[type=submit]').textContent")
+        .await;
+    assert_eq!(label, "Create Message");
+    alice.click("#create-message button[type=submit]").await;
+    bob.wait_for(
+        "the second message on top of Bob's list",
+        "return document.querySelector('#messages > * .body')?.textContent === 'Second message'",
+    )
+    .await;
+    assert_eq!(bob.ids().await, [2, 1]);
+    assert_eq!(alice.ids().await, [2, 1]);
+
+    // The name is remembered by the browser.
+    alice.goto(&board.url()).await;
+    alice.wait_connected().await;
+    assert_eq!(
+        alice
+            .run("return document.getElementById('name').value")
+            .await,
+        "Alice"
+    );
+}
+
+#[tokio::test]
+async fn markup_in_names_and_messages_shows_as_text_and_runs_nothing() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let writer = chrome.open(&board.url(), Screen::Desktop).await;
+    let reader = chrome.open(&board.url(), Screen::Desktop).await;
+    writer.wait_connected().await;
+    reader.wait_connected().await;
+
+    let name = r#"<img src=x onerror="window.__xss=1">"#;
+    let message =
+        r#"<script>window.__xss=2</script><img src=x onerror="window.__xss=3"> <b>&amp;</b>"#;
+    writer.type_into("#name", name).await;
+    writer
+        .type_into("#message", &format!("{message}{ENTER}"))
+        .await;
+    post(
+        &board,
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(1)>",
+    )
+    .await;
+
+    for page in [&writer, &reader] {
+        page.wait_for(
+            "both messages",
+            "return document.querySelectorAll('#messages > *').length === 2",
+        )
+        .await;
+        // Give a broken image the moment it would need to fire onerror.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = page
+            .run(
+                "const items = [...document.querySelectorAll('#messages > *')];
+                 return {
+                     names: items.map(m => m.querySelector('.name').textContent),
+                     bodies: items.map(m => m.querySelector('.body').textContent),
+                     elements: document.querySelectorAll('#messages img, #messages script, #messages b').length,
+                     xss: typeof window.__xss,
+                 };",
+            )
+            .await;
+        assert_eq!(
+            seen["names"],
+            json!(["<script>alert(1)</script>", name]),
+            "names are shown literally"
+        );
+        assert_eq!(
+            seen["bodies"],
+            json!(["<img src=x onerror=alert(1)>", message]),
+            "messages are shown literally"
+        );
+        assert_eq!(seen["elements"], 0, "no element was made from user text");
+        assert_eq!(seen["xss"], "undefined", "no script from user text ran");
+        assert_eq!(page.alert().await, None, "no alert opened");
+    }
+}
+
+#[tokio::test]
+async fn after_a_restart_the_page_reconnects_and_shows_messages_from_the_outage_once() {
+    let Some(chrome) = chrome() else { return };
+    let mut board = Board::start(&[]);
+    for n in 1..=3 {
+        post(&board, "Before", &format!("before the restart {n}")).await;
+    }
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    page.wait_for(
+        "the first three messages",
+        "return document.querySelectorAll('#messages > *').length === 3",
+    )
+    .await;
+
+    board.stop();
+    page.wait_for(
+        "the page to notice the board is gone",
+        "const s = document.getElementById('status');
+         return s.dataset.state === 'reconnecting' && s.textContent === 'reconnecting…'",
+    )
+    .await;
+    assert_eq!(
+        page.run("return document.getElementById('send').disabled")
+            .await,
+        true,
+        "nothing can be sent while disconnected"
+    );
+    page.type_into("#message", "typed during the outage").await;
+
+    // Messages written while the page is still away must arrive on resume.
+    board.restart();
+    post(&board, "During", "written while the page was away 1").await;
+    post(&board, "During", "written while the page was away 2").await;
+    page.wait_connected().await;
+    page.wait_for(
+        "the messages of the outage",
+        "return document.querySelectorAll('#messages > *').length >= 5",
+    )
+    .await;
+    assert_eq!(
+        page.ids().await,
+        [5, 4, 3, 2, 1],
+        "every message exactly once"
+    );
+    assert_eq!(
+        page.run("return document.getElementById('message').value")
+            .await,
+        "typed during the outage",
+        "unsent text survives the outage"
+    );
+
+    page.type_into("#message", ENTER).await;
+    page.wait_for(
+        "the message typed during the outage",
+        "return document.querySelector('#messages > * .body')?.textContent === 'typed during the outage'",
+    )
+    .await;
+    // A late duplicate would come within a moment; give it one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(page.ids().await, [6, 5, 4, 3, 2, 1]);
+}
+
+#[tokio::test]
+async fn the_title_counts_unread_messages_while_hidden_and_clears_when_shown() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    assert_eq!(page.title().await, "lanboard");
+
+    page.minimize().await;
+    page.wait_for("the page to be hidden", "return document.hidden === true")
+        .await;
+    for n in 1..=3 {
+        post(&board, "Colleague", &format!("while you were away {n}")).await;
+    }
+    page.wait_for(
+        "three unread in the title",
+        "return document.title === '(3) lanboard'",
+    )
+    .await;
+    assert_eq!(page.run("return document.hidden").await, true);
+    let icon = page
+        .run("return document.getElementById('favicon').href")
+        .await;
+    assert!(
+        icon.as_str()
+            .is_some_and(|i| i.starts_with("data:image/png")),
+        "the favicon carries a dot: {icon}"
+    );
+
+    page.restore().await;
+    page.wait_for("the page to be visible", "return document.hidden === false")
+        .await;
+    page.wait_for("the title to clear", "return document.title === 'lanboard'")
+        .await;
+    let icon = page
+        .run("return document.getElementById('favicon').href")
+        .await;
+    assert!(
+        icon.as_str().is_some_and(|i| i.ends_with("/favicon.svg")),
+        "the plain favicon is back: {icon}"
+    );
+    assert_eq!(page.ids().await, [3, 2, 1]);
+}
+
+#[tokio::test]
+async fn the_online_count_follows_pages_opening_and_closing() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let first = chrome.open(&board.url(), Screen::Desktop).await;
+    first.wait_connected().await;
+    let online = "return document.getElementById('online').textContent";
+    first
+        .wait_for("1 online", &format!("{online} === '1 online'"))
+        .await;
+
+    let second = chrome.open(&board.url(), Screen::Desktop).await;
+    second.wait_connected().await;
+    first
+        .wait_for(
+            "2 online on the first page",
+            &format!("{online} === '2 online'"),
+        )
+        .await;
+    second
+        .wait_for(
+            "2 online on the second page",
+            &format!("{online} === '2 online'"),
+        )
+        .await;
+
+    second.quit().await;
+    first
+        .wait_for(
+            "1 online after the second page closed",
+            &format!("{online} === '1 online'"),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn the_wall_shows_new_messages_live_and_has_no_form() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    post(&board, "Reception", "Visitors: please sign in at the desk").await;
+    let wall = chrome
+        .open(&format!("{}/wall", board.url()), Screen::Desktop)
+        .await;
+    wall.wait_connected().await;
+    let form = "return {
+        form: document.getElementById('create-message') !== null,
+        fields: [...document.querySelectorAll('input, textarea')]
+            .filter(field => field.getClientRects().length > 0).length,
+        wall: document.documentElement.classList.contains('wall'),
+    }";
+    assert_eq!(
+        wall.run(form).await,
+        json!({"form": false, "fields": 0, "wall": true})
+    );
+
+    post(
+        &board,
+        "Facilities",
+        "The lift on the east side is back in service",
+    )
+    .await;
+    wall.wait_for(
+        "the new message on top of the wall",
+        "return document.querySelector('#messages > * .body')?.textContent === 'The lift on the east side is back in service'",
+    )
+    .await;
+    assert_eq!(wall.ids().await, [2, 1]);
+    let sizes = wall
+        .run(
+            "const bodies = document.querySelectorAll('#messages .body');
+             return [...bodies].map(b => parseFloat(getComputedStyle(b).fontSize));",
+        )
+        .await;
+    let sizes: Vec<f64> = serde_json::from_value(sizes).expect("font sizes");
+    assert!(
+        sizes[0] > sizes[1] * 1.5,
+        "the newest message is the prominent one: {sizes:?}"
+    );
+
+    // `?wall` is the same view.
+    wall.goto(&format!("{}/?wall", board.url())).await;
+    wall.wait_connected().await;
+    assert_eq!(
+        wall.run(form).await,
+        json!({"form": false, "fields": 0, "wall": true})
+    );
+}
+
+#[tokio::test]
+async fn show_older_reaches_the_first_message_of_a_long_history_without_gaps_or_duplicates() {
+    const TOTAL: u64 = 700;
+    let Some(chrome) = chrome() else { return };
+    // The rate limit is off: 700 posts from one connection would take a minute.
+    let board = Board::start(&["--rate-limit", "0"]);
+    post_many(&board, TOTAL).await;
+
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    page.wait_for(
+        "the newest 200",
+        "return document.querySelectorAll('#messages > *').length === 200",
+    )
+    .await;
+    let first_page = page.ids().await;
+    assert_eq!(first_page, (501..=TOTAL).rev().collect::<Vec<_>>());
+
+    // Once through a script click to check the list does not jump: the
+    // message at the bottom stays where it was on screen.
+    let before = page
+        .run(
+            "const last = document.querySelector('#messages > :last-child');
+             last.scrollIntoView({block: 'end'});
+             const top = last.getBoundingClientRect().top;
+             document.getElementById('show-older').click();
+             return top;",
+        )
+        .await;
+    page.wait_for(
+        "the first older page",
+        "return document.querySelectorAll('#messages > *').length === 400",
+    )
+    .await;
+    let after = page
+        .run("return document.querySelector('[data-id=\"501\"]').getBoundingClientRect().top")
+        .await;
+    assert_eq!(
+        before, after,
+        "loading older messages keeps the scroll position"
+    );
+
+    // Then as a person would, until the button goes away.
+    for _ in 0..10 {
+        let hidden = page
+            .run("return document.getElementById('show-older').hidden")
+            .await;
+        if hidden == true {
+            break;
+        }
+        let count = page.ids().await.len();
+        page.click("#show-older").await;
+        page.wait_for(
+            "another older page, or the end",
+            &format!(
+                "return document.querySelectorAll('#messages > *').length > {count}
+                    || document.getElementById('show-older').hidden"
+            ),
+        )
+        .await;
+    }
+    assert_eq!(
+        page.run("return document.getElementById('show-older').hidden")
+            .await,
+        true,
+        "the button goes away at the first message"
+    );
+    assert_eq!(
+        page.ids().await,
+        (1..=TOTAL).rev().collect::<Vec<_>>(),
+        "every message once, newest first"
+    );
+}
+
+#[tokio::test]
+async fn on_a_phone_the_page_fits_the_screen_and_its_form_posts() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    post(
+        &board,
+        "A rather long display name that keeps going",
+        &format!(
+            "{} and http://127.0.0.1:9/{}",
+            "unbreakable".repeat(30),
+            "path/".repeat(30)
+        ),
+    )
+    .await;
+    let page = chrome.open(&board.url(), Screen::Phone).await;
+    page.wait_connected().await;
+    let fits = "return {
+        width: window.innerWidth,
+        fits: document.documentElement.scrollWidth <= window.innerWidth,
+    }";
+    assert_eq!(page.run(fits).await, json!({"width": 390, "fits": true}));
+
+    // Everything a finger can press is at least 44 px each way.
+    let small = page
+        .run(
+            "return [...document.querySelectorAll('button, input, textarea, a.button, .brand')]
+                 .filter(e => e.getClientRects().length > 0)
+                 .map(e => [e.id || e.className, e.getBoundingClientRect()])
+                 .filter(([, r]) => r.width < 44 || r.height < 44)
+                 .map(([id, r]) => `${id}: ${r.width}x${r.height}`)",
+        )
+        .await;
+    assert_eq!(small, json!([]), "touch targets smaller than 44 px");
+
+    page.type_into("#name", "Phone").await;
+    page.type_into("#message", "Sent from a phone").await;
+    page.click("#send").await;
+    page.wait_for(
+        "the phone's message on top",
+        "return document.querySelector('#messages > * .body')?.textContent === 'Sent from a phone'",
+    )
+    .await;
+
+    // The menu opens the invite panel, and still nothing scrolls sideways.
+    page.click("#panel-toggle").await;
+    page.wait_for(
+        "the invite panel",
+        "return document.getElementById('invite').getClientRects().length > 0",
+    )
+    .await;
+    assert_eq!(page.run(fits).await, json!({"width": 390, "fits": true}));
+}
+
+#[tokio::test]
+async fn web_links_open_in_a_new_tab_other_schemes_stay_text_and_lines_are_kept() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let message = "Docs: http://127.0.0.1:9/docs?a=1&b=2.\n\
+                   Wiki (https://127.0.0.1:9/wiki/Page_(x))\n\
+                   Not links: javascript:alert(1) file:///etc/passwd";
+    post(&board, "Linker", message).await;
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    let body = page
+        .wait_for(
+            "the message",
+            "const body = document.querySelector('#messages > * .body');
+             return body && {
+                 text: body.textContent,
+                 lines: body.innerText.split('\\n'),
+                 whiteSpace: getComputedStyle(body).whiteSpace,
+                 links: [...body.querySelectorAll('a')].map(a => ({
+                     href: a.getAttribute('href'), text: a.textContent, target: a.target, rel: a.rel,
+                 })),
+             };",
+        )
+        .await;
+    assert_eq!(body["text"], message, "the text is unchanged");
+    assert_eq!(
+        body["lines"],
+        json!([
+            "Docs: http://127.0.0.1:9/docs?a=1&b=2.",
+            "Wiki (https://127.0.0.1:9/wiki/Page_(x))",
+            "Not links: javascript:alert(1) file:///etc/passwd",
+        ]),
+        "each line stays a line"
+    );
+    assert_eq!(body["whiteSpace"], "pre-wrap");
+    assert_eq!(
+        body["links"],
+        json!([
+            {"href": "http://127.0.0.1:9/docs?a=1&b=2", "text": "http://127.0.0.1:9/docs?a=1&b=2",
+             "target": "_blank", "rel": "noopener noreferrer"},
+            {"href": "https://127.0.0.1:9/wiki/Page_(x)", "text": "https://127.0.0.1:9/wiki/Page_(x)",
+             "target": "_blank", "rel": "noopener noreferrer"},
+        ]),
+        "only http and https addresses become links, without the sentence's punctuation"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_message_shows_the_reason_and_keeps_the_text() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+
+    // The counter appears near the limit (4000 characters).
+    page.run_with(
+        "const box = document.getElementById('message');
+         box.value = 'x'.repeat(arguments[0]);
+         box.dispatchEvent(new Event('input'));",
+        json!([3500]),
+    )
+    .await;
+    assert_eq!(
+        page.run("return document.getElementById('counter').hidden")
+            .await,
+        true,
+        "no counter far from the limit"
+    );
+    page.type_into("#message", &"x".repeat(200)).await;
+    assert_eq!(
+        page.run("const c = document.getElementById('counter'); return !c.hidden && c.textContent")
+            .await,
+        "3700 / 4000"
+    );
+
+    // A name past the board's limit (the field's maxlength is bypassed the
+    // way an old page would) is refused by the server.
+    page.run_with(
+        "const box = document.getElementById('message');
+         box.value = arguments[0];
+         box.dispatchEvent(new Event('input'));
+         document.getElementById('name').value = 'n'.repeat(65);",
+        json!(["kept after a refusal"]),
+    )
+    .await;
+    page.type_into("#message", ENTER).await;
+    let error = page
+        .wait_for(
+            "the reason for the refusal",
+            "const e = document.getElementById('form-error'); return !e.hidden && e.textContent",
+        )
+        .await;
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("name")),
+        "the error names the problem: {error}"
+    );
+    assert_eq!(
+        page.run("return document.getElementById('message').value")
+            .await,
+        "kept after a refusal"
+    );
+    assert_eq!(page.ids().await, Vec::<u64>::new(), "nothing was posted");
+}
+
+#[tokio::test]
+async fn download_saves_the_whole_history_as_a_json_file() {
+    const TOTAL: u64 = 520;
+    let Some(chrome) = chrome() else { return };
+    // More than one page of the API (500), so the page has to page.
+    let board = Board::start(&["--rate-limit", "0"]);
+    post_many(&board, TOTAL).await;
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    page.click("#download").await;
+
+    let deadline = Instant::now() + WAIT;
+    let saved = loop {
+        // Chromium writes to a .crdownload file and renames it when done.
+        let done = std::fs::read_dir(&page.downloads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|e| e == "json"));
+        if let Some(path) = done {
+            break path;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no .json file in {} after {WAIT:?}",
+            page.downloads.display()
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    let name = saved.file_name().unwrap_or_default().to_string_lossy();
+    assert!(name.starts_with("lanboard-"), "file name: {name}");
+    let text = std::fs::read_to_string(&saved).expect("the download is readable");
+    let messages: Vec<Value> = serde_json::from_str(&text).expect("the download is JSON");
+    assert_eq!(common::ids(&messages), (1..=TOTAL).collect::<Vec<_>>());
+    assert_eq!(messages[0]["message"], "entry 1");
+    assert!(messages[0]["time"].is_i64() && messages[0]["name"] == "Logger");
+}
+
+#[tokio::test]
+async fn a_board_with_a_passphrase_asks_for_it_once_even_across_a_restart() {
+    const PASSPHRASE: &str = "correct horse battery";
+    let Some(chrome) = chrome() else { return };
+    let mut board = Board::start(&["--password", PASSPHRASE]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    let locked = "return {
+        login: document.getElementById('login').getClientRects().length > 0,
+        form: document.getElementById('create-message').getClientRects().length > 0,
+        state: document.getElementById('status').dataset.state,
+    }";
+    page.wait_for(
+        "the passphrase form",
+        "return document.getElementById('login').getClientRects().length > 0",
+    )
+    .await;
+    assert_eq!(
+        page.run(locked).await,
+        json!({"login": true, "form": false, "state": "locked"})
+    );
+
+    page.type_into("#password", &format!("guess{ENTER}")).await;
+    let error = page
+        .wait_for(
+            "the wrong passphrase to be refused",
+            "const e = document.getElementById('login-error'); return !e.hidden && e.textContent",
+        )
+        .await;
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("not the passphrase")),
+        "{error}"
+    );
+
+    page.clear("#password").await;
+    page.type_into("#password", &format!("{PASSPHRASE}{ENTER}"))
+        .await;
+    page.wait_connected().await;
+    assert_eq!(
+        page.run(locked).await,
+        json!({"login": false, "form": true, "state": "connected"})
+    );
+    page.type_into("#message", &format!("behind the passphrase{ENTER}"))
+        .await;
+    page.wait_for(
+        "the message",
+        "return document.querySelector('#messages > * .body')?.textContent === 'behind the passphrase'",
+    )
+    .await;
+
+    // A reload does not ask again.
+    page.goto(&board.url()).await;
+    page.wait_connected().await;
+    assert_eq!(page.run(locked).await["login"], false);
+
+    // A restarted board has forgotten every login; the page logs in again by itself.
+    board.restart();
+    let auth = format!("Bearer {PASSPHRASE}");
+    let body = json!({"name": "Script", "message": "after the restart"}).to_string();
+    let posted = common::http(
+        board.addr,
+        "POST",
+        "/api/messages",
+        &[("Authorization", auth.as_str())],
+        &body,
+    )
+    .await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    page.wait_for(
+        "the message posted after the restart",
+        "return document.querySelector('#messages > * .body')?.textContent === 'after the restart'",
+    )
+    .await;
+    assert_eq!(
+        page.run(locked).await,
+        json!({"login": false, "form": true, "state": "connected"})
+    );
+    assert_eq!(page.ids().await, [2, 1]);
+}
