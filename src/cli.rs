@@ -10,6 +10,7 @@ use crate::guard::{GuardConfig, Rate};
 use crate::protocol::Limits;
 use crate::server::{Config, StartError, Storage};
 use crate::session::SessionConfig;
+use crate::store::SyncMode;
 
 /// A real-time message board for your office network. Run it, share the
 /// address it prints, and everyone who opens it sees every message at once.
@@ -56,6 +57,11 @@ pub struct ServeArgs {
         value_name = "PATH"
     )]
     pub data: PathBuf,
+
+    /// How a commit waits for the disk: `normal` survives a crash of
+    /// lanboard; `full` also survives a power cut, at a disk flush per commit.
+    #[arg(long, env = "LANBOARD_SYNC", value_enum, default_value_t = SyncMode::Normal, value_name = "MODE")]
+    pub sync: SyncMode,
 
     /// Keep history in memory only (no file, --data is ignored): it is lost
     /// when lanboard stops.
@@ -286,6 +292,7 @@ impl ServeArgs {
             } else {
                 Storage::File(self.data)
             },
+            sync: self.sync,
             qr: !self.no_qr,
             workers: self.workers,
             session: SessionConfig {

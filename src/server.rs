@@ -17,7 +17,7 @@ use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::net::{self, ShareUrl};
 use crate::session::SessionConfig;
-use crate::store::{Access, Log, MemoryLog, SqliteLog, StoreError};
+use crate::store::{Access, Log, MemoryLog, SqliteLog, StoreError, SyncMode};
 use crate::writer::Writer;
 
 /// Where the history lives.
@@ -34,6 +34,8 @@ pub struct Config {
     pub port: u16,
     pub history: usize,
     pub storage: Storage,
+    /// How hard a commit waits for the disk.
+    pub sync: SyncMode,
     pub qr: bool,
     pub workers: usize,
     pub session: SessionConfig,
@@ -51,6 +53,7 @@ impl Default for Config {
             port: 4000,
             history: 200,
             storage: Storage::File("lanboard.db".into()),
+            sync: SyncMode::Normal,
             qr: true,
             workers: 0,
             session: SessionConfig::default(),
@@ -107,7 +110,7 @@ impl Server {
     pub fn build(config: Config) -> Result<Server, StartError> {
         let log: Arc<dyn Log> = match &config.storage {
             Storage::Memory => Arc::new(MemoryLog::default()),
-            Storage::File(path) => Arc::new(SqliteLog::open(path, Access::Write)?),
+            Storage::File(path) => Arc::new(SqliteLog::open(path, Access::Write, config.sync)?),
         };
         let storage = log.describe();
         let board = Board::open(log, BoardConfig::with_history(config.history))?;
@@ -172,6 +175,10 @@ impl Server {
         // closes every WebSocket with a close frame; actix's own handler
         // would only wait for them.
         .disable_signals()
+        // Frames are small and latency matters more than packet count:
+        // without this, Nagle's algorithm meets delayed ACKs and holds a
+        // frame back for tens of milliseconds.
+        .tcp_nodelay(true)
         .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
         if config.workers > 0 {
             server = server.workers(config.workers);

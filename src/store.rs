@@ -82,6 +82,19 @@ pub struct SqliteLog {
     _lock: Option<File>,
 }
 
+/// How long a commit waits for the disk (SQLite's `synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SyncMode {
+    /// A commit is written to the OS before anyone hears of the message: it
+    /// survives a crash or `kill -9` of lanboard, but the last commits before a
+    /// power cut or OS crash may be lost (the file itself never corrupts).
+    #[default]
+    Normal,
+    /// Every commit also waits for the disk (fsync): messages survive a power
+    /// cut too, at the cost of a disk flush (often milliseconds) per commit.
+    Full,
+}
+
 /// How a [`SqliteLog`] is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -92,7 +105,7 @@ pub enum Access {
 }
 
 impl SqliteLog {
-    pub fn open(path: &Path, access: Access) -> Result<SqliteLog, StoreError> {
+    pub fn open(path: &Path, access: Access, sync: SyncMode) -> Result<SqliteLog, StoreError> {
         let path = path.to_path_buf();
         let lock = match access {
             Access::Write => Some(take_lock(&path)?),
@@ -103,7 +116,7 @@ impl SqliteLog {
             Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let writer = Connection::open_with_flags(&path, flags)?;
-        check_or_create_schema(&writer, &path, access)?;
+        check_or_create_schema(&writer, &path, access, sync)?;
         let reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -206,6 +219,7 @@ fn check_or_create_schema(
     conn: &Connection,
     path: &Path,
     access: Access,
+    sync: SyncMode,
 ) -> Result<(), StoreError> {
     let not_lanboard = || StoreError::NotLanboard {
         path: path.to_path_buf(),
@@ -236,9 +250,10 @@ fn check_or_create_schema(
     }
     // Migrations from older schema versions go here, one step at a time.
     if access == Access::Write {
-        // WAL lets readers (and `lanboard export`) run beside the writer;
-        // synchronous=FULL syncs every commit, so an acked message survives
-        // not only a killed process but a power cut.
+        // WAL lets readers (and `lanboard export`) run beside the writer.
+        // Every commit is written to the WAL before the writer thread
+        // publishes or acks, so an acked message survives a killed process;
+        // `--sync full` also waits for the disk, for power cuts.
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::ReadOnly {
@@ -246,7 +261,10 @@ fn check_or_create_schema(
                 reason: format!("could not switch to WAL (journal mode is {mode})"),
             });
         }
-        conn.execute_batch("PRAGMA synchronous=FULL")?;
+        conn.execute_batch(match sync {
+            SyncMode::Normal => "PRAGMA synchronous=NORMAL",
+            SyncMode::Full => "PRAGMA synchronous=FULL",
+        })?;
         if conn.is_readonly("main")? {
             return Err(StoreError::ReadOnly {
                 path: path.to_path_buf(),
@@ -436,18 +454,20 @@ mod tests {
     #[test]
     fn sqlite_log_conforms() {
         let dir = tempfile::tempdir().unwrap();
-        conformance(&SqliteLog::open(&dir.path().join("b.db"), Access::Write).unwrap());
+        conformance(
+            &SqliteLog::open(&dir.path().join("b.db"), Access::Write, SyncMode::Normal).unwrap(),
+        );
     }
 
     #[test]
     fn sqlite_log_keeps_everything_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        let written = SqliteLog::open(&path, Access::Write)
+        let written = SqliteLog::open(&path, Access::Write, SyncMode::Normal)
             .unwrap()
             .append(drafts(&["x", "y"]), 1)
             .unwrap();
-        let log = SqliteLog::open(&path, Access::Write).unwrap();
+        let log = SqliteLog::open(&path, Access::Write, SyncMode::Normal).unwrap();
         assert_eq!(log.after(0, 10).unwrap(), written);
         assert_eq!(ids(&log.append(drafts(&["z"]), 2).unwrap()), [3]);
     }
@@ -456,11 +476,11 @@ mod tests {
     fn a_second_writer_on_the_same_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        let _first = SqliteLog::open(&path, Access::Write).unwrap();
-        let second = SqliteLog::open(&path, Access::Write);
+        let _first = SqliteLog::open(&path, Access::Write, SyncMode::Normal).unwrap();
+        let second = SqliteLog::open(&path, Access::Write, SyncMode::Normal);
         assert!(matches!(second, Err(StoreError::Locked { .. })));
         // A reader (export) is still welcome.
-        assert!(SqliteLog::open(&path, Access::Read).is_ok());
+        assert!(SqliteLog::open(&path, Access::Read, SyncMode::Normal).is_ok());
     }
 
     #[test]
@@ -469,7 +489,7 @@ mod tests {
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, "hello, this is not sqlite at all, just some text").unwrap();
         assert!(matches!(
-            SqliteLog::open(&text, Access::Write),
+            SqliteLog::open(&text, Access::Write, SyncMode::Normal),
             Err(StoreError::NotLanboard { .. })
         ));
         let other = dir.path().join("other.db");
@@ -478,7 +498,7 @@ mod tests {
             .execute_batch("CREATE TABLE t(x)")
             .unwrap();
         assert!(matches!(
-            SqliteLog::open(&other, Access::Write),
+            SqliteLog::open(&other, Access::Write, SyncMode::Normal),
             Err(StoreError::NotLanboard { .. })
         ));
         assert_eq!(
@@ -495,7 +515,8 @@ mod tests {
         source.append(drafts(&["a", "b"]), 7).unwrap();
         let mut exported = source.after(0, 10).unwrap();
         exported[1].id = 40;
-        let log = SqliteLog::open(&dir.path().join("b.db"), Access::Write).unwrap();
+        let log =
+            SqliteLog::open(&dir.path().join("b.db"), Access::Write, SyncMode::Normal).unwrap();
         assert_eq!(log.import(&exported).unwrap(), 2);
         assert_eq!(log.after(0, 10).unwrap(), exported);
         assert_eq!(ids(&log.append(drafts(&["c"]), 8).unwrap()), [41]);

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use crate::protocol::Message;
-use crate::store::{Access, SqliteLog, StoreError};
+use crate::store::{Access, SqliteLog, StoreError, SyncMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -31,7 +31,7 @@ pub fn export(data: &Path, out: &mut impl Write) -> Result<usize, TransferError>
     if !data.exists() {
         return Err(TransferError::Missing(data.display().to_string()));
     }
-    let log = SqliteLog::open(data, Access::Read)?;
+    let log = SqliteLog::open(data, Access::Read, SyncMode::Normal)?;
     let mut count = 0;
     log.for_each(|message| {
         count += 1;
@@ -65,6 +65,6 @@ pub fn import(input: impl BufRead, name: &str, data: &Path) -> Result<usize, Tra
             })?;
         messages.push(message);
     }
-    let log = SqliteLog::open(data, Access::Write)?;
+    let log = SqliteLog::open(data, Access::Write, SyncMode::Full)?;
     Ok(log.import(&messages)?)
 }

@@ -186,7 +186,11 @@ fn launch(args: &[String], port: u16) -> (Child, SocketAddr, String, mpsc::Recei
             }
         }
     }
-    let addr = local_addr(&banner).unwrap_or_else(|| panic!("no local URL in banner:\n{banner}"));
+    let Some(addr) = local_addr(&banner) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no local URL in banner:\n{banner}");
+    };
     (child, addr, banner, err_rx)
 }
 
