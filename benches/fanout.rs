@@ -1,1 +1,965 @@
-fn main() {}
+//! `cargo bench --bench fanout`: a fan-out load generator that measures the
+//! real release binary of lanboard, with durable history and with `--memory`,
+//! against the original Socket.IO board, over loopback WebSockets.
+//!
+//! # Layout
+//! - this file: the knobs (environment variables), the scenarios, and the
+//!   coordinator that starts a fresh server per run and drives the clients.
+//! - `fanout/wire.rs`: a lean WebSocket client (upgrade, frames in place).
+//! - `fanout/dialect.rs`: lanboard's and Socket.IO's frames, and the stamp
+//!   (sender, sequence, send time) inside every generated message.
+//! - `fanout/client.rs`: one client: joining, then sending and recording.
+//! - `fanout/check.rs`: every client got every message once, in one order.
+//! - `fanout/servers.rs`: the boards as child processes, pinning, `/proc`.
+//! - `fanout/report.rs`: medians, the tables and the JSON document.
+//!
+//! # Scenarios
+//! 1. latency: 10 clients, 1 sender, 1 message in flight.
+//! 2. throughput: 100 clients, 10 senders, 16 in flight each.
+//! 3. fan-out: 1,000 clients, 10 senders, 16 in flight each.
+//! 4. idle memory: server RSS per connection with 1,000 and 10,000 clients.
+//! 5. growth: a new client's history on a big board, and lanboard's start time.
+//!
+//! # Knobs (environment variables)
+//! - `FANOUT_SCENARIOS=1,2,3`: which scenarios (default all five).
+//! - `FANOUT_SERVERS=lanboard,memory,original`: which boards (default all).
+//! - `FANOUT_RUNS=3`: runs of each of scenarios 1 to 3 (medians are quoted).
+//! - `FANOUT_QUICK=1`: small sizes and one run, for a smoke test.
+//! - `FANOUT_M=N`: messages per sender in scenarios 1 to 3.
+//! - `FANOUT_PIN=0`: no CPU pinning.
+//! - `FANOUT_TIMEOUT=SECS`: longest wait for one run's messages (180).
+//! - `FANOUT_CONNECT_CONCURRENCY=N`: connections opened at once (100).
+//! - `FANOUT_SEED=DIR`: the original board's folder.
+//! - `FANOUT_LANBOARD=PATH`: measure another lanboard binary.
+//! - `FANOUT_JSON=PATH`: where the JSON goes (default `fanout.json` in
+//!   `$CARGO_TARGET_DIR`, or in `target`).
+//!
+//! Without `--bench` on its command line (as under `cargo test --benches`)
+//! or with `--check`, it runs only its self-check, which also opens every
+//! benchmark run.
+
+#[path = "fanout/check.rs"]
+mod check;
+#[path = "fanout/client.rs"]
+mod client;
+#[path = "fanout/dialect.rs"]
+mod dialect;
+#[path = "fanout/report.rs"]
+mod report;
+#[path = "fanout/servers.rs"]
+mod servers;
+#[path = "fanout/wire.rs"]
+mod wire;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+
+use client::{Phase, Plan, Shared};
+use dialect::Dialect;
+use report::{Growth, Idle, Latency, Run, Summary};
+use servers::{Kind, Lanboard, Original, Pinning, Server};
+use wire::Socket;
+
+/// Connections being opened at once, unless `FANOUT_CONNECT_CONCURRENCY`
+/// says otherwise. Below both servers' listen backlogs (lanboard's is std's
+/// 128, Node's 511), so a full accept queue (whose dropped SYNs come back
+/// only after a 1 s retransmit) does not decide the connect times.
+const CONNECT_CONCURRENCY: usize = 100;
+/// How long one client may take to connect and receive the history.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the clients of a run may take to be polling, and to stop.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time for a crowd of idle clients (and the presence frames their arrival
+/// causes) to settle before the server's memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+/// New clients timed on each board of scenario 5.
+const GROWTH_JOINS: usize = 3;
+
+/// A throughput scenario: its shape and the messages per sender that make a
+/// run last a few seconds on a 2-core machine.
+struct Scenario {
+    id: u32,
+    name: &'static str,
+    clients: u32,
+    senders: u32,
+    window: u32,
+    /// Messages per sender on lanboard, on the original, and in quick mode.
+    lanboard: u32,
+    original: u32,
+    quick: u32,
+}
+
+const SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        id: 1,
+        name: "latency",
+        clients: 10,
+        senders: 1,
+        window: 1,
+        lanboard: 20_000,
+        original: 20_000,
+        quick: 300,
+    },
+    Scenario {
+        id: 2,
+        name: "throughput",
+        clients: 100,
+        senders: 10,
+        window: 16,
+        lanboard: 3_000,
+        original: 500,
+        quick: 100,
+    },
+    Scenario {
+        id: 3,
+        name: "fan-out",
+        clients: 1_000,
+        senders: 10,
+        window: 16,
+        lanboard: 600,
+        original: 40,
+        quick: 10,
+    },
+];
+
+/// The settings read from the environment.
+struct Knobs {
+    scenarios: Vec<u32>,
+    runs: usize,
+    quick: bool,
+    kinds: Vec<Kind>,
+    messages: Option<u32>,
+    pin: bool,
+    timeout: Duration,
+    connect_concurrency: usize,
+    seed: PathBuf,
+    json: PathBuf,
+}
+
+impl Knobs {
+    fn from_env() -> Result<Knobs, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let number = |name: &str| -> Result<Option<u64>, String> {
+            var(name)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .map_err(|_| format!("{name}={v} is not a number"))
+                })
+                .transpose()
+        };
+        let quick = var("FANOUT_QUICK").is_some_and(|v| v != "0");
+        let scenarios = match var("FANOUT_SCENARIOS") {
+            None => vec![1, 2, 3, 4, 5],
+            Some(list) => list
+                .split(',')
+                .map(|s| match s.trim().parse::<u32>() {
+                    Ok(n @ 1..=5) => Ok(n),
+                    _ => Err(format!(
+                        "FANOUT_SCENARIOS: {s:?} is not a scenario (1 to 5)"
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let all = [Kind::Lanboard, Kind::LanboardMemory, Kind::Original];
+        let kinds = match var("FANOUT_SERVERS") {
+            None => all.to_vec(),
+            Some(list) => {
+                list.split(',')
+                    .map(|s| {
+                        all.into_iter().find(|k| k.key() == s.trim()).ok_or_else(|| {
+                        format!("FANOUT_SERVERS: {s:?} is not one of lanboard, memory, original")
+                    })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let target = var("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
+        Ok(Knobs {
+            scenarios,
+            runs: number("FANOUT_RUNS")?.map_or(if quick { 1 } else { 3 }, |n| n.max(1) as usize),
+            quick,
+            kinds,
+            messages: number("FANOUT_M")?.map(|m| m.clamp(1, u32::MAX.into()) as u32),
+            pin: var("FANOUT_PIN").is_none_or(|v| v != "0"),
+            timeout: Duration::from_secs(number("FANOUT_TIMEOUT")?.unwrap_or(180)),
+            connect_concurrency: number("FANOUT_CONNECT_CONCURRENCY")?
+                .map_or(CONNECT_CONCURRENCY, |n| n.max(1) as usize),
+            seed: var("FANOUT_SEED").map_or_else(
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/socketio-seed"),
+                PathBuf::from,
+            ),
+            json: var("FANOUT_JSON")
+                .map_or_else(|| Path::new(&target).join("fanout.json"), PathBuf::from),
+        })
+    }
+
+    fn wants(&self, scenario: u32) -> bool {
+        self.scenarios.contains(&scenario)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    self_check();
+    if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--check") {
+        println!("fanout: self-check passed; `cargo bench --bench fanout` measures");
+        return ExitCode::SUCCESS;
+    }
+    let knobs = match Knobs::from_env() {
+        Ok(knobs) => knobs,
+        Err(message) => {
+            eprintln!("fanout: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let open_files = servers::raise_open_files();
+    let pinning = Pinning::apply(knobs.pin);
+    let workers = pinning.generator.len().max(1);
+    // Threads inherit the affinity set above, so the runtime's workers stay
+    // on the generator's cores.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("fanout: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("fanout: self-check passed (wire, dialects, exactly-once/order checker)");
+    println!(
+        "fanout: {}; tokio multi-thread runtime with {workers} worker(s); open-file limit {open_files}",
+        pinning.describe()
+    );
+    runtime.block_on(bench(knobs, pinning, workers))
+}
+
+/// Runs every self-check; panics on the first failure.
+fn self_check() {
+    wire::self_check();
+    dialect::self_check();
+    check::self_check();
+    report::self_check();
+    servers::self_check();
+}
+
+/// Whether the original board can be measured, and if not, why.
+enum OriginalState {
+    NotWanted,
+    Ready(Original),
+    Skipped(String),
+}
+
+async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
+    let scratch = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("fanout: cannot create a scratch folder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let lanboard = Lanboard::new();
+    println!(
+        "fanout: lanboard {}; --rate-limit {}",
+        lanboard.binary.display(),
+        if lanboard.rate_limit_flag {
+            "0 passed"
+        } else {
+            "is not in this build (not passed)"
+        }
+    );
+    let original_state = if knobs.kinds.contains(&Kind::Original) {
+        eprintln!("fanout: installing the original board (npm ci) ...");
+        match Original::install(&knobs.seed, scratch.path()) {
+            Ok(original) => OriginalState::Ready(original),
+            Err(why) => {
+                println!("fanout: SKIPPING the original board: {why}");
+                OriginalState::Skipped(why)
+            }
+        }
+    } else {
+        OriginalState::NotWanted
+    };
+    let kinds: Vec<Kind> = knobs
+        .kinds
+        .iter()
+        .copied()
+        .filter(|k| *k != Kind::Original || matches!(original_state, OriginalState::Ready(_)))
+        .collect();
+    let original = match &original_state {
+        OriginalState::Ready(original) => Some(original),
+        _ => None,
+    };
+    let core = pinning.server;
+    let bed = Bed {
+        lanboard: &lanboard,
+        original,
+        scratch: scratch.path(),
+        core,
+        timeout: knobs.timeout,
+        connect_concurrency: knobs.connect_concurrency,
+    };
+
+    let mut runs: Vec<Run> = Vec::new();
+    let mut summaries: Vec<Summary> = Vec::new();
+    for scenario in SCENARIOS.iter().filter(|s| knobs.wants(s.id)) {
+        for &kind in &kinds {
+            let messages = knobs.messages.unwrap_or(if knobs.quick {
+                scenario.quick
+            } else if kind == Kind::Original {
+                scenario.original
+            } else {
+                scenario.lanboard
+            });
+            let mut these = Vec::new();
+            for run in 1..=knobs.runs {
+                eprint!(
+                    "scenario {} {} on {}, run {run}/{}: ",
+                    scenario.id,
+                    scenario.name,
+                    kind.label(),
+                    knobs.runs
+                );
+                // Progress text only; a failed flush loses nothing.
+                let _ = std::io::stderr().flush();
+                let result = throughput_run(&bed, kind, scenario, messages, run).await;
+                eprintln!("{}", result.line());
+                these.push(result);
+            }
+            summaries.extend(report::summarise(&these));
+            runs.extend(these);
+        }
+    }
+
+    let mut idle = Vec::new();
+    if knobs.wants(4) {
+        let sizes: &[usize] = if knobs.quick {
+            &[1_000]
+        } else {
+            &[1_000, 10_000]
+        };
+        for &kind in &kinds {
+            for &clients in sizes {
+                eprint!(
+                    "scenario 4 idle memory on {}, {clients} clients: ",
+                    kind.label()
+                );
+                let result = idle_run(&bed, kind, clients).await;
+                match &result.failure {
+                    None => eprintln!("{} per connection", report::bytes(result.per_connection())),
+                    Some(why) => eprintln!("FAILED: {why}"),
+                }
+                idle.push(result);
+            }
+        }
+    }
+
+    let mut growth = Vec::new();
+    if knobs.wants(5) {
+        if kinds.contains(&Kind::LanboardMemory) {
+            println!("fanout: scenario 5 skips lanboard --memory: a memory board cannot be imported into");
+        }
+        for &kind in &kinds {
+            let sizes: &[u64] = match (kind, knobs.quick) {
+                (Kind::LanboardMemory, _) => &[],
+                (Kind::Lanboard, false) => &[100, 1_000_000],
+                (Kind::Lanboard, true) => &[100, 10_000],
+                (Kind::Original, false) => &[100, 100_000],
+                (Kind::Original, true) => &[100, 2_000],
+            };
+            for &stored in sizes {
+                eprint!(
+                    "scenario 5 growth on {}, {stored} stored messages: ",
+                    kind.label()
+                );
+                // Progress text only; a failed flush loses nothing.
+                let _ = std::io::stderr().flush();
+                let result = growth_run(&bed, kind, stored).await;
+                match &result.failure {
+                    None => eprintln!(
+                        "history {} in {}",
+                        report::bytes(result.welcome_bytes as f64),
+                        report::micros((result.join_s * 1e6) as u64)
+                    ),
+                    Some(why) => eprintln!("FAILED: {why}"),
+                }
+                growth.push(result);
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "fanout results ({}; {} run(s) per scenario, medians; {})",
+        pinning.describe(),
+        knobs.runs,
+        if knobs.quick {
+            "QUICK sizes"
+        } else {
+            "full sizes"
+        }
+    );
+    if let OriginalState::Skipped(why) = &original_state {
+        println!("The original board was SKIPPED ({why}), so there are no ratios.");
+    }
+    if !summaries.is_empty() {
+        println!("\nScenarios 1-3 (latency from send to each receiver; CPU s = server CPU time during the run):");
+        print!("{}", report::throughput_table(&summaries));
+    }
+    if !idle.is_empty() {
+        println!("\nScenario 4, idle connections (RSS of the server process):");
+        print!("{}", report::idle_table(&idle));
+    }
+    if !growth.is_empty() {
+        println!(
+            "\nScenario 5, growth (lanboard sends a new client its newest --history \
+             messages, 200 by default; the original sends all it holds):"
+        );
+        print!("{}", report::growth_table(&growth));
+    }
+
+    let document = json!({
+        "bench": "fanout",
+        "quick": knobs.quick,
+        "pinning": pinning.describe(),
+        "server_core": pinning.server,
+        "generator_cores": pinning.generator,
+        "generator_workers": workers,
+        "lanboard_rate_limit_flag": lanboard.rate_limit_flag,
+        "original": match &original_state {
+            OriginalState::NotWanted => json!("not requested"),
+            OriginalState::Ready(_) => json!("measured"),
+            OriginalState::Skipped(why) => json!(format!("skipped: {why}")),
+        },
+        "summary": summaries.iter().map(Summary::json).collect::<Vec<_>>(),
+        "ratios": report::ratios(&summaries).iter().map(|(scenario, kind, ratio)| json!({
+            "scenario": scenario, "server": kind.label(), "deliveries_per_s_vs_original": ratio,
+        })).collect::<Vec<_>>(),
+        "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
+        "idle": idle.iter().map(Idle::json).collect::<Vec<_>>(),
+        "growth": growth.iter().map(Growth::json).collect::<Vec<_>>(),
+    });
+    if let Some(parent) = knobs.json.parent() {
+        // A missing folder shows up as the write error below.
+        let _ = std::fs::create_dir_all(parent);
+    }
+    match std::fs::write(&knobs.json, format!("{document:#}\n")) {
+        Ok(()) => println!("\nJSON: {}", knobs.json.display()),
+        Err(e) => eprintln!("fanout: cannot write {}: {e}", knobs.json.display()),
+    }
+
+    let failed = runs.iter().filter(|r| r.failure.is_some()).count()
+        + idle.iter().filter(|r| r.failure.is_some()).count()
+        + growth.iter().filter(|r| r.failure.is_some()).count();
+    if failed > 0 {
+        println!("fanout: {failed} measurement(s) FAILED; see above");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// What every measurement needs to start a board.
+struct Bed<'a> {
+    lanboard: &'a Lanboard,
+    original: Option<&'a Original>,
+    scratch: &'a Path,
+    core: Option<usize>,
+    /// Longest wait for the messages of one run.
+    timeout: Duration,
+    connect_concurrency: usize,
+}
+
+impl Bed<'_> {
+    /// Starts a fresh board of `kind` with its files in `dir` (on lanboard's
+    /// default storage, `dir/b.db`, which may already hold an import).
+    fn start(&self, kind: Kind, dir: &Path) -> Result<Server, String> {
+        match kind {
+            Kind::Lanboard => self.lanboard.start(Some(&dir.join("b.db")), dir, self.core),
+            Kind::LanboardMemory => self.lanboard.start(None, dir, self.core),
+            Kind::Original => self
+                .original
+                .ok_or("the original board is not installed")?
+                .start(dir, self.core),
+        }
+    }
+
+    fn folder(&self) -> Result<tempfile::TempDir, String> {
+        tempfile::tempdir_in(self.scratch).map_err(|e| format!("a scratch folder: {e}"))
+    }
+}
+
+fn dialect(kind: Kind) -> Dialect {
+    match kind {
+        Kind::Original => Dialect::SocketIo,
+        Kind::Lanboard | Kind::LanboardMemory => Dialect::Lanboard,
+    }
+}
+
+/// One run of a throughput scenario on a fresh board.
+async fn throughput_run(
+    bed: &Bed<'_>,
+    kind: Kind,
+    scenario: &Scenario,
+    messages: u32,
+    run: usize,
+) -> Run {
+    let shape = Shape {
+        clients: scenario.clients,
+        senders: scenario.senders,
+        window: scenario.window,
+        messages,
+    };
+    let mut result = Run {
+        scenario: scenario.id,
+        name: scenario.name,
+        kind,
+        run,
+        clients: shape.clients,
+        senders: shape.senders,
+        window: shape.window,
+        messages,
+        connect_s: f64::NAN,
+        wall_s: f64::NAN,
+        deliveries: 0,
+        deliveries_per_s: f64::NAN,
+        msgs_per_s: f64::NAN,
+        latency: Latency::default(),
+        cpu_s: None,
+        rss_bytes: None,
+        generator_cpu_s: None,
+        sender_fifo: false,
+        failure: None,
+    };
+    let measured = async {
+        let dir = bed.folder()?;
+        let server = bed.start(kind, dir.path())?;
+        let mut measured = measure(bed, &server, dialect(kind), shape)
+            .await
+            .map_err(|why| with_log(why, &server))?;
+        measured.failure = measured.failure.map(|why| with_log(why, &server));
+        Ok::<Measured, String>(measured)
+    };
+    match measured.await {
+        Ok(m) => {
+            let total = f64::from(shape.senders) * f64::from(messages);
+            result.connect_s = m.connect_s;
+            result.wall_s = m.wall_s;
+            result.deliveries = m.deliveries;
+            result.deliveries_per_s = m.deliveries as f64 / m.wall_s;
+            result.msgs_per_s = total / m.wall_s;
+            result.latency = Latency::of(&m.latency_us);
+            result.cpu_s = m.cpu_s;
+            result.rss_bytes = m.rss_bytes;
+            result.generator_cpu_s = m.generator_cpu_s;
+            result.sender_fifo = m.sender_fifo;
+            result.failure = m.failure;
+        }
+        Err(why) => result.failure = Some(why),
+    }
+    result
+}
+
+fn with_log(why: String, server: &Server) -> String {
+    let log = server.log_tail();
+    if log.trim().is_empty() {
+        why
+    } else {
+        format!("{why}\n  server log (last lines):\n{log}")
+    }
+}
+
+/// The shape of a measured run.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    clients: u32,
+    senders: u32,
+    window: u32,
+    messages: u32,
+}
+
+/// What [`measure`] saw.
+struct Measured {
+    connect_s: f64,
+    wall_s: f64,
+    deliveries: u64,
+    latency_us: Histogram<u64>,
+    cpu_s: Option<f64>,
+    rss_bytes: Option<u64>,
+    generator_cpu_s: Option<f64>,
+    sender_fifo: bool,
+    /// A failed check, or a client that stopped early.
+    failure: Option<String>,
+}
+
+/// Connects `shape.clients` clients to `server`, lets the senders send, waits
+/// until every client received every message, and checks what they saw.
+async fn measure(
+    bed: &Bed<'_>,
+    server: &Server,
+    dialect: Dialect,
+    shape: Shape,
+) -> Result<Measured, String> {
+    let base = Instant::now();
+    let timeout = bed.timeout;
+    let clients = shape.clients as usize;
+    let (sockets, _) = connect_all(server.addr, dialect, clients, bed.connect_concurrency).await?;
+    let connect_s = base.elapsed().as_secs_f64();
+
+    let plan = Arc::new(Plan {
+        dialect,
+        senders: shape.senders,
+        messages: shape.messages,
+        window: shape.window,
+        base,
+    });
+    let shared = Arc::new(Shared::default());
+    let (phase, watcher) = watch::channel(Phase::Wait);
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(me, socket)| {
+            tokio::spawn(client::run(
+                socket,
+                me as u32,
+                plan.clone(),
+                shared.clone(),
+                watcher.clone(),
+            ))
+        })
+        .collect();
+    if !reach(&shared.ready, clients, SETTLE_TIMEOUT).await {
+        phase.send_replace(Phase::Stop);
+        return Err("the clients did not start in time".into());
+    }
+
+    let me = std::process::id();
+    let cpu_before = server.cpu_seconds();
+    let generator_before = servers::cpu_seconds(me);
+    phase.send_replace(Phase::Go);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut in_time = true;
+    while shared.finished.load(Ordering::SeqCst) < clients
+        && shared.broken.load(Ordering::SeqCst) == 0
+    {
+        if tokio::time::timeout_at(deadline, shared.progress.notified())
+            .await
+            .is_err()
+        {
+            in_time = false;
+            break;
+        }
+    }
+    let cpu_s = delta(cpu_before, server.cpu_seconds());
+    let generator_cpu_s = delta(generator_before, servers::cpu_seconds(me));
+    let rss_bytes = server.rss_bytes();
+    phase.send_replace(Phase::Stop);
+
+    let stop_deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    let mut records = Vec::with_capacity(clients);
+    for task in tasks {
+        match tokio::time::timeout_at(stop_deadline, task).await {
+            Ok(Ok(record)) => records.push(record),
+            Ok(Err(e)) => return Err(format!("a client task failed: {e}")),
+            Err(_) => return Err("the clients did not stop in time".into()),
+        }
+    }
+
+    let first_send = records.iter().filter_map(|r| r.first_send_ns).min();
+    let last_receive = records.iter().filter_map(|r| r.last_receive_ns).max();
+    let wall_s = match (first_send, last_receive) {
+        (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e9,
+        _ => f64::NAN,
+    };
+    let mut latency_us = Histogram::new(3).expect("3 significant digits are valid");
+    for record in &records {
+        // Both histograms resize themselves, so adding cannot overflow a range.
+        let _ = latency_us.add(&record.latency_us);
+    }
+    let deliveries = records.iter().map(|r| r.received.keys.len() as u64).sum();
+
+    // A client that broke off explains the others waiting in vain.
+    let broke = records.iter().filter(|r| r.broke).count();
+    let mut failure = records.iter().enumerate().find_map(|(i, r)| {
+        r.failure
+            .as_ref()
+            .filter(|_| r.broke)
+            .map(|why| format!("client {i} (of {broke} that broke off): {why}"))
+    });
+    if failure.is_none() && !in_time {
+        let counts = records.iter().map(|r| r.received.keys.len());
+        failure = Some(format!(
+            "not every client got every message within {timeout:?} (received {} to {} of {})",
+            counts.clone().min().unwrap_or(0),
+            counts.max().unwrap_or(0),
+            u64::from(shape.senders) * u64::from(shape.messages),
+        ));
+    }
+    let received: Vec<&check::Received> = records.iter().map(|r| &r.received).collect();
+    let verdict = check::verify(
+        &received,
+        u64::from(shape.senders),
+        u64::from(shape.messages),
+        dialect == Dialect::Lanboard,
+    );
+    let sender_fifo = verdict.as_ref().is_ok_and(|v| v.sender_fifo);
+    if failure.is_none() {
+        failure = verdict.err();
+    }
+    Ok(Measured {
+        connect_s,
+        wall_s,
+        deliveries,
+        latency_us,
+        cpu_s,
+        rss_bytes,
+        generator_cpu_s,
+        sender_fifo,
+        failure,
+    })
+}
+
+fn delta(before: Option<f64>, after: Option<f64>) -> Option<f64> {
+    Some(after? - before?)
+}
+
+/// Waits until `counter` reaches `target`, for at most `limit`.
+async fn reach(counter: &AtomicUsize, target: usize, limit: Duration) -> bool {
+    let started = Instant::now();
+    while counter.load(Ordering::SeqCst) < target {
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
+/// Connects `n` clients, at most `concurrency` at a time, and waits for each
+/// one's history. Fails if any client fails.
+async fn connect_all(
+    addr: SocketAddr,
+    dialect: Dialect,
+    n: usize,
+    concurrency: usize,
+) -> Result<(Vec<Socket>, Vec<client::Joined>), String> {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+                let seed = (i as u32).wrapping_mul(0x9E37_79B9);
+                match tokio::time::timeout(JOIN_TIMEOUT, client::join(addr, dialect, seed)).await {
+                    Ok(joined) => joined,
+                    Err(_) => Err(format!("no history within {JOIN_TIMEOUT:?}")),
+                }
+            })
+        })
+        .collect();
+    let mut sockets = Vec::with_capacity(n);
+    let mut joins = Vec::with_capacity(n);
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (socket, joined) = task
+            .await
+            .map_err(|e| format!("client {i}: {e}"))?
+            .map_err(|e| format!("client {i}: {e}"))?;
+        sockets.push(socket);
+        joins.push(joined);
+    }
+    Ok((sockets, joins))
+}
+
+/// Scenario 4: the server's memory before and after `clients` idle clients.
+async fn idle_run(bed: &Bed<'_>, kind: Kind, clients: usize) -> Idle {
+    let mut result = Idle {
+        kind,
+        clients,
+        connect_s: f64::NAN,
+        join_median_s: f64::NAN,
+        join_max_s: f64::NAN,
+        rss_before: 0,
+        rss_after: 0,
+        failure: None,
+    };
+    let outcome = async {
+        let dir = bed.folder()?;
+        let server = bed.start(kind, dir.path())?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        result.rss_before = server.rss_bytes().ok_or("no VmRSS for the server")?;
+        let started = Instant::now();
+        let (sockets, joins) =
+            connect_all(server.addr, dialect(kind), clients, bed.connect_concurrency)
+                .await
+                .map_err(|why| with_log(why, &server))?;
+        result.connect_s = started.elapsed().as_secs_f64();
+        let took: Vec<f64> = joins.iter().map(|j| j.took.as_secs_f64()).collect();
+        result.join_max_s = took.iter().copied().fold(0.0, f64::max);
+        result.join_median_s = report::median(took);
+        // Keep answering pings and reading presence frames while idle.
+        let plan = Arc::new(Plan {
+            dialect: dialect(kind),
+            senders: 0,
+            messages: 0,
+            window: 0,
+            base: started,
+        });
+        let shared = Arc::new(Shared::default());
+        let (phase, watcher) = watch::channel(Phase::Wait);
+        let tasks: Vec<_> = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(me, socket)| {
+                tokio::spawn(client::run(
+                    socket,
+                    me as u32,
+                    plan.clone(),
+                    shared.clone(),
+                    watcher.clone(),
+                ))
+            })
+            .collect();
+        let started = reach(&shared.ready, clients, SETTLE_TIMEOUT).await;
+        tokio::time::sleep(IDLE_SETTLE).await;
+        result.rss_after = server.rss_bytes().ok_or("no VmRSS for the server")?;
+        phase.send_replace(Phase::Stop);
+        let stop_deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut dropped = None;
+        for (i, task) in tasks.into_iter().enumerate() {
+            if let Ok(Ok(record)) = tokio::time::timeout_at(stop_deadline, task).await {
+                if let Some(why) = record.failure {
+                    dropped.get_or_insert(format!("idle client {i}: {why}"));
+                }
+            }
+        }
+        if !started {
+            return Err("the idle clients did not start in time".to_owned());
+        }
+        dropped.map_or(Ok(()), Err)
+    };
+    if let Err(why) = outcome.await {
+        result.failure = Some(why);
+    }
+    result
+}
+
+/// Scenario 5: a board holding `stored` messages: how long it takes to start
+/// (lanboard) and what a new client receives, how fast.
+async fn growth_run(bed: &Bed<'_>, kind: Kind, stored: u64) -> Growth {
+    let mut result = Growth {
+        kind,
+        stored,
+        how: if kind == Kind::Original {
+            "posted"
+        } else {
+            "imported"
+        },
+        fill_s: f64::NAN,
+        start_s: f64::NAN,
+        welcome_bytes: 0,
+        join_s: f64::NAN,
+        joins: 0,
+        rss_bytes: None,
+        failure: None,
+    };
+    let outcome = async {
+        let dir = bed.folder()?;
+        let server = if kind == Kind::Original {
+            let server = bed.start(kind, dir.path())?;
+            // Post the history through one socket, as users would.
+            let shape = Shape {
+                clients: 1,
+                senders: 1,
+                window: 64,
+                messages: u32::try_from(stored).map_err(|_| "too many messages to post")?,
+            };
+            let started = Instant::now();
+            let posted = measure(bed, &server, Dialect::SocketIo, shape)
+                .await
+                .map_err(|why| with_log(why, &server))?;
+            if let Some(why) = posted.failure {
+                return Err(format!("posting the history: {why}"));
+            }
+            result.fill_s = started.elapsed().as_secs_f64();
+            result.start_s = server.started_in.as_secs_f64();
+            server
+        } else {
+            let lines = dir.path().join("history.jsonl");
+            write_history(&lines, stored).map_err(|e| format!("{}: {e}", lines.display()))?;
+            let data = dir.path().join("b.db");
+            let took = bed.lanboard.import(&lines, &data)?;
+            result.fill_s = took.as_secs_f64();
+            // The history file is no longer needed; a failed removal only costs disk.
+            let _ = std::fs::remove_file(&lines);
+            let server = bed.start(kind, dir.path())?;
+            result.start_s = server.started_in.as_secs_f64();
+            server
+        };
+        let mut times = Vec::new();
+        for seed in 0..GROWTH_JOINS {
+            let (socket, joined) = tokio::time::timeout(
+                JOIN_TIMEOUT,
+                client::join(server.addr, dialect(kind), seed as u32 + 7),
+            )
+            .await
+            .map_err(|_| format!("a new client got no history within {JOIN_TIMEOUT:?}"))?
+            .map_err(|why| with_log(why, &server))?;
+            leave(socket).await;
+            times.push(joined.took.as_secs_f64());
+            result.welcome_bytes = joined.welcome_bytes;
+        }
+        result.joins = times.len();
+        result.join_s = report::median(times);
+        result.rss_bytes = server.rss_bytes();
+        Ok::<(), String>(())
+    };
+    if let Err(why) = outcome.await {
+        result.failure = Some(why);
+    }
+    result
+}
+
+/// Closes a client politely; best-effort, as the measurement is done.
+async fn leave(mut socket: Socket) {
+    socket.queue_close();
+    let _ = tokio::time::timeout(Duration::from_millis(200), socket.flush()).await;
+}
+
+/// Writes `count` messages as JSON Lines for `lanboard import`.
+fn write_history(path: &Path, count: u64) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut text = Vec::with_capacity(dialect::TEXT_LEN);
+    for id in 1..=count {
+        text.clear();
+        // The same shape as a generated message, from an unused sender number.
+        dialect::write_text(
+            dialect::Stamp {
+                sender: u32::MAX,
+                seq: (id % u64::from(u32::MAX)) as u32,
+                sent_ns: 0,
+            },
+            &mut text,
+        );
+        out.write_all(br#"{"id":"#)?;
+        write!(out, "{id}")?;
+        out.write_all(br#","name":""#)?;
+        out.write_all(dialect::NAME.as_bytes())?;
+        out.write_all(br#"","message":""#)?;
+        out.write_all(&text)?;
+        writeln!(out, r#"","time":{}}}"#, 1_700_000_000_000u64 + id)?;
+    }
+    out.flush()
+}

@@ -72,7 +72,10 @@ impl BoardConfig {
             history,
             window: history.max(1000),
             resume_cap: history.max(5000),
-            queue: 1024,
+            // Frames are shared, so a full queue costs 32 bytes an entry
+            // plus frames that have left the window; deep enough that a
+            // client reading in bursts (a busy browser tab) is not cut off.
+            queue: 4096,
             presence_delay: Duration::from_millis(100),
         }
     }

@@ -106,7 +106,6 @@ pub async fn run(connection: Connection) {
         .aggregate_continuations()
         .max_continuation_size(config.max_frame_bytes);
     let mut replies: FuturesOrdered<Reply> = FuturesOrdered::new();
-    let mut outgoing: Vec<ByteString> = Vec::with_capacity(WRITE_BATCH);
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     let mut last_heard = Instant::now();
 
@@ -116,18 +115,34 @@ pub async fn run(connection: Connection) {
         }
         loop {
             tokio::select! {
-                received = subscription.frames.recv_many(&mut outgoing, WRITE_BATCH) => {
-                    if received == 0 {
+                received = subscription.frames.recv() => {
+                    let Some(first) = received else {
                         break 'connection if board.is_closed() {
                             reason(CloseCode::Away, "the board is shutting down")
                         } else {
                             reason(CloseCode::Again, "too slow to keep up; reconnect with ?since=")
                         };
-                    }
-                    for frame in outgoing.drain(..) {
-                        if !send(&mut session, frame, config.client_timeout).await {
-                            break 'connection End::Gone;
+                    };
+                    // Whatever else has queued up is written now too, without
+                    // a buffer of its own: an idle connection should cost
+                    // as little memory as possible.
+                    // One deadline covers the whole batch: timing each
+                    // frame would read the clock once per delivery.
+                    let frames = &mut subscription.frames;
+                    let batch = async {
+                        let mut next = Some(first);
+                        let mut written = 0;
+                        while let Some(frame) = next.take() {
+                            session.text(frame).await?;
+                            written += 1;
+                            if written < WRITE_BATCH {
+                                next = frames.try_recv().ok();
+                            }
                         }
+                        Ok::<(), actix_ws::Closed>(())
+                    };
+                    if !matches!(tokio::time::timeout(config.client_timeout, batch).await, Ok(Ok(()))) {
+                        break 'connection End::Gone;
                     }
                 }
                 Some(reply) = replies.next(), if !replies.is_empty() => {
@@ -209,6 +224,11 @@ async fn send(session: &mut actix_ws::Session, frame: ByteString, timeout: Durat
 
 /// Turns a broken frame into the close code RFC 6455 gives it.
 fn protocol_failure(peer: &str, error: ProtocolError) -> End {
+    // A client whose connection dropped without a close frame (a closed
+    // laptop, a killed tab) is not a protocol error; nobody is left to tell.
+    if matches!(&error, ProtocolError::Io(e) if e.to_string().contains("EOF")) {
+        return End::Gone;
+    }
     log::info!("{peer}: protocol error: {error}");
     match error {
         ProtocolError::Overflow => reason(CloseCode::Size, "frame too large"),

@@ -70,7 +70,11 @@ pub fn verify(
     if ids {
         for (client, record) in clients.iter().enumerate() {
             if record.ids.len() != record.keys.len() {
-                return Err(format!("client {client} has {} ids for {} messages", record.ids.len(), record.keys.len()));
+                return Err(format!(
+                    "client {client} has {} ids for {} messages",
+                    record.ids.len(),
+                    record.keys.len()
+                ));
             }
             if let Some(at) = record.ids.windows(2).position(|w| w[0] >= w[1]) {
                 return Err(format!(
@@ -108,7 +112,14 @@ fn first_difference(a: &[u64], b: &[u64]) -> Option<usize> {
 /// Checks the checker on small made-up runs; panics on the first failure.
 pub fn self_check() {
     // Two senders, three messages each, interleaved the same way everywhere.
-    let keys = vec![key(0, 0), key(1, 0), key(0, 1), key(1, 1), key(1, 2), key(0, 2)];
+    let keys = vec![
+        key(0, 0),
+        key(1, 0),
+        key(0, 1),
+        key(1, 1),
+        key(1, 2),
+        key(0, 2),
+    ];
     let ids: Vec<u64> = (10..16).collect();
     let good = Received {
         keys: keys.clone(),
@@ -148,7 +159,10 @@ pub fn self_check() {
 
     let mut other_ids = good.clone();
     other_ids.ids[3] = 99;
-    assert!(run(&[&good, &other_ids], false).is_ok(), "ids are ignored for the original");
+    assert!(
+        run(&[&good, &other_ids], false).is_ok(),
+        "ids are ignored for the original"
+    );
     let message = run(&[&other_ids, &good], true).unwrap_err();
     assert!(message.contains("after id 99"), "{message}");
     other_ids.ids = (20..26).collect();
@@ -156,5 +170,8 @@ pub fn self_check() {
     assert!(message.contains("where client 0 got"), "{message}");
 
     assert!(run(&[], false).is_err());
-    assert_eq!(verify(&[&Received::default()], 0, 0, true), Ok(Verdict { sender_fifo: true }));
+    assert_eq!(
+        verify(&[&Received::default()], 0, 0, true),
+        Ok(Verdict { sender_fifo: true })
+    );
 }

@@ -17,6 +17,9 @@ use crate::check::Received;
 use crate::dialect::{self, Dialect, Event, Stamp};
 use crate::wire::Socket;
 
+/// How long a stopping client tries to send its close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// What every client of a run shares.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -53,6 +56,9 @@ pub enum Phase {
 pub struct Shared {
     pub ready: AtomicUsize,
     pub finished: AtomicUsize,
+    /// Clients that broke off; one is enough to fail the run, and the
+    /// others may wait in vain for a cut-off sender's messages.
+    pub broken: AtomicUsize,
     /// Woken when `finished` grows.
     pub progress: Notify,
 }
@@ -135,6 +141,9 @@ pub struct Record {
     pub last_receive_ns: Option<u64>,
     /// Why it stopped early, if it did.
     pub failure: Option<String>,
+    /// True if and only if it stopped early on its own (an error or a
+    /// refusal), not because the coordinator gave up waiting.
+    pub broke: bool,
 }
 
 /// The measured phase of client `me`: runs until the coordinator says stop,
@@ -158,6 +167,7 @@ pub async fn run(
         first_send_ns: None,
         last_receive_ns: None,
         failure: None,
+        broke: false,
     };
     let sender = me < plan.senders;
     let mut sent = 0u32;
@@ -192,7 +202,10 @@ pub async fn run(
                         record.received.ids.push(id);
                     }
                     let latency = now_ns.saturating_sub(stamp.sent_ns) / 1000;
-                    record.latency_us.saturating_record(latency.max(1));
+                    // The histogram grows to fit (`saturating_record` would
+                    // clamp to its current range instead); recording fails
+                    // only on a count overflowing u64.
+                    let _ = record.latency_us.record(latency.max(1));
                     if sender && stamp.sender == me {
                         in_flight = in_flight.saturating_sub(1);
                     }
@@ -236,7 +249,12 @@ pub async fn run(
             changed = phase.changed() => {
                 let next = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop };
                 match next {
-                    Phase::Stop => break 'run,
+                    Phase::Stop => {
+                        socket.queue_close();
+                        // Leaving politely is best-effort: the record is complete.
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+                        break 'run;
+                    }
                     Phase::Go => going = true,
                     Phase::Wait => {}
                 }
@@ -257,6 +275,10 @@ pub async fn run(
         }
     }
     if !finished {
+        record.broke = failure.is_some();
+        if record.broke {
+            shared.broken.fetch_add(1, Ordering::SeqCst);
+        }
         record.failure = Some(failure.unwrap_or_else(|| {
             format!(
                 "stopped after {} of {expected} message(s)",

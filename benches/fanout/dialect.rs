@@ -97,8 +97,8 @@ pub enum Dialect {
 }
 
 const LB_ADDED: &[u8] = br#"{"event":"message-added","data":{"id":"#;
-const LB_WELCOME: &[u8] = br#"{"event":"messages-available""#;
-const LB_ERROR: &[u8] = br#"{"event":"error""#;
+const LB_EVENT: &[u8] = br#""event":""#;
+const LB_ID: &[u8] = br#""id":"#;
 const SIO_ADDED: &[u8] = br#"42["message-added","#;
 const SIO_WELCOME: &[u8] = br#"42["messages-available""#;
 const MESSAGE_KEY: &[u8] = br#""message":""#;
@@ -116,26 +116,35 @@ impl Dialect {
     pub fn classify(self, payload: &[u8]) -> Event {
         match self {
             Dialect::Lanboard => {
-                if let Some(rest) = payload.strip_prefix(LB_ADDED) {
-                    let Some(end) = rest.iter().position(|b| !b.is_ascii_digit()) else {
-                        return unreadable(payload);
-                    };
-                    let id = rest[..end]
-                        .iter()
-                        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-                    match stamp_after_key(&rest[end..]) {
-                        Some(stamp) => Event::Added {
-                            id: Some(id),
-                            stamp,
-                        },
-                        None => unreadable(payload),
+                // The board writes `message-added` frames itself, event
+                // first: the fast path. Other frames may come from
+                // `serde_json::json!`, whose keys are sorted, so their event
+                // is looked up wherever it is.
+                let (after_id, event) = match payload.strip_prefix(LB_ADDED) {
+                    Some(rest) => (Some(rest), &b"message-added"[..]),
+                    None => (
+                        find(payload, LB_ID).map(|at| &payload[at + LB_ID.len()..]),
+                        event_name(payload).unwrap_or(b""),
+                    ),
+                };
+                match event {
+                    b"message-added" => {
+                        let rest = after_id.unwrap_or(b"");
+                        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+                        let id = rest[..digits]
+                            .iter()
+                            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+                        match stamp_after_key(payload) {
+                            Some(stamp) if digits > 0 => Event::Added {
+                                id: Some(id),
+                                stamp,
+                            },
+                            _ => unreadable(payload),
+                        }
                     }
-                } else if payload.starts_with(LB_WELCOME) {
-                    Event::Welcome
-                } else if payload.starts_with(LB_ERROR) {
-                    Event::Refused(format!("error event: {}", clip(payload)))
-                } else {
-                    Event::Other
+                    b"messages-available" => Event::Welcome,
+                    b"error" => Event::Refused(format!("error event: {}", clip(payload))),
+                    _ => Event::Other,
                 }
             }
             Dialect::SocketIo => match payload {
@@ -185,6 +194,14 @@ impl Dialect {
     }
 }
 
+/// The value of the `"event"` key. Quotes inside JSON strings are escaped,
+/// so the first `"event":"` is the key itself.
+fn event_name(json: &[u8]) -> Option<&[u8]> {
+    let start = find(json, LB_EVENT)? + LB_EVENT.len();
+    let len = json[start..].iter().position(|&b| b == b'"')?;
+    Some(&json[start..start + len])
+}
+
 /// The stamp in the first `"message":"` value. The name before it is ours and
 /// holds no quote, so the first such key is the message's own.
 fn stamp_after_key(json: &[u8]) -> Option<Stamp> {
@@ -193,7 +210,10 @@ fn stamp_after_key(json: &[u8]) -> Option<Stamp> {
 }
 
 fn unreadable(payload: &[u8]) -> Event {
-    Event::Refused(format!("a message without a fan-out stamp: {}", clip(payload)))
+    Event::Refused(format!(
+        "a message without a fan-out stamp: {}",
+        clip(payload)
+    ))
 }
 
 /// The start of a frame, for error messages.
@@ -213,7 +233,10 @@ pub fn self_check() {
     write_text(stamp, &mut text);
     assert_eq!(text.len(), TEXT_LEN);
     assert!(text.iter().all(|b| b.is_ascii_graphic() || *b == b' '));
-    assert!(!text.ends_with(b" "), "the server would trim a trailing space");
+    assert!(
+        !text.ends_with(b" "),
+        "the server would trim a trailing space"
+    );
     assert_eq!(read_stamp(&text), Some(stamp));
     assert_eq!(read_stamp(b"fo|1|2|"), None);
     assert_eq!(read_stamp(b"fo|1|x|3|"), None);
@@ -259,20 +282,68 @@ pub fn self_check() {
         Dialect::Lanboard.classify(added.as_bytes()),
         Event::Added { id: Some(3), .. }
     ));
-    let cases: [(Dialect, &str, fn(&Event) -> bool); 9] = [
-        (Dialect::Lanboard, r#"{"event":"messages-available","data":[]}"#, |e| *e == Event::Welcome),
-        (Dialect::Lanboard, r#"{"event":"presence","data":{"online":3}}"#, |e| *e == Event::Other),
-        (Dialect::Lanboard, r#"{"event":"error","data":{"code":"x"}}"#, |e| matches!(e, Event::Refused(_))),
-        (Dialect::Lanboard, r#"{"event":"message-added","data":{"id":1,"name":"a","message":"hi","time":1}}"#, |e| matches!(e, Event::Refused(_))),
-        (Dialect::SocketIo, r#"0{"sid":"a","pingInterval":25000}"#, |e| *e == Event::Open),
-        (Dialect::SocketIo, "2", |e| *e == Event::Ping),
-        (Dialect::SocketIo, r#"40{"sid":"b"}"#, |e| *e == Event::Other),
-        (Dialect::SocketIo, r#"42["messages-available",[]]"#, |e| *e == Event::Welcome),
-        (Dialect::SocketIo, "41", |e| matches!(e, Event::Refused(_))),
+    // The same message with sorted keys, as `serde_json::json!` writes it.
+    let sorted = format!(
+        r#"{{"data":{{"id":9,"message":"{text}","name":"{NAME}","time":1}},"event":"message-added"}}"#
+    );
+    assert_eq!(
+        Dialect::Lanboard.classify(sorted.as_bytes()),
+        Event::Added { id: Some(9), stamp }
+    );
+    // Refusals are compared by kind only: their text is for people.
+    let refused = || Event::Refused(String::new());
+    let cases = [
+        (
+            Dialect::Lanboard,
+            r#"{"event":"messages-available","data":[]}"#,
+            Event::Welcome,
+        ),
+        (
+            Dialect::Lanboard,
+            r#"{"event":"presence","data":{"online":3}}"#,
+            Event::Other,
+        ),
+        (
+            Dialect::Lanboard,
+            r#"{"event":"error","data":{"code":"x"}}"#,
+            refused(),
+        ),
+        (
+            Dialect::Lanboard,
+            r#"{"data":{"code":"rate-limited"},"event":"error"}"#,
+            refused(),
+        ),
+        (
+            Dialect::Lanboard,
+            r#"{"ack":3,"data":{"id":1},"event":"ack"}"#,
+            Event::Other,
+        ),
+        (
+            Dialect::Lanboard,
+            r#"{"event":"message-added","data":{"id":1,"name":"a","message":"hi","time":1}}"#,
+            refused(),
+        ),
+        (
+            Dialect::SocketIo,
+            r#"0{"sid":"a","pingInterval":25000}"#,
+            Event::Open,
+        ),
+        (Dialect::SocketIo, "2", Event::Ping),
+        (Dialect::SocketIo, r#"40{"sid":"b"}"#, Event::Other),
+        (
+            Dialect::SocketIo,
+            r#"42["messages-available",[]]"#,
+            Event::Welcome,
+        ),
+        (Dialect::SocketIo, "41", refused()),
     ];
     for (dialect, frame, expected) in cases {
         let event = dialect.classify(frame.as_bytes());
-        assert!(expected(&event), "{dialect:?} {frame} gave {event:?}");
+        assert_eq!(
+            std::mem::discriminant(&event),
+            std::mem::discriminant(&expected),
+            "{dialect:?} {frame} gave {event:?}"
+        );
     }
     let added = format!(r#"42["message-added",{{"name":"{NAME}","message":"{text}"}}]"#);
     assert_eq!(

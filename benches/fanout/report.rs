@@ -199,6 +199,9 @@ pub struct Idle {
     pub kind: Kind,
     pub clients: usize,
     pub connect_s: f64,
+    /// One client's connect-to-history time: median and worst.
+    pub join_median_s: f64,
+    pub join_max_s: f64,
     pub rss_before: u64,
     pub rss_after: u64,
     pub failure: Option<String>,
@@ -214,6 +217,8 @@ impl Idle {
             "server": self.kind.label(),
             "clients": self.clients,
             "connect_s": self.connect_s,
+            "join_median_s": self.join_median_s,
+            "join_max_s": self.join_max_s,
             "rss_before_bytes": self.rss_before,
             "rss_after_bytes": self.rss_after,
             "bytes_per_connection": self.per_connection(),
@@ -267,6 +272,13 @@ impl Growth {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Appends one formatted line to a table.
+fn push_line(out: &mut String, line: std::fmt::Arguments<'_>) {
+    // Formatting into a String cannot fail.
+    let _ = out.write_fmt(line);
+    out.push('\n');
+}
+
 pub fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {
         return f64::NAN;
@@ -284,7 +296,7 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 pub fn micros(us: u64) -> String {
     match us {
         0..=9_999 => format!("{us}µs"),
-        10_000..=9_999_999 => format!("{:.1}ms", us as f64 / 1e3),
+        10_000..=999_999 => format!("{:.1}ms", us as f64 / 1e3),
         _ => format!("{:.2}s", us as f64 / 1e6),
     }
 }
@@ -323,27 +335,55 @@ fn opt(value: Option<f64>, digits: usize) -> String {
 /// The table of scenarios 1 to 3 and the lanboard/original ratios.
 pub fn throughput_table(summaries: &[Summary]) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:<18} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
-        "scenario", "server", "deliv/s", "msgs/s", "p50", "p90", "p99", "p99.9", "max",
-        "CPU s", "srv CPU", "gen CPU", "RSS MiB"
+    push_line(
+        &mut out,
+        format_args!(
+            "{:<28} {:<18} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+            "scenario",
+            "server",
+            "connect",
+            "deliv/s",
+            "msgs/s",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+            "CPU s",
+            "srv CPU",
+            "gen CPU",
+            "RSS MiB"
+        ),
     );
     for s in summaries {
         let scenario = format!(
             "{} {} C={} S={} W={}",
             s.scenario, s.name, s.clients, s.senders, s.window
         );
+        if s.failed == s.runs {
+            push_line(
+                &mut out,
+                format_args!(
+                    "{:<28} {:<18} all {} run(s) FAILED (see the runs above)",
+                    scenario,
+                    s.kind.label(),
+                    s.runs
+                ),
+            );
+            continue;
+        }
         let failed = if s.failed > 0 {
             format!("  ({} of {} runs FAILED)", s.failed, s.runs)
         } else {
             String::new()
         };
-        let _ = writeln!(
-            out,
-            "{:<24} {:<18} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}{failed}",
+        push_line(
+        &mut out,
+        format_args!(
+            "{:<28} {:<18} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}{failed}",
             scenario,
             s.kind.label(),
+            micros((s.connect_s * 1e6) as u64),
             rate(s.deliveries_per_s),
             rate(s.msgs_per_s),
             micros(s.latency.p50),
@@ -355,13 +395,20 @@ pub fn throughput_table(summaries: &[Summary]) -> String {
             s.cpu_share.map_or("?".into(), |c| format!("{:.0}%", c * 100.0)),
             s.generator_share.map_or("?".into(), |c| format!("{:.0}%", c * 100.0)),
             opt(s.rss_mib, 1),
-        );
+        ),
+    );
     }
     let ratios = ratios(summaries);
     if !ratios.is_empty() {
-        let _ = writeln!(out, "\ndeliveries/s, lanboard / original (medians):");
+        push_line(
+            &mut out,
+            format_args!("\ndeliveries/s, lanboard / original (medians):"),
+        );
         for (scenario, kind, ratio) in ratios {
-            let _ = writeln!(out, "  scenario {scenario}: {:<18} {ratio:.2}x", kind.label());
+            push_line(
+                &mut out,
+                format_args!("  scenario {scenario}: {:<18} {ratio:.2}x", kind.label()),
+            );
         }
     }
     out
@@ -376,7 +423,11 @@ pub fn ratios(summaries: &[Summary]) -> Vec<(u32, Kind, f64)> {
             .find(|o| o.scenario == s.scenario && o.kind == Kind::Original && o.failed < o.runs);
         if let Some(original) = original {
             if s.failed < s.runs {
-                found.push((s.scenario, s.kind, s.deliveries_per_s / original.deliveries_per_s));
+                found.push((
+                    s.scenario,
+                    s.kind,
+                    s.deliveries_per_s / original.deliveries_per_s,
+                ));
             }
         }
     }
@@ -385,25 +436,41 @@ pub fn ratios(summaries: &[Summary]) -> Vec<(u32, Kind, f64)> {
 
 pub fn idle_table(idle: &[Idle]) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<18} {:>8} {:>10} {:>12} {:>12} {:>14}",
-        "server", "clients", "connect", "RSS before", "RSS after", "per connection"
+    push_line(
+        &mut out,
+        format_args!(
+            "{:<18} {:>8} {:>10} {:>10} {:>10} {:>12} {:>12} {:>14}",
+            "server",
+            "clients",
+            "connect",
+            "join p50",
+            "join max",
+            "RSS before",
+            "RSS after",
+            "per connection"
+        ),
     );
     for i in idle {
         if let Some(why) = &i.failure {
-            let _ = writeln!(out, "{:<18} {:>8} FAILED: {why}", i.kind.label(), i.clients);
+            push_line(
+                &mut out,
+                format_args!("{:<18} {:>8} FAILED: {why}", i.kind.label(), i.clients),
+            );
             continue;
         }
-        let _ = writeln!(
-            out,
-            "{:<18} {:>8} {:>9.2}s {:>12} {:>12} {:>14}",
-            i.kind.label(),
-            i.clients,
-            i.connect_s,
-            bytes(i.rss_before as f64),
-            bytes(i.rss_after as f64),
-            bytes(i.per_connection()),
+        push_line(
+            &mut out,
+            format_args!(
+                "{:<18} {:>8} {:>9.2}s {:>10} {:>10} {:>12} {:>12} {:>14}",
+                i.kind.label(),
+                i.clients,
+                i.connect_s,
+                micros((i.join_median_s * 1e6) as u64),
+                micros((i.join_max_s * 1e6) as u64),
+                bytes(i.rss_before as f64),
+                bytes(i.rss_after as f64),
+                bytes(i.per_connection()),
+            ),
         );
     }
     out
@@ -411,14 +478,19 @@ pub fn idle_table(idle: &[Idle]) -> String {
 
 pub fn growth_table(growth: &[Growth]) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<18} {:>9} {:<9} {:>9} {:>13} {:>13} {:>10} {:>10}",
-        "server", "stored", "by", "fill", "server start", "history size", "new join", "RSS"
+    push_line(
+        &mut out,
+        format_args!(
+            "{:<18} {:>9} {:<9} {:>9} {:>13} {:>13} {:>10} {:>10}",
+            "server", "stored", "by", "fill", "server start", "history size", "new join", "RSS"
+        ),
     );
     for g in growth {
         if let Some(why) = &g.failure {
-            let _ = writeln!(out, "{:<18} {:>9} FAILED: {why}", g.kind.label(), g.stored);
+            push_line(
+                &mut out,
+                format_args!("{:<18} {:>9} FAILED: {why}", g.kind.label(), g.stored),
+            );
             continue;
         }
         let start = if g.kind == Kind::Original {
@@ -426,17 +498,19 @@ pub fn growth_table(growth: &[Growth]) -> String {
         } else {
             format!("{:.2}s", g.start_s)
         };
-        let _ = writeln!(
-            out,
-            "{:<18} {:>9} {:<9} {:>8.2}s {:>13} {:>13} {:>10} {:>10}",
-            g.kind.label(),
-            g.stored,
-            g.how,
-            g.fill_s,
-            start,
-            bytes(g.welcome_bytes as f64),
-            micros((g.join_s * 1e6) as u64),
-            g.rss_bytes.map_or("?".into(), |b| bytes(b as f64)),
+        push_line(
+            &mut out,
+            format_args!(
+                "{:<18} {:>9} {:<9} {:>8.2}s {:>13} {:>13} {:>10} {:>10}",
+                g.kind.label(),
+                g.stored,
+                g.how,
+                g.fill_s,
+                start,
+                bytes(g.welcome_bytes as f64),
+                micros((g.join_s * 1e6) as u64),
+                g.rss_bytes.map_or("?".into(), |b| bytes(b as f64)),
+            ),
         );
     }
     out

@@ -199,7 +199,14 @@ pub struct Lanboard {
 
 impl Lanboard {
     pub fn new() -> Lanboard {
-        let binary = PathBuf::from(env!("CARGO_BIN_EXE_lanboard"));
+        // FANOUT_LANBOARD measures another build (say, a patched one) with
+        // the same generator.
+        let binary = std::env::var_os("FANOUT_LANBOARD")
+            .filter(|path| !path.is_empty())
+            .map_or_else(
+                || PathBuf::from(env!("CARGO_BIN_EXE_lanboard")),
+                PathBuf::from,
+            );
         let help = Command::new(&binary)
             .arg("--help")
             .env_clear()
@@ -214,7 +221,12 @@ impl Lanboard {
 
     /// Starts a board on a free port; `data` is its file, `None` for `--memory`.
     /// `scratch` holds its log.
-    pub fn start(&self, data: Option<&Path>, scratch: &Path, core: Option<usize>) -> Result<Server, String> {
+    pub fn start(
+        &self,
+        data: Option<&Path>,
+        scratch: &Path,
+        core: Option<usize>,
+    ) -> Result<Server, String> {
         let mut command = Command::new(&self.binary);
         command.args(["--bind", "127.0.0.1", "--port", "0", "--no-qr"]);
         match data {
@@ -235,7 +247,10 @@ impl Lanboard {
         }
         let log = scratch.join("lanboard.log");
         let stderr = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
         confine(&mut command, core);
         let spawned = Instant::now();
         let mut child = command
@@ -281,7 +296,10 @@ impl Lanboard {
     pub fn import(&self, lines: &Path, data: &Path) -> Result<Duration, String> {
         let mut command = Command::new(&self.binary);
         command.arg("import").arg(lines).arg("--data").arg(data);
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let started = Instant::now();
         let output = run_bounded(command, IMPORT_TIMEOUT)?;
         if output.0.success() {
@@ -295,7 +313,9 @@ impl Lanboard {
 /// The port in a banner line like `  http://127.0.0.1:4000   (this computer only)`.
 pub fn banner_port(line: &str) -> Option<u16> {
     let rest = &line[line.find("http://127.0.0.1:")? + "http://127.0.0.1:".len()..];
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..digits].parse().ok()
 }
 
@@ -322,10 +342,14 @@ impl Original {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let (status, stderr) = run_bounded(command, INSTALL_TIMEOUT)
-            .map_err(|e| format!("npm ci: {e}"))?;
+        let (status, stderr) =
+            run_bounded(command, INSTALL_TIMEOUT).map_err(|e| format!("npm ci: {e}"))?;
         if !status.success() {
-            return Err(format!("npm ci failed in {}: {}", dir.display(), stderr.trim()));
+            return Err(format!(
+                "npm ci failed in {}: {}",
+                dir.display(),
+                stderr.trim()
+            ));
         }
         Ok(Original { dir })
     }
@@ -368,7 +392,9 @@ impl Original {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("node did not listen on port {port} within {START_TIMEOUT:?}"))
+        Err(format!(
+            "node did not listen on port {port} within {START_TIMEOUT:?}"
+        ))
     }
 }
 
@@ -467,9 +493,15 @@ pub fn raise_open_files() -> u64 {
 
 /// Checks the pure parts of this module; panics on the first failure.
 pub fn self_check() {
-    assert_eq!(banner_port("  http://127.0.0.1:4000   (this computer only)"), Some(4000));
+    assert_eq!(
+        banner_port("  http://127.0.0.1:4000   (this computer only)"),
+        Some(4000)
+    );
     assert_eq!(banner_port("http://127.0.0.1:51234"), Some(51234));
     assert_eq!(banner_port("  http://192.168.1.5:4000"), None);
-    assert!(cpu_seconds(std::process::id()).is_some(), "/proc/self/stat is readable");
+    assert!(
+        cpu_seconds(std::process::id()).is_some(),
+        "/proc/self/stat is readable"
+    );
     assert!(status_kib(std::process::id(), "VmRSS:").is_some_and(|kib| kib > 0));
 }

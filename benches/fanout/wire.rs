@@ -310,6 +310,13 @@ impl Socket {
         encode(OP_TEXT, payload, key, &mut self.out);
     }
 
+    /// Queues a close frame (1000, normal closure), so the server sees a
+    /// client leaving rather than a connection breaking.
+    pub fn queue_close(&mut self) {
+        let key = self.next_key();
+        encode(OP_CLOSE, &1000u16.to_be_bytes(), key, &mut self.out);
+    }
+
     /// True if and only if frames wait to be written.
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
