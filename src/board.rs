@@ -13,7 +13,7 @@
 //! after the store has committed them (see `writer.rs`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,12 @@ impl Entry {
     }
 }
 
+/// What a connection's queue carries: frames to send in order. Messages
+/// committed together travel as one item, shared by every connection, so a
+/// burst costs each connection one queue operation and one wake-up, not one
+/// per message.
+pub type Outgoing = Arc<[ByteString]>;
+
 /// Sizes that shape the board's memory and behaviour.
 #[derive(Debug, Clone, Copy)]
 pub struct BoardConfig {
@@ -60,8 +66,12 @@ pub struct BoardConfig {
     pub window: usize,
     /// Most messages a resuming client (`?since=`) receives at once.
     pub resume_cap: usize,
-    /// Frames queued for one connection before it counts as too slow.
+    /// Items (batches of frames) queued for one connection before it counts
+    /// as too slow.
     pub queue: usize,
+    /// Bytes of frames queued for one connection before it counts as too
+    /// slow: what bounds the memory a client that stopped reading can hold.
+    pub queue_bytes: usize,
     /// How long presence changes are gathered before one `presence` frame goes out.
     pub presence_delay: Duration,
 }
@@ -72,10 +82,13 @@ impl BoardConfig {
             history,
             window: history.max(1000),
             resume_cap: history.max(5000),
-            // Frames are shared, so a full queue costs 32 bytes an entry
-            // plus frames that have left the window; deep enough that a
-            // client reading in bursts (a busy browser tab) is not cut off.
-            queue: 4096,
+            // A client is cut off when its queue holds 4 MiB of frames (tens
+            // of thousands of ordinary messages): far more than a browser
+            // tab reading in bursts, or a saturated server running behind,
+            // ever leaves queued, and a bounded cost for one that stopped
+            // reading. The item count is only a second guard.
+            queue: 16_384,
+            queue_bytes: 4 << 20,
             presence_delay: Duration::from_millis(100),
         }
     }
@@ -102,8 +115,16 @@ struct Hub {
     complete: bool,
     /// Id of the newest message published.
     last_id: u64,
-    subscribers: HashMap<u64, mpsc::Sender<ByteString>>,
+    subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
+    queue_bytes: usize,
+}
+
+/// The hub's end of a subscription.
+struct Subscriber {
+    queue: mpsc::Sender<Outgoing>,
+    /// Bytes queued and not yet written, shared with the connection.
+    queued: Arc<AtomicUsize>,
 }
 
 /// A connection's place on the board. Dropping it forgets the connection at once.
@@ -112,7 +133,19 @@ pub struct Subscription {
     board: Board,
     /// Frames for this connection, in board order. It ends when the board
     /// closes or when the connection fell too far behind and was cut off.
-    pub frames: mpsc::Receiver<ByteString>,
+    pub frames: mpsc::Receiver<Outgoing>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// Records that `item` has been written to the socket.
+    pub fn written(&self, item: &Outgoing) {
+        self.queued.fetch_sub(item_bytes(item), Ordering::Relaxed);
+    }
+}
+
+fn item_bytes(item: &Outgoing) -> usize {
+    item.iter().map(|frame| frame.len()).sum()
 }
 
 impl Drop for Subscription {
@@ -136,6 +169,7 @@ impl Board {
                     last_id,
                     subscribers: HashMap::new(),
                     next_subscriber: 0,
+                    queue_bytes: config.queue_bytes,
                 }),
                 log,
                 config: BoardConfig {
@@ -162,8 +196,8 @@ impl Board {
     /// order, so all subscribers see one order.
     pub fn publish(&self, messages: &[Message]) -> Vec<Arc<Entry>> {
         let entries: Vec<Arc<Entry>> = messages.iter().map(|m| Arc::new(Entry::new(m))).collect();
+        let item: Outgoing = entries.iter().map(|e| e.frame().clone()).collect();
         let mut hub = self.shared.hub.lock();
-        let mut dropped = 0;
         for entry in &entries {
             hub.last_id = entry.id;
             hub.window.push_back(entry.clone());
@@ -171,8 +205,8 @@ impl Board {
                 hub.window.pop_front();
                 hub.complete = false;
             }
-            dropped += hub.send_to_all(entry.frame());
         }
+        let dropped = hub.send_to_all(&item);
         drop(hub);
         if dropped > 0 {
             self.shared.presence_changed.notify_one();
@@ -191,11 +225,12 @@ impl Board {
         let config = self.shared.config;
         let (subscription, from_window, reaches_since) = {
             let mut hub = self.shared.hub.lock();
-            let (id, frames) = hub.add_subscriber(config.queue);
+            let (id, frames, queued) = hub.add_subscriber(config.queue);
             let subscription = Subscription {
                 id,
                 board: self.clone(),
                 frames,
+                queued,
             };
             let (from_window, reaches_since) = match since {
                 None => {
@@ -307,15 +342,20 @@ impl Board {
         let mut last_sent = None;
         while !self.is_closed() {
             self.shared.presence_changed.notified().await;
-            tokio::time::sleep(self.shared.config.presence_delay).await;
+            // A crowd arriving at once would otherwise make every newcomer
+            // cost a frame to everyone: gather longer as the crowd grows
+            // (up to a second at 10,000 connections).
+            let crowd =
+                Duration::from_millis(self.online() as u64 / 10).min(Duration::from_secs(2));
+            tokio::time::sleep(self.shared.config.presence_delay.max(crowd)).await;
             let mut hub = self.shared.hub.lock();
             let online = hub.subscribers.len();
             if last_sent == Some(online) {
                 continue;
             }
             last_sent = Some(online);
-            let frame: ByteString = protocol::presence_frame(online).into();
-            let dropped = hub.send_to_all(&frame);
+            let item: Outgoing = Arc::new([ByteString::from(protocol::presence_frame(online))]);
+            let dropped = hub.send_to_all(&item);
             drop(hub);
             if dropped > 0 {
                 self.shared.presence_changed.notify_one();
@@ -337,29 +377,40 @@ impl Board {
 }
 
 impl Hub {
-    fn add_subscriber(&mut self, queue: usize) -> (u64, mpsc::Receiver<ByteString>) {
+    fn add_subscriber(
+        &mut self,
+        queue: usize,
+    ) -> (u64, mpsc::Receiver<Outgoing>, Arc<AtomicUsize>) {
         let (tx, rx) = mpsc::channel(queue);
+        let queued = Arc::new(AtomicUsize::new(0));
         let id = self.next_subscriber;
         self.next_subscriber += 1;
-        self.subscribers.insert(id, tx);
-        (id, rx)
+        self.subscribers.insert(
+            id,
+            Subscriber {
+                queue: tx,
+                queued: queued.clone(),
+            },
+        );
+        (id, rx, queued)
     }
 
-    /// Queues `frame` to every subscriber and returns how many were dropped:
+    /// Queues `item` to every subscriber and returns how many were dropped:
     /// one whose queue is full has stopped reading, and waiting for it would
     /// stall everyone else, so it is cut off (its client reconnects with
     /// `?since=` and loses nothing).
-    fn send_to_all(&mut self, frame: &ByteString) -> usize {
+    fn send_to_all(&mut self, item: &Outgoing) -> usize {
+        let bytes = item_bytes(item);
+        let limit = self.queue_bytes;
         let before = self.subscribers.len();
-        self.subscribers
-            .retain(|id, tx| match tx.try_send(frame.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    log::info!("connection {id} is too slow to keep up; disconnecting it");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+        self.subscribers.retain(|id, subscriber| {
+            let queued = subscriber.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            let sent = queued <= limit && subscriber.queue.try_send(item.clone()).is_ok();
+            if !sent && !subscriber.queue.is_closed() {
+                log::info!("connection {id} is too slow to keep up; disconnecting it");
+            }
+            sent
+        });
         before - self.subscribers.len()
     }
 }

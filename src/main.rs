@@ -54,8 +54,9 @@ fn serve(args: lanboard::cli::ServeArgs) -> Result<(), StartError> {
     let qr = config.qr;
     actix_web::rt::System::new().block_on(async move {
         let server = Server::build(config)?;
+        let shutdown = server::shutdown_signal()?;
         print_banner(&server, qr);
-        server.run(server::shutdown_signal()).await
+        server.run(shutdown).await
     })
 }
 

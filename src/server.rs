@@ -116,21 +116,20 @@ impl Server {
         let board = Board::open(log, BoardConfig::with_history(config.history))?;
         let (writer, _thread) = Writer::start(board.clone());
 
-        let listener =
-            std::net::TcpListener::bind((config.bind, config.port)).map_err(|source| {
-                if source.kind() == std::io::ErrorKind::AddrInUse {
-                    StartError::PortInUse {
-                        bind: config.bind,
-                        port: config.port,
-                    }
-                } else {
-                    StartError::Bind {
-                        bind: config.bind,
-                        port: config.port,
-                        source,
-                    }
+        let listener = listen(SocketAddr::new(config.bind, config.port)).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                StartError::PortInUse {
+                    bind: config.bind,
+                    port: config.port,
                 }
-            })?;
+            } else {
+                StartError::Bind {
+                    bind: config.bind,
+                    port: config.port,
+                    source,
+                }
+            }
+        })?;
         let local_addr = listener.local_addr()?;
         let scheme = if config.tls.is_some() {
             "https"
@@ -247,6 +246,28 @@ impl Server {
     }
 }
 
+/// Connections waiting to be accepted. The standard library's 128 drops
+/// connection attempts when a whole office opens the board at once (after a
+/// restart, every page reconnects within a second), and a dropped attempt
+/// waits a second before it retries.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds and listens on `addr`, accepting IPv4 too when it is `::`.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As the standard library does: a restarted board may bind its port
+    // again while old connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Loads a PEM certificate chain and private key for rustls.
 fn tls_config(
     cert: &std::path::Path,
@@ -279,28 +300,28 @@ fn tls_config(
         })
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// Listens for Ctrl-C and SIGTERM, and returns a future that completes on
+/// either. The handlers are installed before this returns, so a signal that
+/// arrives right after the banner is printed is not lost.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => {
-                // Without a SIGTERM handler, Ctrl-C still stops the board.
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        // Without a Ctrl-C handler the process is stopped the hard way, which
-        // loses nothing committed.
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            // Without a Ctrl-C handler the process is stopped the hard way,
+            // which loses nothing committed.
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

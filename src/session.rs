@@ -53,8 +53,10 @@ impl Default for SessionConfig {
 
 /// Requests of one client being answered at once; more wait in the socket.
 const MAX_IN_FLIGHT: usize = 64;
-/// Board frames written per wake-up, so a busy board is written in batches.
-const WRITE_BATCH: usize = 64;
+/// Board frames written per wake-up before the connection looks at its
+/// client again, so a busy board neither starves reading nor is written one
+/// frame per wake-up.
+const WRITE_BATCH: usize = 256;
 
 type Reply = Pin<Box<dyn Future<Output = Option<String>>>>;
 
@@ -128,15 +130,18 @@ pub async fn run(connection: Connection) {
                     // as little memory as possible.
                     // One deadline covers the whole batch: timing each
                     // frame would read the clock once per delivery.
-                    let frames = &mut subscription.frames;
+                    let subscription = &mut subscription;
                     let batch = async {
                         let mut next = Some(first);
                         let mut written = 0;
-                        while let Some(frame) = next.take() {
-                            session.text(frame).await?;
-                            written += 1;
+                        while let Some(item) = next.take() {
+                            for frame in item.iter() {
+                                session.text(frame.clone()).await?;
+                            }
+                            written += item.len();
+                            subscription.written(&item);
                             if written < WRITE_BATCH {
-                                next = frames.try_recv().ok();
+                                next = subscription.frames.try_recv().ok();
                             }
                         }
                         Ok::<(), actix_ws::Closed>(())
