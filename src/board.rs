@@ -194,7 +194,7 @@ impl Board {
     /// Adds committed messages, in id order, to the window and queues each to
     /// every subscriber. Called only by the writer thread, which commits in id
     /// order, so all subscribers see one order.
-    pub fn publish(&self, messages: &[Message]) -> Vec<Arc<Entry>> {
+    pub fn publish(&self, messages: &[Message]) {
         let entries: Vec<Arc<Entry>> = messages.iter().map(|m| Arc::new(Entry::new(m))).collect();
         let item: Outgoing = entries.iter().map(|e| e.frame().clone()).collect();
         let mut hub = self.shared.hub.lock();
@@ -211,7 +211,6 @@ impl Board {
         if dropped > 0 {
             self.shared.presence_changed.notify_one();
         }
-        entries
     }
 
     /// Joins the board: returns the connection's subscription and its

@@ -240,7 +240,7 @@ async fn post_message(
         }
     };
     match state.writer.post(draft).await {
-        Ok((message, _)) => HttpResponse::Created().json(message),
+        Ok(message) => HttpResponse::Created().json(message),
         Err(rejection) => reject(StatusCode::SERVICE_UNAVAILABLE, &rejection),
     }
 }

@@ -114,7 +114,7 @@ impl Server {
         };
         let storage = log.describe();
         let board = Board::open(log, BoardConfig::with_history(config.history))?;
-        let (writer, _thread) = Writer::start(board.clone());
+        let writer = Writer::start(board.clone());
 
         let listener = listen(SocketAddr::new(config.bind, config.port)).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {

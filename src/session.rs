@@ -286,7 +286,7 @@ fn answer(
             let writer = writer.clone();
             Box::pin(async move {
                 match (writer.post(draft).await, ack) {
-                    (Ok((message, _)), Some(ack)) => Some(protocol::ack_frame(ack, &message)),
+                    (Ok(message), Some(ack)) => Some(protocol::ack_frame(ack, &message)),
                     (Ok(_), None) => None,
                     (Err(rejection), ack) => Some(protocol::error_frame(&rejection, ack)),
                 }

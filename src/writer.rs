@@ -8,12 +8,11 @@
 //! each. The store's blocking calls stay on this thread, off the async
 //! workers.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::board::{Board, Entry};
+use crate::board::Board;
 use crate::protocol::{Code, Draft, Message, Rejection};
 
 /// Posts taken into one transaction at most.
@@ -21,8 +20,8 @@ const MAX_BATCH: usize = 1024;
 /// Posts waiting for the writer before posters wait for room.
 const QUEUE: usize = 8192;
 
-/// What a poster gets back: the stored message and its shared entry.
-pub type Posted = Result<(Message, Arc<Entry>), Rejection>;
+/// What a poster gets back: the stored message, or why it was refused.
+pub type Posted = Result<Message, Rejection>;
 
 struct Job {
     draft: Draft,
@@ -38,14 +37,14 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread. It ends once every `Writer` handle is dropped
     /// and the queue is drained, so no accepted post is lost at shutdown.
-    pub fn start(board: Board) -> (Writer, std::thread::JoinHandle<()>) {
+    pub fn start(board: Board) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("lanboard-writer".into())
             .spawn(move || run(board, queue))
             // Spawning a thread fails only when the OS is out of resources at start.
             .expect("the writer thread starts");
-        (Writer { jobs }, thread)
+        Writer { jobs }
     }
 
     /// Posts a message and waits until it is committed and published.
@@ -83,11 +82,11 @@ fn run(board: Board, mut queue: mpsc::Receiver<Job>) {
         }
         match board.log().append(std::mem::take(&mut drafts), now_ms()) {
             Ok(messages) => {
-                let entries = board.publish(&messages);
-                for ((reply, message), entry) in replies.drain(..).zip(messages).zip(entries) {
+                board.publish(&messages);
+                for (reply, message) in replies.drain(..).zip(messages) {
                     // A poster that went away no longer needs its answer; the
                     // message is stored and broadcast all the same.
-                    let _ = reply.send(Ok((message, entry)));
+                    let _ = reply.send(Ok(message));
                 }
             }
             Err(error) => {
