@@ -627,19 +627,7 @@ async fn measure(
     });
     let shared = Arc::new(Shared::default());
     let (phase, watcher) = watch::channel(Phase::Wait);
-    let tasks: Vec<_> = sockets
-        .into_iter()
-        .enumerate()
-        .map(|(me, socket)| {
-            tokio::spawn(client::run(
-                socket,
-                me as u32,
-                plan.clone(),
-                shared.clone(),
-                watcher.clone(),
-            ))
-        })
-        .collect();
+    let tasks = spawn_clients(sockets, &plan, &shared, &watcher);
     if !reach(&shared.ready, clients, SETTLE_TIMEOUT).await {
         phase.send_replace(Phase::Stop);
         return Err("the clients did not start in time".into());
@@ -736,6 +724,28 @@ fn delta(before: Option<f64>, after: Option<f64>) -> Option<f64> {
 }
 
 /// Waits until `counter` reaches `target`, for at most `limit`.
+/// Starts one client task per socket, numbered in order.
+fn spawn_clients(
+    sockets: Vec<Socket>,
+    plan: &Arc<Plan>,
+    shared: &Arc<Shared>,
+    watcher: &watch::Receiver<Phase>,
+) -> Vec<tokio::task::JoinHandle<client::Record>> {
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(me, socket)| {
+            tokio::spawn(client::run(
+                socket,
+                me as u32,
+                plan.clone(),
+                shared.clone(),
+                watcher.clone(),
+            ))
+        })
+        .collect()
+}
+
 async fn reach(counter: &AtomicUsize, target: usize, limit: Duration) -> bool {
     let started = Instant::now();
     while counter.load(Ordering::SeqCst) < target {
@@ -819,19 +829,7 @@ async fn idle_run(bed: &Bed<'_>, kind: Kind, clients: usize) -> Idle {
         });
         let shared = Arc::new(Shared::default());
         let (phase, watcher) = watch::channel(Phase::Wait);
-        let tasks: Vec<_> = sockets
-            .into_iter()
-            .enumerate()
-            .map(|(me, socket)| {
-                tokio::spawn(client::run(
-                    socket,
-                    me as u32,
-                    plan.clone(),
-                    shared.clone(),
-                    watcher.clone(),
-                ))
-            })
-            .collect();
+        let tasks = spawn_clients(sockets, &plan, &shared, &watcher);
         let started = reach(&shared.ready, clients, SETTLE_TIMEOUT).await;
         tokio::time::sleep(IDLE_SETTLE).await;
         result.rss_after = server.rss_bytes().ok_or("no VmRSS for the server")?;

@@ -117,7 +117,6 @@ struct Hub {
     last_id: u64,
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
-    queue_bytes: usize,
 }
 
 /// The hub's end of a subscription.
@@ -169,7 +168,6 @@ impl Board {
                     last_id,
                     subscribers: HashMap::new(),
                     next_subscriber: 0,
-                    queue_bytes: config.queue_bytes,
                 }),
                 log,
                 config: BoardConfig {
@@ -206,7 +204,7 @@ impl Board {
                 hub.complete = false;
             }
         }
-        let dropped = hub.send_to_all(&item);
+        let dropped = hub.send_to_all(&item, self.shared.config.queue_bytes);
         drop(hub);
         if dropped > 0 {
             self.shared.presence_changed.notify_one();
@@ -354,7 +352,7 @@ impl Board {
             }
             last_sent = Some(online);
             let item: Outgoing = Arc::new([ByteString::from(protocol::presence_frame(online))]);
-            let dropped = hub.send_to_all(&item);
+            let dropped = hub.send_to_all(&item, self.shared.config.queue_bytes);
             drop(hub);
             if dropped > 0 {
                 self.shared.presence_changed.notify_one();
@@ -398,9 +396,8 @@ impl Hub {
     /// one whose queue is full has stopped reading, and waiting for it would
     /// stall everyone else, so it is cut off (its client reconnects with
     /// `?since=` and loses nothing).
-    fn send_to_all(&mut self, item: &Outgoing) -> usize {
+    fn send_to_all(&mut self, item: &Outgoing, limit: usize) -> usize {
         let bytes = item_bytes(item);
-        let limit = self.queue_bytes;
         let before = self.subscribers.len();
         self.subscribers.retain(|id, subscriber| {
             let queued = subscriber.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;

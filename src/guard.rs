@@ -271,6 +271,7 @@ impl Guard {
         if allowed {
             Ok(())
         } else {
+            log::info!("{ip}: rejected a post or login (rate-limited)");
             Err(rate_limited(rate))
         }
     }

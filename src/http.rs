@@ -79,6 +79,18 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body)
 }
 
+/// The remote address, for the per-address limits.
+fn peer_ip(request: &HttpRequest) -> Option<std::net::IpAddr> {
+    request.peer_addr().map(|a| a.ip())
+}
+
+/// The remote address and port, for the log.
+fn peer(request: &HttpRequest) -> String {
+    request
+        .peer_addr()
+        .map_or_else(|| "client".to_owned(), |a| a.to_string())
+}
+
 /// Runs the checks every API request passes: Origin, then passphrase.
 fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), Refusal> {
     guard.check_origin(request)?;
@@ -99,7 +111,7 @@ async fn upgrade(
     if let Err(refusal) = admit(&request, &state.guard) {
         return Ok(refuse(refusal));
     }
-    let permit = match state.guard.admit(request.peer_addr().map(|a| a.ip())) {
+    let permit = match state.guard.admit(peer_ip(&request)) {
         Ok(permit) => permit,
         Err(refusal) => return Ok(refuse(refusal)),
     };
@@ -123,9 +135,7 @@ async fn upgrade(
         }
     };
     let (response, ws_session, stream) = actix_ws::handle(&request, body)?;
-    let peer = request
-        .peer_addr()
-        .map_or_else(|| "client".to_owned(), |a| a.to_string());
+    let peer = peer(&request);
     actix_web::rt::spawn(session::run(session::Connection {
         session: ws_session,
         stream,
@@ -203,13 +213,7 @@ async fn post_message(
     if let Err(refusal) = admit(&request, &state.guard) {
         return refuse(refusal);
     }
-    if let Err(refusal) = state.guard.allow_post(request.peer_addr().map(|a| a.ip())) {
-        log::info!(
-            "{}: rejected POST (rate-limited)",
-            request
-                .peer_addr()
-                .map_or_else(String::new, |a| a.to_string())
-        );
+    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
         return refuse(refusal);
     }
     let body = match read_body(payload, state.session.max_frame_bytes).await {
@@ -230,9 +234,7 @@ async fn post_message(
         Err(rejection) => {
             log::info!(
                 "{}: rejected POST ({}): {}",
-                request
-                    .peer_addr()
-                    .map_or_else(String::new, |a| a.to_string()),
+                peer(&request),
                 rejection.code.as_str(),
                 rejection.message
             );
@@ -262,7 +264,7 @@ async fn login(
         return refuse(refusal);
     }
     // Guesses count against the same per-address budget as posts.
-    if let Err(refusal) = state.guard.allow_post(request.peer_addr().map(|a| a.ip())) {
+    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
         return refuse(refusal);
     }
     let body = match read_body(payload, 4096).await {
@@ -279,12 +281,7 @@ async fn login(
         Ok(Some(cookie)) => HttpResponse::NoContent().cookie(cookie).finish(),
         Ok(None) => HttpResponse::NoContent().finish(),
         Err(refusal) => {
-            log::info!(
-                "{}: wrong passphrase",
-                request
-                    .peer_addr()
-                    .map_or_else(String::new, |a| a.ip().to_string())
-            );
+            log::info!("{}: wrong passphrase", peer(&request));
             refuse(refusal)
         }
     }

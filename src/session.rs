@@ -60,6 +60,11 @@ const WRITE_BATCH: usize = 256;
 
 type Reply = Pin<Box<dyn Future<Output = Option<String>>>>;
 
+/// A reply known at once, such as an error.
+fn ready(frame: String) -> Reply {
+    Box::pin(std::future::ready(Some(frame)))
+}
+
 /// Everything a connection needs, handed over by the upgrade handler.
 pub struct Connection {
     pub session: actix_ws::Session,
@@ -170,9 +175,7 @@ pub async fn run(connection: Connection) {
                                 "binary frames are not part of the protocol; send JSON text",
                             );
                             log::info!("{peer}: rejected a binary frame");
-                            replies.push_back(Box::pin(std::future::ready(Some(
-                                protocol::error_frame(&rejection, None),
-                            ))));
+                            replies.push_back(ready(protocol::error_frame(&rejection, None)));
                         }
                         Some(Ok(AggregatedMessage::Ping(bytes))) => {
                             if session.pong(&bytes).await.is_err() {
@@ -265,9 +268,7 @@ fn answer(
                 rejection.code.as_str(),
                 rejection.message
             );
-            return Box::pin(std::future::ready(Some(protocol::error_frame(
-                &rejection, ack,
-            ))));
+            return ready(protocol::error_frame(&rejection, ack));
         }
     };
     let ack = request.ack;
@@ -277,10 +278,7 @@ fn answer(
                 if !bucket.try_take(Instant::now()) {
                     let refusal = guard::rate_limited(rate);
                     log::info!("{peer}: rejected (rate-limited)");
-                    return Box::pin(std::future::ready(Some(protocol::error_frame(
-                        &refusal.rejection,
-                        ack,
-                    ))));
+                    return ready(protocol::error_frame(&refusal.rejection, ack));
                 }
             }
             let writer = writer.clone();

@@ -41,6 +41,16 @@ fn import_messages(data: &Path, count: u64) {
     );
 }
 
+/// A running board whose file holds `count` imported messages; keep the
+/// directory alive as long as the board.
+fn board_with(count: u64) -> (tempfile::TempDir, Board) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("b.db");
+    import_messages(&data, count);
+    let board = Board::start_on(&data, 0, &[]);
+    (dir, board)
+}
+
 #[tokio::test]
 async fn messages_survive_a_restart_with_their_ids_and_the_sequence_continues() {
     let mut board = Board::start(&[]);
@@ -173,10 +183,7 @@ async fn every_acked_message_survives_sigkill_exactly_once() {
 
 #[tokio::test]
 async fn a_client_that_missed_more_than_the_window_still_gets_every_missed_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("b.db");
-    import_messages(&data, 3000);
-    let board = Board::start_on(&data, 0, &[]);
+    let (_dir, board) = board_with(3000);
     let resumed = Client::connect(&format!("{}?since=500", board.ws_url())).await;
     assert_eq!(ids(&resumed.history), (501..=3000).collect::<Vec<_>>());
     assert_eq!(resumed.welcome.get("gap"), None);
@@ -187,10 +194,7 @@ async fn a_client_that_missed_more_than_the_window_still_gets_every_missed_messa
 
 #[tokio::test]
 async fn a_resume_beyond_the_cap_sends_the_newest_messages_and_flags_the_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("b.db");
-    import_messages(&data, 7000);
-    let board = Board::start_on(&data, 0, &[]);
+    let (_dir, board) = board_with(7000);
     let resumed = Client::connect(&format!("{}?since=10", board.ws_url())).await;
     assert_eq!(resumed.welcome["gap"], true);
     assert_eq!(ids(&resumed.history), (2001..=7000).collect::<Vec<_>>());
@@ -225,10 +229,7 @@ async fn a_board_of_100000_messages_opens_with_only_the_window() {
 
 #[tokio::test]
 async fn load_older_walks_back_through_the_whole_history_without_gaps_or_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("b.db");
-    import_messages(&data, 2500);
-    let board = Board::start_on(&data, 0, &[]);
+    let (_dir, board) = board_with(2500);
     let mut client = Client::connect(&board.ws_url()).await;
     let mut seen: Vec<u64> = ids(&client.history);
     loop {
