@@ -3,6 +3,8 @@
 //! client. Every wait has a timeout, so a bug fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,14 +49,27 @@ impl Board {
 
     /// Starts the binary on `port` (0 for any) with `data` as its file.
     pub fn start_on(data: &Path, port: u16, extra: &[&str]) -> Board {
+        let mut args: Vec<String> = vec!["--data".into(), data.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Board::launch_with(args, port, data)
+    }
+
+    /// Starts one node of a board kept in Redis at `redis_url`, with `prefix`.
+    pub fn node(redis_url: &str, prefix: &str, extra: &[&str]) -> Board {
         let mut args: Vec<String> = vec![
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--no-qr".into(),
-            "--data".into(),
-            data.display().to_string(),
+            "--redis".into(),
+            redis_url.into(),
+            "--redis-prefix".into(),
+            prefix.into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        Board::launch_with(args, 0, Path::new(""))
+    }
+
+    fn launch_with(mut args: Vec<String>, port: u16, data: &Path) -> Board {
+        let mut all: Vec<String> = vec!["--bind".into(), "127.0.0.1".into(), "--no-qr".into()];
+        all.append(&mut args);
+        let args = all;
         let (child, addr, banner, stderr) = launch(&args, port);
         Board {
             addr,
