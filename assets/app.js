@@ -34,6 +34,17 @@ const ANNOUNCE_MAX_CHARS = 200;
 const COPIED_MS = 1600;
 /** How long a new message stays highlighted on the wall. */
 const ARRIVAL_MS = 4000;
+/**
+ * While the board's storage is unreachable, a post is offered again about
+ * this often (jittered, so that every waiting page does not knock at once).
+ */
+const PAUSED_RETRY_MS = 3_000;
+/**
+ * Unconfirmed posts older than this are not sent after a reload. The board
+ * recognises a repeated post for a day, so a resend inside this window can
+ * never be stored twice; past it the post is likely stale anyway.
+ */
+const OUTBOX_MAX_AGE_MS = 12 * 60 * 60 * 1000;
 
 const WALL = location.pathname === '/wall' || new URLSearchParams(location.search).has('wall');
 
@@ -47,6 +58,9 @@ const ui = {
   send: byId('send'),
   counter: byId('counter'),
   formError: byId('form-error'),
+  paused: byId('sending-paused'),
+  pausedWhy: byId('sending-paused-why'),
+  resetNote: byId('board-reset'),
   list: byId('messages'),
   empty: byId('empty'),
   older: byId('show-older'),
@@ -95,6 +109,11 @@ const state = {
   nextAck: 1,
   /** Requests awaiting their reply, by ack number. */
   pending: new Map(),
+  /** The cid of the outbox post on its way to the board, if any: one at a time keeps their order. */
+  posting: null,
+  /** The board said its storage is unreachable; the outbox waits and retries. */
+  paused: false,
+  pausedTimer: 0,
   unread: 0,
   limits: { max_message_chars: 4000, max_name_chars: 64 },
   sound: false,
@@ -109,6 +128,9 @@ const STORAGE = {
   // The board's shared passphrase, so that a restart of the board (which
   // forgets every login) does not ask everyone again.
   passphrase: 'lanboard.passphrase',
+  // Posts not yet confirmed by the board, so a reload or a closed tab does
+  // not lose them: a JSON array of {cid, name, text, createdMs}, oldest first.
+  outbox: 'lanboard.outbox',
 };
 
 /** localStorage that never throws: private windows and full disks only lose the setting. */
@@ -128,6 +150,81 @@ const storage = {
     }
   },
 };
+
+// ---- Outbox -----------------------------------------------------------------
+
+/**
+ * Posts this page has sent (or will send) that the board has not confirmed,
+ * oldest first. Each carries a cid, the post's own id chosen here: the board
+ * answers a repeated cid with the message it stored the first time, so a
+ * post can be sent again whenever its fate is unknown without appearing twice.
+ *
+ * The list is mirrored in localStorage. Other tabs of the board share that
+ * copy, so changes are applied to what is stored now (read, change, write)
+ * rather than overwriting it with this page's list; a page adopts the stored
+ * posts only when it opens, and a post sent by two pages is still stored once.
+ */
+const outbox = {
+  /** @type {{cid: string, name: string, text: string, createdMs: number}[]} */
+  posts: [],
+
+  /** Takes over the posts a reloaded or closed page left unconfirmed. */
+  load() {
+    const fresh = outbox.stored().filter((post) => Date.now() - post.createdMs < OUTBOX_MAX_AGE_MS);
+    outbox.posts = fresh;
+    storage.set(STORAGE.outbox, JSON.stringify(fresh));
+  },
+
+  add(post) {
+    outbox.posts.push(post);
+    storage.set(STORAGE.outbox, JSON.stringify([...outbox.stored(), post]));
+  },
+
+  /** Forgets a post: the board confirmed it, or refused it for good. Returns it, if it was here. */
+  remove(cid) {
+    const post = outbox.find(cid);
+    outbox.posts = outbox.posts.filter((p) => p.cid !== cid);
+    const others = outbox.stored().filter((p) => p.cid !== cid);
+    storage.set(STORAGE.outbox, JSON.stringify(others));
+    return post;
+  },
+
+  find(cid) {
+    return outbox.posts.find((p) => p.cid === cid) || null;
+  },
+
+  /** The stored list, without anything malformed (a damaged or hand-edited entry is dropped). */
+  stored() {
+    let list;
+    try {
+      list = JSON.parse(storage.get(STORAGE.outbox) || '[]');
+    } catch {
+      return [];
+    }
+    if (!Array.isArray(list)) return [];
+    return list.filter(
+      (post) =>
+        post !== null &&
+        typeof post === 'object' &&
+        typeof post.cid === 'string' &&
+        post.cid.length >= 1 &&
+        post.cid.length <= 64 &&
+        typeof post.name === 'string' &&
+        typeof post.text === 'string' &&
+        Number.isFinite(post.createdMs),
+    );
+  },
+};
+
+/**
+ * A fresh cid: 32 lowercase hex digits (128 random bits). Not
+ * `crypto.randomUUID`, which browsers only offer in secure contexts (https
+ * or localhost), and boards are mostly opened over plain http on the LAN.
+ */
+function newCid() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
+}
 
 // ---- Connection -------------------------------------------------------------
 
@@ -165,19 +262,11 @@ function connect() {
 function disconnected() {
   state.socket = null;
   state.connected = false;
-  // Replies to requests made on the old connection will never come.
-  let lostPost = false;
-  for (const request of state.pending.values()) {
-    if (request.kind === 'post') lostPost = true;
-  }
+  // Replies to requests made on the old connection will never come. A post
+  // among them stays in the outbox and goes again after the reconnect.
   state.pending.clear();
+  state.posting = null;
   setOlderLoading(false);
-  if (lostPost) {
-    showFormError(
-      'The connection dropped before the board confirmed your message. It is still in the box; ' +
-        'check the list before sending it again.',
-    );
-  }
   setStatus(navigator.onLine === false ? 'offline' : 'reconnecting');
   if (state.welcomed) {
     scheduleReconnect();
@@ -307,23 +396,21 @@ const handlers = {
     // This page is one of them, whatever an earlier count said.
     if (!(Number(ui.online.dataset.count) >= 1)) setOnline(1);
     if (resumed) arrived(added);
+    // Only now: a post stored before the connection dropped has just been
+    // drawn from this welcome, and its resend will merely confirm it.
+    sendOutbox();
   },
 
   'message-added'(frame) {
-    arrived(addMessages([frame.data]));
+    const added = addMessages([frame.data]);
+    // Once the new board has moved on, that it started over is old news.
+    if (added.length > 0) ui.resetNote.hidden = true;
+    arrived(added);
   },
 
   ack(frame) {
     const request = takeRequest(frame.ack);
-    if (request && request.kind === 'post') {
-      // Only clear what was sent: text typed since stays.
-      if (ui.message.value === request.text) {
-        ui.message.value = '';
-        messageEdited();
-      }
-      clearFormError();
-      updateSendButton();
-    }
+    if (request && request.kind === 'post') posted(request.cid, frame.data);
   },
 
   error(frame) {
@@ -334,8 +421,16 @@ const handlers = {
       announce('Older messages could not be loaded.');
       return;
     }
+    if (request && request.kind === 'post') {
+      refused(request.cid, problem);
+      return;
+    }
     showFormError(errorSentence(problem));
     updateSendButton();
+  },
+
+  'board-reset'(frame) {
+    startOver(frame.data && frame.data.message);
   },
 
   'older-messages'(frame) {
@@ -441,6 +536,29 @@ function clearMessages() {
   state.seen.clear();
   state.oldestId = 0;
   state.noOlder = false;
+}
+
+/**
+ * The board lost its history (its store was emptied) and began a new one,
+ * whose ids start again: nothing shown here exists any more. The list is
+ * emptied and the page connects afresh, without `?since=`, as on its first
+ * load. Done in place rather than with `location.reload()`, which would throw
+ * away a half-typed message; unconfirmed posts stay in the outbox and go to
+ * the new board. The reconnect takes the usual jittered delay, so that every
+ * page of the board does not come back in the same instant.
+ */
+function startOver(reason) {
+  console.info('lanboard: the board started over', reason);
+  clearMessages();
+  state.lastId = 0;
+  state.loaded = false;
+  state.unread = 0;
+  showUnread();
+  ui.empty.hidden = false;
+  updateOlderButton();
+  ui.resetNote.hidden = false;
+  announce('The board lost its earlier messages and started over.');
+  dropSocket();
 }
 
 function renderMessage(message) {
@@ -600,10 +718,7 @@ function arrived(messages) {
 
 /** Whether this page is waiting for the board to confirm this very message. */
 function isOwn(message) {
-  for (const request of state.pending.values()) {
-    if (request.kind === 'post' && request.text.trim() === message.message.trim()) return true;
-  }
-  return false;
+  return outbox.posts.some((post) => post.text.trim() === message.message.trim());
 }
 
 function announce(text) {
@@ -717,26 +832,104 @@ function submitMessage() {
     );
     return;
   }
-  if (postInFlight()) return;
-  const name = ui.name.value.trim();
-  storage.set(STORAGE.name, name);
-  const ack = request('add-message', { name, message: text }, { kind: 'post', text });
-  if (ack === 0) {
+  // One post at a time: the next waits until the board has this one.
+  if (outbox.posts.length > 0) return;
+  if (!state.welcomed) {
     showFormError('Not connected right now. Your message stays here; send it once the board is back.');
     return;
+  }
+  const name = ui.name.value.trim();
+  storage.set(STORAGE.name, name);
+  outbox.add({ cid: newCid(), name, text, createdMs: Date.now() });
+  sendOutbox();
+}
+
+/**
+ * Sends the oldest unconfirmed post, unless one is already on its way or the
+ * page is not connected (the welcome of the next connection calls this
+ * again). Posts go one at a time so that they are stored in the order they
+ * were written, even when one of them has to wait.
+ */
+function sendOutbox() {
+  clearTimeout(state.pausedTimer);
+  state.pausedTimer = 0;
+  const post = outbox.posts[0];
+  if (post && state.posting === null && state.welcomed) {
+    const data = { name: post.name, message: post.text, cid: post.cid };
+    if (request('add-message', data, { kind: 'post', cid: post.cid }) !== 0) state.posting = post.cid;
   }
   updateSendButton();
 }
 
-function postInFlight() {
-  for (const request of state.pending.values()) {
-    if (request.kind === 'post') return true;
+/** The board stored the post (now or the first time it was sent) and answered with the message. */
+function posted(cid, message) {
+  state.posting = null;
+  const post = outbox.remove(cid);
+  // Usually drawn already from its `message-added`; a repeat is answered
+  // with the original alone, and this draws it if it was missed.
+  if (isMessage(message)) addMessages([message]);
+  // Only clear what was sent: text typed since stays.
+  if (post && ui.message.value === post.text) {
+    ui.message.value = '';
+    messageEdited();
   }
-  return false;
+  setPaused(false);
+  clearFormError();
+  sendOutbox();
+}
+
+/** The board did not store the post: it waits and goes again, or is given back to the writer. */
+function refused(cid, problem) {
+  state.posting = null;
+  // `unavailable` is a board shutting down: its successor will take the post.
+  if (problem.code === 'storage-unavailable' || problem.code === 'unavailable') {
+    setPaused(true);
+    const delayMs = PAUSED_RETRY_MS * (0.75 + Math.random() * 0.5);
+    state.pausedTimer = setTimeout(sendOutbox, delayMs);
+    return;
+  }
+  // Refused for good (too long, too fast, ...): sending it again would not
+  // help. The text goes back to the box, where a reloaded page may not have it.
+  const post = outbox.remove(cid);
+  if (post && ui.message.value.trim() === '') {
+    ui.message.value = post.text;
+    messageEdited();
+  }
+  setPaused(false);
+  showFormError(errorSentence(problem));
+  sendOutbox();
+}
+
+function setPaused(paused) {
+  state.paused = paused;
+  updateSendButton();
 }
 
 function updateSendButton() {
-  ui.send.disabled = !state.connected || postInFlight();
+  ui.send.disabled = !state.connected || outbox.posts.length > 0;
+  showSendingPaused();
+}
+
+/**
+ * The `#sending-paused` notice, shown while a post waits for more than its
+ * usual moment: for the board to come back, or for its storage to.
+ */
+function showSendingPaused() {
+  let why = '';
+  if (outbox.posts.length > 0 && !state.connected) {
+    why = 'The board cannot be reached. Your message is kept and goes out by itself once it is back.';
+  } else if (outbox.posts.length > 0 && state.paused) {
+    why =
+      'The board cannot save messages right now. Your message is kept and goes out by itself ' +
+      'as soon as it can; there is no need to send it again.';
+  }
+  const reason = why === '' ? '' : state.connected ? 'storage' : 'connection';
+  // Written only on a change, so that screen readers announce it once.
+  if (ui.paused.dataset.reason !== reason) {
+    ui.paused.dataset.reason = reason;
+    ui.pausedWhy.textContent = why;
+    ui.paused.hidden = why === '';
+  }
 }
 
 function showFormError(text) {
@@ -1137,6 +1330,13 @@ function start() {
     ui.older.hidden = true;
   } else {
     setUpForm();
+    // The wall never posts; a page with the form sends what an earlier page
+    // of this browser could not.
+    outbox.load();
+    if (outbox.posts.length > 0 && ui.message.value === '') {
+      ui.message.value = outbox.posts[0].text;
+      messageEdited();
+    }
   }
   setUpOptions();
   setUpLogin();
