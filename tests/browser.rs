@@ -550,6 +550,70 @@ const TOP_MESSAGE: &str = "
         };
     })();";
 
+/// Script that puts what the reader sees of the `#sending-paused` notice in
+/// `notice` (null while it is hidden, else its reason and text); append a `return`.
+const PAUSED_NOTICE: &str = "
+    const n = document.getElementById('sending-paused');
+    const notice = n.hidden || n.getClientRects().length === 0
+        ? null
+        : {reason: n.dataset.reason, text: n.textContent.replace(/\\s+/g, ' ').trim()};";
+
+/// Script returning the posts the page keeps in localStorage until confirmed.
+const STORED_OUTBOX: &str = "return JSON.parse(localStorage.getItem('lanboard.outbox') || '[]')";
+
+/// Makes the page note every frame it sends over WebSocket in
+/// `window.__sent`, in this document and in every one it loads later (a
+/// script added through DevTools runs before the page's own).
+async fn record_sent_frames(page: &Page) {
+    const RECORDER: &str = "
+        if (!window.__sent) {
+            window.__sent = [];
+            const send = WebSocket.prototype.send;
+            WebSocket.prototype.send = function (data) {
+                window.__sent.push(String(data));
+                return send.call(this, data);
+            };
+        }";
+    page.cdp(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": RECORDER }),
+    )
+    .await;
+    page.run(RECORDER).await;
+}
+
+/// The `data` of every `add-message` the page sent since it was loaded.
+async fn sent_posts(page: &Page) -> Vec<Value> {
+    let posts = page
+        .run(
+            "return window.__sent.map(f => JSON.parse(f))
+                 .filter(f => f.event === 'add-message').map(f => f.data)",
+        )
+        .await;
+    serde_json::from_value(posts).expect("a list of posts")
+}
+
+/// Whether `cid` is what the page promises: 32 lowercase hex digits.
+fn is_page_cid(cid: &Value) -> bool {
+    cid.as_str()
+        .is_some_and(|c| c.len() == 32 && c.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// Stops the board's process without closing anything (SIGSTOP): its sockets
+/// stay open and take what is sent, and nothing is read or answered.
+fn freeze(board: &Board) {
+    // SAFETY: kill(2) on the test's own child has no memory-safety effects.
+    unsafe { libc::kill(board.pid() as i32, libc::SIGSTOP) };
+}
+
+/// How many messages on the board, as the HTTP API lists them, read `text`.
+async fn stored_copies(board: &Board, text: &str) -> usize {
+    let response = common::get(board.addr, "/api/messages?since=0&limit=500").await;
+    assert_eq!(response.status, 200, "GET /api/messages: {}", response.body);
+    let messages: Vec<Value> = serde_json::from_value(response.json()).expect("a list");
+    messages.iter().filter(|m| m["message"] == text).count()
+}
+
 // ---- Tests -----------------------------------------------------------------
 
 #[tokio::test]
@@ -1107,6 +1171,17 @@ async fn a_refused_message_shows_the_reason_and_keeps_the_text() {
         "kept after a refusal"
     );
     assert_eq!(page.ids().await, Vec::<u64>::new(), "nothing was posted");
+    assert_eq!(
+        page.run(STORED_OUTBOX).await,
+        json!([]),
+        "a refused post is not kept for sending again"
+    );
+    assert_eq!(
+        page.run("return document.getElementById('send').disabled")
+            .await,
+        false,
+        "and the corrected one can be sent"
+    );
 }
 
 #[tokio::test]
@@ -1227,4 +1302,142 @@ async fn a_board_with_a_passphrase_asks_for_it_once_even_across_a_restart() {
         json!({"login": false, "form": true, "state": "connected"})
     );
     assert_eq!(page.ids().await, [2, 1]);
+}
+
+#[tokio::test]
+async fn a_message_unacked_at_a_disconnect_is_resent_after_the_reconnect_and_appears_once() {
+    const TEXT: &str = "written while the board froze";
+    let Some(chrome) = chrome() else { return };
+    let mut board = Board::start(&[]);
+    post(&board, "Before", "already on the board").await;
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    page.wait_for(
+        "the first message",
+        "return document.querySelectorAll('#messages > *').length === 1",
+    )
+    .await;
+    record_sent_frames(&page).await;
+
+    // The frozen board takes the post into its socket and never answers it...
+    freeze(&board);
+    page.type_into("#name", "Resender").await;
+    page.type_into("#message", &format!("{TEXT}{ENTER}")).await;
+    page.wait_for(
+        "the post to leave the page",
+        "return window.__sent.some(f => JSON.parse(f).event === 'add-message')",
+    )
+    .await;
+    let outbox = page.run(STORED_OUTBOX).await;
+    assert_eq!(outbox.as_array().map(Vec::len), Some(1), "{outbox}");
+    assert_eq!(outbox[0]["text"], TEXT);
+    assert_eq!(
+        page.run("return document.getElementById('message').value")
+            .await,
+        TEXT,
+        "an unconfirmed message stays in the box"
+    );
+
+    // ...and, killed, it never will.
+    board.stop_with(libc::SIGKILL);
+    let notice = page
+        .wait_for(
+            "the paused notice",
+            &format!("{PAUSED_NOTICE} return notice;"),
+        )
+        .await;
+    assert_eq!(notice["reason"], "connection", "{notice}");
+    assert!(
+        notice["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Sending is paused.")),
+        "{notice}"
+    );
+    assert_eq!(
+        page.run("return document.getElementById('send').disabled")
+            .await,
+        true
+    );
+
+    board.restart();
+    page.wait_for(
+        "the resent message on top",
+        &format!("{TOP_MESSAGE} return m && m.body === {TEXT:?};"),
+    )
+    .await;
+    page.wait_for(
+        "the box to empty once the board has the message",
+        "return document.getElementById('message').value === ''",
+    )
+    .await;
+    // A late duplicate would come within a moment; give it one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(page.ids().await, [2, 1], "the message appears once");
+    assert_eq!(stored_copies(&board, TEXT).await, 1, "and is stored once");
+    assert_eq!(
+        page.run(&format!("{PAUSED_NOTICE} return notice;")).await,
+        Value::Null
+    );
+    assert_eq!(page.run(STORED_OUTBOX).await, json!([]));
+
+    let posts = sent_posts(&page).await;
+    assert_eq!(posts.len(), 2, "sent, then resent once: {posts:?}");
+    assert!(is_page_cid(&posts[0]["cid"]), "{posts:?}");
+    assert_eq!(posts[0], posts[1], "the resend is the same post, same cid");
+    assert_eq!(posts[0]["name"], "Resender");
+}
+
+#[tokio::test]
+async fn a_message_unconfirmed_when_its_page_closes_is_sent_when_the_board_is_opened_again() {
+    const TEXT: &str = "sent just before the tab closed";
+    let Some(chrome) = chrome() else { return };
+    let mut board = Board::start(&[]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    record_sent_frames(&page).await;
+
+    freeze(&board);
+    page.type_into("#message", &format!("{TEXT}{ENTER}")).await;
+    page.wait_for(
+        "the post to leave the page",
+        "return window.__sent.some(f => JSON.parse(f).event === 'add-message')",
+    )
+    .await;
+    board.stop_with(libc::SIGKILL);
+    page.wait_for(
+        "the paused notice",
+        &format!("{PAUSED_NOTICE} return notice;"),
+    )
+    .await;
+    let cid = sent_posts(&page).await[0]["cid"].clone();
+
+    // The page goes away while the board is down; the browser keeps the post.
+    page.goto("about:blank").await;
+    board.restart();
+    page.goto(&board.url()).await;
+    page.wait_for(
+        "the message from the closed page",
+        &format!("{TOP_MESSAGE} return m && m.body === {TEXT:?};"),
+    )
+    .await;
+    page.wait_for(
+        "the outbox to empty",
+        "return JSON.parse(localStorage.getItem('lanboard.outbox') || '[]').length === 0",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(page.ids().await, [1]);
+    assert_eq!(stored_copies(&board, TEXT).await, 1);
+    assert_eq!(
+        page.run("return document.getElementById('message').value")
+            .await,
+        "",
+        "the box empties once the board has it"
+    );
+    let posts = sent_posts(&page).await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(
+        posts[0]["cid"], cid,
+        "the reopened page resends the same post"
+    );
 }
