@@ -917,7 +917,7 @@ function updateSendButton() {
 function showSendingPaused() {
   let why = '';
   if (outbox.posts.length > 0 && !state.connected) {
-    why = 'The board cannot be reached. Your message is kept and goes out by itself once it is back.';
+    why = 'The page is not connected to the board. Your message is kept and goes out by itself once it is.';
   } else if (outbox.posts.length > 0 && state.paused) {
     why =
       'The board cannot save messages right now. Your message is kept and goes out by itself ' +
