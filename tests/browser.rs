@@ -1441,3 +1441,52 @@ async fn a_message_unconfirmed_when_its_page_closes_is_sent_when_the_board_is_op
         "the reopened page resends the same post"
     );
 }
+
+#[tokio::test]
+async fn posts_left_unconfirmed_by_a_closed_page_go_out_in_order_unless_half_a_day_old() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    // What pages that closed with posts still on their way left behind.
+    page.run_with(
+        "localStorage.setItem('lanboard.outbox', JSON.stringify([
+             {cid: 'c'.repeat(32), name: 'Late', text: arguments[2], createdMs: Date.now() - 13 * 3600e3},
+             {cid: 'a'.repeat(32), name: 'Early', text: arguments[0], createdMs: Date.now() - 2000},
+             {cid: 'b'.repeat(32), name: 'Early', text: arguments[1], createdMs: Date.now() - 1000},
+         ]));",
+        json!(["written first", "written second", "written yesterday"]),
+    )
+    .await;
+    page.goto(&board.url()).await;
+    page.wait_for(
+        "both posts",
+        "return document.querySelectorAll('#messages > *').length === 2",
+    )
+    .await;
+    page.wait_for(
+        "the outbox to empty",
+        "return JSON.parse(localStorage.getItem('lanboard.outbox')).length === 0",
+    )
+    .await;
+    let bodies = page
+        .run("return [...document.querySelectorAll('#messages .body')].map(b => b.textContent)")
+        .await;
+    assert_eq!(
+        bodies,
+        json!(["written second", "written first"]),
+        "newest on top"
+    );
+    assert_eq!(
+        page.ids().await,
+        [2, 1],
+        "the first written has the lower id"
+    );
+    assert_eq!(stored_copies(&board, "written first").await, 1);
+    assert_eq!(stored_copies(&board, "written second").await, 1);
+    assert_eq!(
+        stored_copies(&board, "written yesterday").await,
+        0,
+        "a post over half a day old is dropped, not sent"
+    );
+}
