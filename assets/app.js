@@ -102,6 +102,13 @@ const state = {
   seen: new Set(),
   /** Highest id seen: where a reconnect resumes (`?since=`). */
   lastId: 0,
+  /**
+   * The history `lastId` belongs to, as the last `messages-available` named
+   * it (Redis boards only). Sent along on a resume, so that a board that lost
+   * that history answers with `board-reset` rather than a resume from an id
+   * of another history.
+   */
+  epoch: null,
   /** Lowest id in the list: where "Show older messages" continues. */
   oldestId: 0,
   /** The server said there is nothing before `oldestId`. */
@@ -230,7 +237,8 @@ function newCid() {
 
 function socketUrl() {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const resume = state.lastId > 0 ? `?since=${state.lastId}` : '';
+  let resume = state.lastId > 0 ? `?since=${state.lastId}` : '';
+  if (resume && state.epoch) resume += `&epoch=${encodeURIComponent(state.epoch)}`;
   return `${scheme}//${location.host}/ws${resume}`;
 }
 
@@ -388,6 +396,7 @@ const handlers = {
       clearMessages();
     }
     const added = addMessages(messages);
+    state.epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
     state.welcomed = true;
     state.loaded = true;
     state.connected = true;
@@ -479,15 +488,25 @@ function errorSentence(problem) {
 
 // ---- The message list -------------------------------------------------------
 
-/** Inserts the messages not seen before, in id order (newest on top); returns them. */
-function addMessages(messages) {
+/**
+ * Inserts the messages not seen before, in id order (newest on top); returns
+ * them. Drawing is idempotent: a message whose id is already shown is skipped,
+ * however often it arrives (its `message-added`, its `ack`, a resume).
+ *
+ * `inFeed` is false for a message that did not come through the board's
+ * ordered feed (`messages-available`, `message-added`): the `ack` of a post can
+ * overtake the `message-added` of an earlier message, so resuming after its id
+ * could skip that one. Such a message is drawn but does not move `lastId`.
+ */
+function addMessages(messages, { inFeed = true } = {}) {
   const added = [];
   for (const message of messages) {
-    if (!isMessage(message) || state.seen.has(message.id)) continue;
+    if (!isMessage(message)) continue;
+    if (inFeed) state.lastId = Math.max(state.lastId, message.id);
+    if (state.seen.has(message.id)) continue;
     state.seen.add(message.id);
     insert(renderMessage(message), message.id);
     added.push(message);
-    state.lastId = Math.max(state.lastId, message.id);
   }
   if (WALL) {
     while (ui.list.children.length > WALL_KEEP) ui.list.lastElementChild.remove();
@@ -539,18 +558,24 @@ function clearMessages() {
 }
 
 /**
- * The board lost its history (its store was emptied) and began a new one,
- * whose ids start again: nothing shown here exists any more. The list is
- * emptied and the page connects afresh, without `?since=`, as on its first
- * load. Done in place rather than with `location.reload()`, which would throw
- * away a half-typed message; unconfirmed posts stay in the outbox and go to
- * the new board. The reconnect takes the usual jittered delay, so that every
- * page of the board does not come back in the same instant.
+ * The board lost its history (its store was emptied) and began a new one:
+ * nothing shown here exists any more. The list is emptied and the page loads
+ * the new board from its start, as on its first load, never resuming with
+ * `?since=`. Done in place rather than with `location.reload()`, which would
+ * throw away a half-typed message; unconfirmed posts stay in the outbox and
+ * go to the new board.
+ *
+ * Told on connecting (a resume from the lost history), the page is already
+ * on its way: the board follows with the new board's `messages-available` on
+ * the same connection. Told while connected, the page connects afresh, after
+ * the usual jittered delay so that every page of the board does not come
+ * back in the same instant.
  */
 function startOver(reason) {
   console.info('lanboard: the board started over', reason);
   clearMessages();
   state.lastId = 0;
+  state.epoch = null;
   state.loaded = false;
   state.unread = 0;
   showUnread();
@@ -558,7 +583,7 @@ function startOver(reason) {
   updateOlderButton();
   ui.resetNote.hidden = false;
   announce('The board lost its earlier messages and started over.');
-  dropSocket();
+  if (state.welcomed) dropSocket();
 }
 
 function renderMessage(message) {
@@ -865,9 +890,9 @@ function sendOutbox() {
 function posted(cid, message) {
   state.posting = null;
   const post = outbox.remove(cid);
-  // Usually drawn already from its `message-added`; a repeat is answered
-  // with the original alone, and this draws it if it was missed.
-  if (isMessage(message)) addMessages([message]);
+  // Usually drawn already from its `message-added`, which may also come just
+  // after; drawn here too, so the box never empties before the list shows it.
+  if (isMessage(message)) addMessages([message], { inFeed: false });
   // Only clear what was sent: text typed since stays.
   if (post && ui.message.value === post.text) {
     ui.message.value = '';
