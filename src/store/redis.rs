@@ -11,6 +11,7 @@
 //!   id, remembered for a day of message time and expiring after a day.
 //! - `P:nodes` and `P:node:<node>`: each node's connection count, refreshed
 //!   every second and expiring after a few, for presence across nodes.
+//! - `P:secret`: a random key shared by the nodes for the login cookie.
 //!
 //! Writes go through one Lua script run with EVALSHA ([`APPEND`]): it checks
 //! the epoch, answers repeated cids with the original, and gives each new
@@ -34,7 +35,7 @@ use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
-use super::{check_import_order, Appended, Feed, Log, StoreError, CID_MEMORY_MS};
+use super::{check_import_order, random_token, Appended, Feed, Log, StoreError, CID_MEMORY_MS};
 use crate::board::Board;
 use crate::protocol::{Draft, Message};
 
@@ -85,6 +86,7 @@ struct Keys {
     cid: String,
     nodes: String,
     node: String,
+    secret: String,
 }
 
 impl Keys {
@@ -96,6 +98,7 @@ impl Keys {
             cid: format!("{prefix}:cid:"),
             nodes: format!("{prefix}:nodes"),
             node: format!("{prefix}:node:"),
+            secret: format!("{prefix}:secret"),
         }
     }
 }
@@ -661,6 +664,23 @@ impl Log for RedisLog {
         )
     }
 
+    fn shared_secret(&self, fresh: &str) -> Result<String, StoreError> {
+        let mut conn = self.shared.commands.clone();
+        let key = self.shared.keys.secret.clone();
+        let fresh = fresh.to_owned();
+        self.call(async move {
+            let _: Option<String> = timed(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(fresh)
+                    .arg("NX")
+                    .query_async(&mut conn),
+            )
+            .await?;
+            timed(conn.get(&key)).await
+        })
+    }
+
     fn follow(&self, board: &Board) -> Result<Feed, StoreError> {
         let runtime = self
             .runtime
@@ -748,19 +768,6 @@ fn at_least_6_2(version: &str) -> bool {
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     (major, minor) >= (6, 2)
-}
-
-/// 128 random bits as hex: epochs and node ids.
-fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    // Without OS randomness the time is unique enough for an epoch or node id.
-    if getrandom::getrandom(&mut bytes).is_err() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = now.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
