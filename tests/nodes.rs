@@ -5,6 +5,7 @@ mod common;
 
 use common::redis::{Persistence, Redis};
 use common::{get, http, post, Board, Client};
+use futures_util::StreamExt;
 use serde_json::json;
 
 fn cookie_from(response: &common::Response) -> String {
@@ -48,6 +49,10 @@ async fn after_the_stream_is_lost_clients_are_told_and_ids_never_repeat() {
     };
     let node = Board::node(&redis.url(), "lost", &["--rate-limit", "0"]);
     let mut client = Client::connect(&node.ws_url()).await;
+    let old_epoch = client.welcome["epoch"]
+        .as_str()
+        .expect("a Redis board names its epoch")
+        .to_owned();
     for n in 1..=3 {
         client.add("ada", &format!("before {n}"), n).await;
     }
@@ -90,4 +95,28 @@ async fn after_the_stream_is_lost_clients_are_told_and_ids_never_repeat() {
     );
     let listed = get(node.addr, "/api/messages").await.json();
     assert_eq!(listed, json!([stored]), "the node shows the new board only");
+
+    // A client that was away during the reset and resumes from the old
+    // history is told first, then gets the new board, not "messages after 3".
+    let url = format!("{}?since=3&epoch={old_epoch}", node.ws_url());
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut first_frames = Vec::new();
+    while first_frames.len() < 2 {
+        let frame = tokio::time::timeout(common::WAIT, socket.next())
+            .await
+            .expect("frames in time")
+            .expect("the socket stays open")
+            .unwrap();
+        if let Ok(text) = frame.to_text() {
+            first_frames.push(serde_json::from_str::<serde_json::Value>(text).unwrap());
+        }
+    }
+    assert_eq!(first_frames[0]["event"], "board-reset");
+    assert_eq!(first_frames[1]["event"], "messages-available");
+    assert_eq!(first_frames[1]["data"], json!([stored]));
+    assert_ne!(first_frames[1]["epoch"], json!(old_epoch));
+    // With the current epoch, resuming works as usual.
+    let current = first_frames[1]["epoch"].as_str().unwrap();
+    let resumed = Client::connect(&format!("{}?since=0&epoch={current}", node.ws_url())).await;
+    assert_eq!(resumed.history, vec![stored]);
 }

@@ -524,8 +524,8 @@ impl Shared {
             self.target.display_url()
         );
         let last = recent.last().map_or(0, |m| m.id);
-        *self.epoch.lock() = epoch;
-        board.reset(&recent);
+        *self.epoch.lock() = epoch.clone();
+        board.reset(&recent, Some(epoch));
         Ok(Some(last))
     }
 
@@ -688,6 +688,7 @@ impl Log for RedisLog {
             .expect("the runtime lives as long as the log");
         let last = board.last_id();
         self.shared.seen.fetch_max(last, Ordering::SeqCst);
+        board.set_epoch(Some(self.shared.epoch.lock().clone()));
         runtime.spawn(self.shared.clone().tail(board.clone(), last));
         runtime.spawn(self.shared.clone().share_presence(board.clone()));
         Ok(Feed::Tail)
