@@ -192,9 +192,30 @@ return last
 /// The board in Redis. See the module documentation.
 pub struct RedisLog {
     shared: Arc<Shared>,
-    /// Owned here and shut down without waiting when the log is dropped,
-    /// which may happen on an async worker, where a blocking drop would panic.
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Background,
+}
+
+/// The log's tokio runtime, shut down without waiting when dropped: the log
+/// may be dropped (or fail to open) on an async worker, where dropping a
+/// runtime the usual, blocking way panics.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        // Only `drop` takes the runtime out.
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as the log")
+            .handle()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 struct Shared {
@@ -219,12 +240,14 @@ impl RedisLog {
     /// Connects, checks that this Redis can hold a board safely, and joins
     /// (or creates) the board under the target's prefix.
     pub fn open(target: &RedisTarget) -> Result<RedisLog, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lanboard-redis")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Redis(format!("could not start the Redis client: {e}")))?;
+        let runtime = Background(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("lanboard-redis")
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Redis(format!("could not start the Redis client: {e}")))?,
+        ));
         let unreachable = |reason: String| StoreError::RedisUnreachable {
             url: target.display_url(),
             reason,
@@ -253,10 +276,7 @@ impl RedisLog {
             presence: Script::new(PRESENCE),
             import: Script::new(IMPORT),
         });
-        let log = RedisLog {
-            shared,
-            runtime: Some(runtime),
-        };
+        let log = RedisLog { shared, runtime };
         log.check_server()?;
         let shared = log.shared.clone();
         let epoch = log.call(async move { shared.current_epoch().await })?;
@@ -270,9 +290,15 @@ impl RedisLog {
     fn check_server(&self) -> Result<(), StoreError> {
         let url = self.shared.target.display_url();
         let mut conn = self.shared.commands.clone();
-        let info: String = self.call(async move {
-            timed(redis::cmd("INFO").arg("server").query_async(&mut conn)).await
-        })?;
+        // The first command: a wrong password or a refused connection shows here.
+        let info: String = self
+            .call(
+                async move { timed(redis::cmd("INFO").arg("server").query_async(&mut conn)).await },
+            )
+            .map_err(|e| StoreError::RedisUnreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
         let version = info
             .lines()
             .find_map(|line| line.strip_prefix("redis_version:"))
@@ -321,14 +347,7 @@ impl RedisLog {
 
     /// Runs `future` on the log's runtime and waits for its result.
     fn call<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> T {
-        let runtime = self.runtime.as_ref();
-        // The runtime is only taken out in `drop`.
-        run_on(
-            runtime
-                .expect("the runtime lives as long as the log")
-                .handle(),
-            future,
-        )
+        run_on(self.runtime.handle(), future)
     }
 
     fn range(
@@ -361,17 +380,14 @@ impl RedisLog {
 
 impl Drop for RedisLog {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            let shared = self.shared.clone();
-            // Leaving at once takes this node out of the presence count now
-            // rather than when its entry expires; best effort only.
-            let _ = run_on(runtime.handle(), async move {
-                let mut conn = shared.commands.clone();
-                let key = format!("{}{}", shared.keys.node, shared.node);
-                tokio::time::timeout(Duration::from_millis(300), conn.del::<_, ()>(key)).await
-            });
-            runtime.shutdown_background();
-        }
+        let shared = self.shared.clone();
+        // Leaving at once takes this node out of the presence count now
+        // rather than when its entry expires; best effort only.
+        let _ = self.call(async move {
+            let mut conn = shared.commands.clone();
+            let key = format!("{}{}", shared.keys.node, shared.node);
+            tokio::time::timeout(Duration::from_millis(300), conn.del::<_, ()>(key)).await
+        });
     }
 }
 
@@ -682,10 +698,7 @@ impl Log for RedisLog {
     }
 
     fn follow(&self, board: &Board) -> Result<Feed, StoreError> {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("the runtime lives as long as the log");
+        let runtime = self.runtime.handle();
         let last = board.last_id();
         self.shared.seen.fetch_max(last, Ordering::SeqCst);
         board.set_epoch(Some(self.shared.epoch.lock().clone()));
