@@ -9,8 +9,10 @@
 //! held across an `.await` or any I/O: queuing is a `try_send` of a shared,
 //! already serialised frame, which is why a plain sync mutex is right here.
 //!
-//! Messages enter only through [`Board::publish`], called by the writer thread
-//! after the store has committed them (see `writer.rs`).
+//! Messages enter only through [`Board::publish`], called once the store has
+//! committed them: by the writer thread when this process is the store's only
+//! writer (see `writer.rs`), or by the store's follower when several
+//! processes share it (see `store/redis.rs`). Either way in id order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -50,6 +52,9 @@ impl Entry {
         &self.frame[protocol::MESSAGE_ADDED_PREFIX.len()..self.frame.len() - 1]
     }
 }
+
+const RESET_MESSAGE: &str =
+    "The board's history was lost on the server and has started over; reload to see it.";
 
 /// What a connection's queue carries: frames to send in order. Messages
 /// committed together travel as one item, shared by every connection, so a
@@ -106,6 +111,12 @@ struct Shared {
     config: BoardConfig,
     closed: AtomicBool,
     presence_changed: Notify,
+    /// Connections on the board's other nodes (a Redis board), as last reported.
+    elsewhere: AtomicUsize,
+    /// The history's epoch, for a store that can lose its history and begin
+    /// anew (Redis): sent in `messages-available`, so a client resuming with
+    /// an older one learns that what it shows is gone.
+    epoch: Mutex<Option<String>>,
 }
 
 struct Hub {
@@ -176,6 +187,8 @@ impl Board {
                 },
                 closed: AtomicBool::new(false),
                 presence_changed: Notify::new(),
+                elsewhere: AtomicUsize::new(0),
+                epoch: Mutex::new(None),
             }),
         };
         Ok(board)
@@ -190,8 +203,9 @@ impl Board {
     }
 
     /// Adds committed messages, in id order, to the window and queues each to
-    /// every subscriber. Called only by the writer thread, which commits in id
-    /// order, so all subscribers see one order.
+    /// every subscriber. Called only by the store's feed (the writer thread or
+    /// the store's follower), which delivers in id order, so all subscribers
+    /// see one order.
     pub fn publish(&self, messages: &[Message]) {
         let entries: Vec<Arc<Entry>> = messages.iter().map(|m| Arc::new(Entry::new(m))).collect();
         let item: Outgoing = entries.iter().map(|e| e.frame().clone()).collect();
@@ -211,15 +225,24 @@ impl Board {
         }
     }
 
-    /// Joins the board: returns the connection's subscription and its
-    /// `messages-available` frame: the newest `history` messages, or with
-    /// `since` every message after that id (at most `resume_cap`; beyond that
-    /// the newest ones, flagged as a gap).
+    /// Joins the board: returns the connection's subscription and its first
+    /// frames: `messages-available` with the newest `history` messages, or
+    /// with `since` every message after that id (at most `resume_cap`;
+    /// beyond that the newest ones, flagged as a gap). A client resuming with
+    /// an `epoch` the board no longer has gets `board-reset` first, and the
+    /// newest messages instead of those after its `since`.
     ///
     /// Blocks when the window does not reach back to `since`, to read the
     /// store: call it from a blocking context.
-    pub fn subscribe(&self, since: Option<u64>) -> Result<(Subscription, String), StoreError> {
+    pub fn subscribe(
+        &self,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<(Subscription, Vec<String>), StoreError> {
         let config = self.shared.config;
+        let current = self.shared.epoch.lock().clone();
+        let stale = matches!((epoch, &current), (Some(theirs), Some(ours)) if theirs != ours);
+        let since = if stale { None } else { since };
         let (subscription, from_window, reaches_since) = {
             let mut hub = self.shared.hub.lock();
             let (id, frames, queued) = hub.add_subscriber(config.queue);
@@ -271,8 +294,14 @@ impl Board {
                 .skip(skip)
                 .map(Entry::json),
             gap || skip > 0,
+            current.as_deref(),
         );
-        Ok((subscription, frame))
+        let mut welcome = Vec::with_capacity(2);
+        if stale {
+            welcome.push(protocol::board_reset_frame(RESET_MESSAGE));
+        }
+        welcome.push(frame);
+        Ok((subscription, welcome))
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -281,9 +310,49 @@ impl Board {
         }
     }
 
-    /// How many connections are on the board now.
+    /// How many connections are on the board now, on every node.
     pub fn online(&self) -> usize {
+        self.local_online() + self.shared.elsewhere.load(Ordering::Relaxed)
+    }
+
+    /// How many connections this process serves.
+    pub fn local_online(&self) -> usize {
         self.shared.hub.lock().subscribers.len()
+    }
+
+    /// Records how many connections the board's other nodes serve.
+    pub fn set_elsewhere(&self, count: usize) {
+        if self.shared.elsewhere.swap(count, Ordering::Relaxed) != count {
+            self.shared.presence_changed.notify_one();
+        }
+    }
+
+    /// Records the history's epoch (see [`Board::reset`] for a change of it).
+    pub fn set_epoch(&self, epoch: Option<String>) {
+        *self.shared.epoch.lock() = epoch;
+    }
+
+    /// The id of the newest message published.
+    pub fn last_id(&self) -> u64 {
+        self.shared.hub.lock().last_id
+    }
+
+    /// Starts over after the store lost the history: the window becomes
+    /// `recent` (the newest messages of the new history, oldest first) and
+    /// every connection is told with `board-reset` that what it shows is gone.
+    pub fn reset(&self, recent: &[Message], epoch: Option<String>) {
+        let item: Outgoing =
+            Arc::new([ByteString::from(protocol::board_reset_frame(RESET_MESSAGE))]);
+        *self.shared.epoch.lock() = epoch;
+        let mut hub = self.shared.hub.lock();
+        hub.window = recent.iter().map(|m| Arc::new(Entry::new(m))).collect();
+        hub.complete = recent.len() < self.shared.config.window;
+        hub.last_id = recent.last().map_or(0, |m| m.id);
+        let dropped = hub.send_to_all(&item, self.shared.config.queue_bytes);
+        drop(hub);
+        if dropped > 0 {
+            self.shared.presence_changed.notify_one();
+        }
     }
 
     /// Up to `limit` messages after `since`, oldest first (the HTTP API's
@@ -346,7 +415,7 @@ impl Board {
                 Duration::from_millis(self.online() as u64 / 10).min(Duration::from_secs(2));
             tokio::time::sleep(self.shared.config.presence_delay.max(crowd)).await;
             let mut hub = self.shared.hub.lock();
-            let online = hub.subscribers.len();
+            let online = hub.subscribers.len() + self.shared.elsewhere.load(Ordering::Relaxed);
             if last_sent == Some(online) {
                 continue;
             }

@@ -71,7 +71,9 @@ pub struct Connection {
     pub stream: actix_ws::MessageStream,
     pub subscription: Subscription,
     /// The `messages-available` frame, sent first.
-    pub welcome: String,
+    /// The first frames: `messages-available` (after `board-reset` when the
+    /// client resumed from a history that is gone).
+    pub welcome: Vec<String>,
     pub board: Board,
     pub writer: Writer,
     pub config: SessionConfig,
@@ -117,8 +119,10 @@ pub async fn run(connection: Connection) {
     let mut last_heard = Instant::now();
 
     let end = 'connection: {
-        if !send(&mut session, welcome.into(), config.client_timeout).await {
-            break 'connection End::Gone;
+        for frame in welcome {
+            if !send(&mut session, frame.into(), config.client_timeout).await {
+                break 'connection End::Gone;
+            }
         }
         loop {
             tokio::select! {
@@ -284,7 +288,7 @@ fn answer(
             let writer = writer.clone();
             Box::pin(async move {
                 match (writer.post(draft).await, ack) {
-                    (Ok(message), Some(ack)) => Some(protocol::ack_frame(ack, &message)),
+                    (Ok(stored), Some(ack)) => Some(protocol::ack_frame(ack, stored.message())),
                     (Ok(_), None) => None,
                     (Err(rejection), ack) => Some(protocol::error_frame(&rejection, ack)),
                 }
