@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::redis::{Persistence, Redis};
 use common::{Board, WAIT};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -562,16 +563,24 @@ const PAUSED_NOTICE: &str = "
 const STORED_OUTBOX: &str = "return JSON.parse(localStorage.getItem('lanboard.outbox') || '[]')";
 
 /// Makes the page note every frame it sends over WebSocket in
-/// `window.__sent`, in this document and in every one it loads later (a
+/// `window.__sent` and the address of every WebSocket it opens from now on
+/// in `window.__urls`, in this document and in every one it loads later (a
 /// script added through DevTools runs before the page's own).
-async fn record_sent_frames(page: &Page) {
+async fn record_websockets(page: &Page) {
     const RECORDER: &str = "
         if (!window.__sent) {
             window.__sent = [];
+            window.__urls = [];
             const send = WebSocket.prototype.send;
             WebSocket.prototype.send = function (data) {
                 window.__sent.push(String(data));
                 return send.call(this, data);
+            };
+            window.WebSocket = class extends WebSocket {
+                constructor(url, protocols) {
+                    super(url, protocols);
+                    window.__urls.push(String(url));
+                }
             };
         }";
     page.cdp(
@@ -1317,7 +1326,7 @@ async fn a_message_unacked_at_a_disconnect_is_resent_after_the_reconnect_and_app
         "return document.querySelectorAll('#messages > *').length === 1",
     )
     .await;
-    record_sent_frames(&page).await;
+    record_websockets(&page).await;
 
     // The frozen board takes the post into its socket and never answers it...
     freeze(&board);
@@ -1394,7 +1403,7 @@ async fn a_message_unconfirmed_when_its_page_closes_is_sent_when_the_board_is_op
     let mut board = Board::start(&[]);
     let page = chrome.open(&board.url(), Screen::Desktop).await;
     page.wait_connected().await;
-    record_sent_frames(&page).await;
+    record_websockets(&page).await;
 
     freeze(&board);
     page.type_into("#message", &format!("{TEXT}{ENTER}")).await;
@@ -1488,5 +1497,206 @@ async fn posts_left_unconfirmed_by_a_closed_page_go_out_in_order_unless_half_a_d
         stored_copies(&board, "written yesterday").await,
         0,
         "a post over half a day old is dropped, not sent"
+    );
+}
+
+#[tokio::test]
+async fn sending_pauses_while_storage_is_unreachable_and_resumes_by_itself() {
+    const TEXT: &str = "sent while Redis was frozen";
+    let Some(chrome) = chrome() else { return };
+    let Some(redis) = Redis::start(Persistence::AppendOnly) else {
+        return;
+    };
+    let board = Board::node(&redis.url(), "page-test", &[]);
+    post(&board, "Before", "stored before the pause").await;
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    page.wait_for(
+        "the first message",
+        "return document.querySelectorAll('#messages > *').length === 1",
+    )
+    .await;
+    record_websockets(&page).await;
+
+    redis.pause();
+    page.type_into("#message", &format!("{TEXT}{ENTER}")).await;
+    let notice = page
+        .wait_for(
+            "the paused notice",
+            &format!("{PAUSED_NOTICE} return notice;"),
+        )
+        .await;
+    assert_eq!(notice["reason"], "storage", "{notice}");
+    assert!(
+        notice["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Sending is paused.")),
+        "{notice}"
+    );
+    let kept = page
+        .run(
+            "return {
+                text: document.getElementById('message').value,
+                send: document.getElementById('send').disabled,
+                error: document.getElementById('form-error').hidden,
+            }",
+        )
+        .await;
+    assert_eq!(
+        kept,
+        json!({"text": TEXT, "send": true, "error": true}),
+        "the text is kept, not shown as sent, and this is no error"
+    );
+    assert_eq!(page.ids().await, [1]);
+    // It is offered again by itself, without anyone pressing anything.
+    page.wait_for(
+        "a second try",
+        "return window.__sent.filter(f => JSON.parse(f).event === 'add-message').length >= 2",
+    )
+    .await;
+    assert!(
+        page.run(&format!("{PAUSED_NOTICE} return notice;"))
+            .await
+            .is_object(),
+        "still paused"
+    );
+
+    redis.resume();
+    page.wait_for(
+        "the message on top once Redis is back",
+        &format!("{TOP_MESSAGE} return m && m.body === {TEXT:?};"),
+    )
+    .await;
+    page.wait_for(
+        "the notice to go away",
+        &format!("{PAUSED_NOTICE} return notice === null;"),
+    )
+    .await;
+    page.wait_for(
+        "the box to empty",
+        "return document.getElementById('message').value === ''",
+    )
+    .await;
+    // The try that timed out may still have been stored when Redis woke up;
+    // the retry then got that message back rather than a second one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(page.ids().await.len(), 2, "the message appears once");
+    assert_eq!(stored_copies(&board, TEXT).await, 1, "and is stored once");
+    let posts = sent_posts(&page).await;
+    assert!(is_page_cid(&posts[0]["cid"]), "{posts:?}");
+    assert!(
+        posts.iter().all(|p| *p == posts[0]),
+        "every try is the same post with the same cid: {posts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_board_reset_makes_the_page_start_over() {
+    let Some(chrome) = chrome() else { return };
+    let Some(redis) = Redis::start(Persistence::AppendOnly) else {
+        return;
+    };
+    let board = Board::node(&redis.url(), "page-test", &[]);
+    post(&board, "Old", "from the lost history 1").await;
+    post(&board, "Old", "from the lost history 2").await;
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    page.wait_for(
+        "the old history",
+        "return document.querySelectorAll('#messages > *').length === 2",
+    )
+    .await;
+    record_websockets(&page).await;
+    page.type_into("#message", "half-typed when the board was lost")
+        .await;
+
+    redis.cli(&["FLUSHALL"]);
+    page.wait_for(
+        "the old messages to go, with a word on why",
+        "return document.querySelectorAll('#messages > *').length === 0
+            && document.getElementById('board-reset').getClientRects().length > 0",
+    )
+    .await;
+    page.wait_for(
+        "a fresh connection to the new board",
+        "return window.__urls.length > 0
+            && document.getElementById('status').dataset.state === 'connected'",
+    )
+    .await;
+    post(&board, "New", "first on the new board").await;
+    page.wait_for(
+        "the new board's first message",
+        &format!("{TOP_MESSAGE} return m && m.body === 'first on the new board';"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = page
+        .run(
+            "return {
+                bodies: [...document.querySelectorAll('#messages .body')].map(b => b.textContent),
+                urls: window.__urls.map(u => new URL(u).search),
+                draft: document.getElementById('message').value,
+                note: document.getElementById('board-reset').hidden,
+            }",
+        )
+        .await;
+    assert_eq!(
+        seen,
+        json!({
+            "bodies": ["first on the new board"],
+            // A resume from the old history's last id would carry `?since=`.
+            "urls": [""],
+            "draft": "half-typed when the board was lost",
+            "note": true,
+        }),
+        "only the new board is shown, it was loaded from its start, the draft \
+         survived and the note went once the new board moved on"
+    );
+}
+
+#[tokio::test]
+async fn a_page_away_while_the_board_was_lost_starts_over_when_it_comes_back() {
+    let Some(chrome) = chrome() else { return };
+    let Some(redis) = Redis::start(Persistence::AppendOnly) else {
+        return;
+    };
+    let mut board = Board::node(&redis.url(), "page-test", &[]);
+    post(&board, "Old", "from the lost history 1").await;
+    post(&board, "Old", "from the lost history 2").await;
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    page.wait_for(
+        "the old history",
+        "return document.querySelectorAll('#messages > *').length === 2",
+    )
+    .await;
+    record_websockets(&page).await;
+
+    // Nobody is connected to tell when the history goes; the restarted node
+    // begins a new board whose ids start at 1 again.
+    board.stop_with(libc::SIGKILL);
+    redis.cli(&["FLUSHALL"]);
+    board.restart();
+    post(&board, "New", "first on the new board").await;
+    page.wait_for(
+        "the new board alone",
+        "const bodies = [...document.querySelectorAll('#messages .body')].map(b => b.textContent);
+         return bodies.length === 1 && bodies[0] === 'first on the new board'
+             && document.getElementById('status').dataset.state === 'connected'",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(page.ids().await, [1]);
+    let searches = page
+        .run("return window.__urls.map(u => new URL(u).search)")
+        .await;
+    let searches: Vec<String> = serde_json::from_value(searches).expect("strings");
+    assert!(
+        !searches.is_empty()
+            && searches
+                .iter()
+                .all(|s| s.starts_with("?since=2&epoch=") && s.len() > "?since=2&epoch=".len()),
+        "the page resumed naming the lost history's epoch, and the board's answer \
+         needed no second, fresh connection: {searches:?}"
     );
 }
