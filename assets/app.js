@@ -1,8 +1,10 @@
 // lanboard's web client: the board at `/` and the read-only wall at `/wall`
 // (or `?wall`). It speaks protocol v1 over `/ws` (frames are described in
 // src/protocol.rs), reads `/api/info` and `/api/messages` over HTTP, and logs
-// in through `/api/login` when the board has a passphrase. User text only
-// ever reaches the page through text nodes.
+// in through `/api/login` when the board has a passphrase. Posts wait in an
+// outbox (kept in localStorage) until the board confirms them, and are sent
+// again with the same cid when their fate is unknown. User text only ever
+// reaches the page through text nodes.
 'use strict';
 
 // ---- Settings (units in the names) -----------------------------------------

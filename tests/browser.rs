@@ -6,6 +6,9 @@
 //! the test ends, pass or fail. Without Chromium and chromedriver each test
 //! prints a loud SKIPPED line and passes, unless `LANBOARD_REQUIRE_BROWSER=1`
 //! (set in CI), which turns a missing browser into a failure.
+//! The tests of a board kept in Redis also start their own `redis-server`
+//! (`common::redis`); without one they say SKIPPED and pass, except under
+//! `CI=true`.
 //!
 //! WebDriver is JSON over HTTP; the few commands these tests need are spoken
 //! directly by the `Chrome`/`Page` helpers below rather than through a client
