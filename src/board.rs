@@ -9,8 +9,10 @@
 //! held across an `.await` or any I/O: queuing is a `try_send` of a shared,
 //! already serialised frame, which is why a plain sync mutex is right here.
 //!
-//! Messages enter only through [`Board::publish`], called by the writer thread
-//! after the store has committed them (see `writer.rs`).
+//! Messages enter only through [`Board::publish`], called once the store has
+//! committed them: by the writer thread when this process is the store's only
+//! writer (see `writer.rs`), or by the store's follower when several
+//! processes share it (see `store/redis.rs`). Either way in id order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -106,6 +108,8 @@ struct Shared {
     config: BoardConfig,
     closed: AtomicBool,
     presence_changed: Notify,
+    /// Connections on the board's other nodes (a Redis board), as last reported.
+    elsewhere: AtomicUsize,
 }
 
 struct Hub {
@@ -176,6 +180,7 @@ impl Board {
                 },
                 closed: AtomicBool::new(false),
                 presence_changed: Notify::new(),
+                elsewhere: AtomicUsize::new(0),
             }),
         };
         Ok(board)
@@ -190,8 +195,9 @@ impl Board {
     }
 
     /// Adds committed messages, in id order, to the window and queues each to
-    /// every subscriber. Called only by the writer thread, which commits in id
-    /// order, so all subscribers see one order.
+    /// every subscriber. Called only by the store's feed (the writer thread or
+    /// the store's follower), which delivers in id order, so all subscribers
+    /// see one order.
     pub fn publish(&self, messages: &[Message]) {
         let entries: Vec<Arc<Entry>> = messages.iter().map(|m| Arc::new(Entry::new(m))).collect();
         let item: Outgoing = entries.iter().map(|e| e.frame().clone()).collect();
@@ -281,9 +287,44 @@ impl Board {
         }
     }
 
-    /// How many connections are on the board now.
+    /// How many connections are on the board now, on every node.
     pub fn online(&self) -> usize {
+        self.local_online() + self.shared.elsewhere.load(Ordering::Relaxed)
+    }
+
+    /// How many connections this process serves.
+    pub fn local_online(&self) -> usize {
         self.shared.hub.lock().subscribers.len()
+    }
+
+    /// Records how many connections the board's other nodes serve.
+    pub fn set_elsewhere(&self, count: usize) {
+        if self.shared.elsewhere.swap(count, Ordering::Relaxed) != count {
+            self.shared.presence_changed.notify_one();
+        }
+    }
+
+    /// The id of the newest message published.
+    pub fn last_id(&self) -> u64 {
+        self.shared.hub.lock().last_id
+    }
+
+    /// Starts over after the store lost the history: the window becomes
+    /// `recent` (the newest messages of the new history, oldest first) and
+    /// every connection is told with `board-reset` that what it shows is gone.
+    pub fn reset(&self, recent: &[Message]) {
+        let item: Outgoing = Arc::new([ByteString::from(protocol::board_reset_frame(
+            "The board's history was lost on the server and has started over; reload to see it.",
+        ))]);
+        let mut hub = self.shared.hub.lock();
+        hub.window = recent.iter().map(|m| Arc::new(Entry::new(m))).collect();
+        hub.complete = recent.len() < self.shared.config.window;
+        hub.last_id = recent.last().map_or(0, |m| m.id);
+        let dropped = hub.send_to_all(&item, self.shared.config.queue_bytes);
+        drop(hub);
+        if dropped > 0 {
+            self.shared.presence_changed.notify_one();
+        }
     }
 
     /// Up to `limit` messages after `since`, oldest first (the HTTP API's
@@ -346,7 +387,7 @@ impl Board {
                 Duration::from_millis(self.online() as u64 / 10).min(Duration::from_secs(2));
             tokio::time::sleep(self.shared.config.presence_delay.max(crowd)).await;
             let mut hub = self.shared.hub.lock();
-            let online = hub.subscribers.len();
+            let online = hub.subscribers.len() + self.shared.elsewhere.load(Ordering::Relaxed);
             if last_sent == Some(online) {
                 continue;
             }

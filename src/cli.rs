@@ -10,7 +10,7 @@ use crate::guard::{GuardConfig, Rate};
 use crate::protocol::Limits;
 use crate::server::{Config, StartError, Storage};
 use crate::session::SessionConfig;
-use crate::store::SyncMode;
+use crate::store::{RedisTarget, SyncMode};
 
 /// A real-time message board for your office network. Run it, share the
 /// address it prints, and everyone who opens it sees every message at once.
@@ -65,8 +65,11 @@ pub struct ServeArgs {
 
     /// Keep history in memory only (no file, --data is ignored): it is lost
     /// when lanboard stops.
-    #[arg(long, env = "LANBOARD_MEMORY")]
+    #[arg(long, env = "LANBOARD_MEMORY", conflicts_with = "redis")]
     pub memory: bool,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// Do not print a QR code of the address (it is printed only on a terminal).
     #[arg(long, env = "LANBOARD_NO_QR")]
@@ -197,6 +200,42 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 }
 
+/// Where a board shared by several lanboard processes lives.
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// Keep the board in Redis instead of the SQLite file, e.g.
+    /// redis://127.0.0.1:6379/0 (redis://:PASSWORD@HOST:PORT/DB with a
+    /// password). Every lanboard started with the same URL and prefix serves
+    /// the same board.
+    #[arg(
+        long,
+        env = "LANBOARD_REDIS",
+        value_name = "URL",
+        help_heading = "Several nodes"
+    )]
+    pub redis: Option<String>,
+
+    /// Prefix of the board's keys in Redis, so several boards can share one Redis.
+    #[arg(
+        long,
+        env = "LANBOARD_REDIS_PREFIX",
+        default_value = "lanboard",
+        value_name = "PREFIX",
+        help_heading = "Several nodes"
+    )]
+    pub redis_prefix: String,
+}
+
+impl RedisArgs {
+    /// The Redis board to use, if `--redis` was given.
+    pub fn target(&self) -> Option<RedisTarget> {
+        self.redis.as_ref().map(|url| RedisTarget {
+            url: url.clone(),
+            prefix: self.redis_prefix.clone(),
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the whole history as JSON Lines (one message a line) on stdout.
@@ -209,6 +248,9 @@ pub enum Command {
             value_name = "PATH"
         )]
         data: PathBuf,
+        /// Read the board from Redis instead (see `lanboard --help`).
+        #[command(flatten)]
+        redis: RedisArgs,
     },
     /// Load messages exported with `lanboard export` into an empty board.
     Import {
@@ -222,6 +264,9 @@ pub enum Command {
             value_name = "PATH"
         )]
         data: PathBuf,
+        /// Fill a board in Redis instead (see `lanboard --help`).
+        #[command(flatten)]
+        redis: RedisArgs,
     },
 }
 
@@ -287,10 +332,10 @@ impl ServeArgs {
             bind,
             port: self.port,
             history: self.history,
-            storage: if self.memory {
-                Storage::Memory
-            } else {
-                Storage::File(self.data)
+            storage: match (self.memory, self.redis.target()) {
+                (true, _) => Storage::Memory,
+                (false, Some(target)) => Storage::Redis(target),
+                (false, None) => Storage::File(self.data),
             },
             sync: self.sync,
             qr: !self.no_qr,

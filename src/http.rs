@@ -23,6 +23,7 @@ use crate::board::Board;
 use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
 use crate::session::{self, SessionConfig};
+use crate::store::Appended;
 use crate::writer::Writer;
 
 /// What every handler shares.
@@ -242,7 +243,9 @@ async fn post_message(
         }
     };
     match state.writer.post(draft).await {
-        Ok(message) => HttpResponse::Created().json(message),
+        Ok(Appended::New(message)) => HttpResponse::Created().json(message),
+        // A resend of a message already stored (same cid): the original, not a new one.
+        Ok(Appended::Repeat(message)) => HttpResponse::Ok().json(message),
         Err(rejection) => reject(StatusCode::SERVICE_UNAVAILABLE, &rejection),
     }
 }

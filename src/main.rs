@@ -6,9 +6,10 @@ use std::io::{BufReader, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use lanboard::cli::{Cli, Command};
+use lanboard::cli::{Cli, Command, RedisArgs};
+use lanboard::net;
 use lanboard::server::{self, Server, StartError};
-use lanboard::{net, transfer};
+use lanboard::transfer::{self, Place};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,13 +19,14 @@ fn main() -> ExitCode {
     .format_target(false)
     .init();
     let result = match cli.command {
-        Some(Command::Export { data }) => {
+        Some(Command::Export { data, redis }) => {
+            let place = place(data, &redis);
             let stdout = std::io::stdout();
-            transfer::export(&data, &mut stdout.lock())
-                .map(|count| eprintln!("exported {count} message(s) from {}", data.display()))
+            transfer::export(&place, &mut stdout.lock())
+                .map(|count| eprintln!("exported {count} message(s) from {}", place.describe()))
                 .map_err(|e| e.to_string())
         }
-        Some(Command::Import { file, data }) => import(&file, &data),
+        Some(Command::Import { file, data, redis }) => import(&file, &place(data, &redis)),
         None => serve(cli.serve).map_err(|e| e.to_string()),
     };
     match result {
@@ -36,16 +38,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn import(file: &std::path::Path, data: &std::path::Path) -> Result<(), String> {
+fn place(data: std::path::PathBuf, redis: &RedisArgs) -> Place {
+    match redis.target() {
+        Some(target) => Place::Redis(target),
+        None => Place::File(data),
+    }
+}
+
+fn import(file: &std::path::Path, place: &Place) -> Result<(), String> {
     let name = file.display().to_string();
     let count = if name == "-" {
-        transfer::import(std::io::stdin().lock(), "<stdin>", data)
+        transfer::import(std::io::stdin().lock(), "<stdin>", place)
     } else {
         let input = std::fs::File::open(file).map_err(|e| format!("{name}: {e}"))?;
-        transfer::import(BufReader::new(input), &name, data)
+        transfer::import(BufReader::new(input), &name, place)
     }
     .map_err(|e| e.to_string())?;
-    eprintln!("imported {count} message(s) into {}", data.display());
+    eprintln!("imported {count} message(s) into {}", place.describe());
     Ok(())
 }
 

@@ -45,7 +45,13 @@ pub const ANONYMOUS: &str = "Anonymous";
 pub struct Draft {
     name: String,
     message: String,
+    /// The client's own id for this post, so a resend after a lost ack is
+    /// answered with the original instead of being stored twice.
+    cid: Option<String>,
 }
+
+/// Longest `cid` a client may choose.
+pub const MAX_CID_CHARS: usize = 64;
 
 impl Draft {
     /// Validates the `data` of an `add-message` (or the body of a POST).
@@ -73,7 +79,31 @@ impl Draft {
             }
             Some(_) => return Err(Rejection::new(Code::BadRequest, "message must be a string")),
         };
-        Draft::new(name, message, limits)
+        let cid = match object.get("cid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(cid))
+                if (1..=MAX_CID_CHARS).contains(&cid.chars().count())
+                    && !cid.chars().any(char::is_control) =>
+            {
+                Some(cid.clone())
+            }
+            Some(_) => {
+                return Err(Rejection::new(
+                    Code::BadRequest,
+                    format!("cid must be a string of 1 to {MAX_CID_CHARS} printable characters"),
+                ))
+            }
+        };
+        Ok(Draft::new(name, message, limits)?.with_cid(cid))
+    }
+
+    /// The same draft carrying the client's id `cid`.
+    pub fn with_cid(self, cid: Option<String>) -> Draft {
+        Draft { cid, ..self }
+    }
+
+    pub fn cid(&self) -> Option<&str> {
+        self.cid.as_deref()
     }
 
     /// Validates a name and a message given as strings.
@@ -106,6 +136,7 @@ impl Draft {
         Ok(Draft {
             name,
             message: message.to_owned(),
+            cid: None,
         })
     }
 
@@ -145,6 +176,7 @@ pub enum Code {
     MessageTooLong,
     NameTooLong,
     StorageError,
+    StorageUnavailable,
     Unavailable,
     RateLimited,
     TooLarge,
@@ -163,6 +195,7 @@ impl Code {
             Code::MessageTooLong => "message-too-long",
             Code::NameTooLong => "name-too-long",
             Code::StorageError => "storage-error",
+            Code::StorageUnavailable => "storage-unavailable",
             Code::Unavailable => "unavailable",
             Code::RateLimited => "rate-limited",
             Code::TooLarge => "too-large",
@@ -360,6 +393,12 @@ pub fn error_frame(rejection: &Rejection, ack: Option<u64>) -> String {
 }
 
 /// `{"event":"presence","data":{"online":<n>}}`.
+/// `{"event":"board-reset","data":{"message"}}`: the history this client
+/// shows no longer exists (the store lost it); start over.
+pub fn board_reset_frame(message: &str) -> String {
+    to_json(&serde_json::json!({ "event": "board-reset", "data": { "message": message } }))
+}
+
 pub fn presence_frame(online: usize) -> String {
     format!(r#"{{"event":"presence","data":{{"online":{online}}}}}"#)
 }
@@ -384,6 +423,29 @@ mod tests {
     fn an_empty_name_becomes_anonymous_and_names_are_trimmed() {
         assert_eq!(draft("   ", "hi").unwrap().name(), "Anonymous");
         assert_eq!(draft("  ada \t", "hi").unwrap().name(), "ada");
+    }
+
+    #[test]
+    fn a_cid_is_kept_when_valid_and_refused_when_not() {
+        let parse = |data| Draft::parse(&data, Limits::default());
+        let ok = parse(json!({"name": "a", "message": "hi", "cid": "7f3a"})).unwrap();
+        assert_eq!(ok.cid(), Some("7f3a"));
+        assert_eq!(parse(json!({"message": "hi"})).unwrap().cid(), None);
+        assert_eq!(
+            parse(json!({"message": "hi", "cid": null})).unwrap().cid(),
+            None
+        );
+        let longest = "x".repeat(MAX_CID_CHARS);
+        assert!(parse(json!({"message": "hi", "cid": longest})).is_ok());
+        for bad in [
+            json!(""),
+            json!(7),
+            json!("x".repeat(MAX_CID_CHARS + 1)),
+            json!("a\u{0}b"),
+        ] {
+            let refused = parse(json!({"message": "hi", "cid": bad})).unwrap_err();
+            assert_eq!(refused.code, Code::BadRequest, "cid {bad} is refused");
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@ use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::net::{self, ShareUrl};
 use crate::session::SessionConfig;
-use crate::store::{Access, Log, MemoryLog, SqliteLog, StoreError, SyncMode};
+use crate::store::{
+    Access, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
+};
 use crate::writer::Writer;
 
 /// Where the history lives.
@@ -25,6 +27,8 @@ use crate::writer::Writer;
 pub enum Storage {
     File(PathBuf),
     Memory,
+    /// A board shared with other lanboard processes (`--redis`).
+    Redis(RedisTarget),
 }
 
 /// Everything a server needs to start; `cli.rs` builds it from the flags.
@@ -111,10 +115,12 @@ impl Server {
         let log: Arc<dyn Log> = match &config.storage {
             Storage::Memory => Arc::new(MemoryLog::default()),
             Storage::File(path) => Arc::new(SqliteLog::open(path, Access::Write, config.sync)?),
+            Storage::Redis(target) => Arc::new(RedisLog::open(target)?),
         };
         let storage = log.describe();
-        let board = Board::open(log, BoardConfig::with_history(config.history))?;
-        let writer = Writer::start(board.clone());
+        let board = Board::open(log.clone(), BoardConfig::with_history(config.history))?;
+        let feed = log.follow(&board)?;
+        let writer = Writer::start(board.clone(), feed);
 
         let listener = listen(SocketAddr::new(config.bind, config.port)).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {

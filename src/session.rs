@@ -284,7 +284,7 @@ fn answer(
             let writer = writer.clone();
             Box::pin(async move {
                 match (writer.post(draft).await, ack) {
-                    (Ok(message), Some(ack)) => Some(protocol::ack_frame(ack, &message)),
+                    (Ok(stored), Some(ack)) => Some(protocol::ack_frame(ack, stored.message())),
                     (Ok(_), None) => None,
                     (Err(rejection), ack) => Some(protocol::error_frame(&rejection, ack)),
                 }

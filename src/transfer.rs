@@ -2,10 +2,10 @@
 //! message a line, a backup anyone can read and a way to move a board.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::PathBuf;
 
 use crate::protocol::Message;
-use crate::store::{Access, SqliteLog, StoreError, SyncMode};
+use crate::store::{Access, Log, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -26,28 +26,65 @@ pub enum TransferError {
     Missing(String),
 }
 
-/// Writes every message of the board in `data` to `out`, oldest first.
-pub fn export(data: &Path, out: &mut impl Write) -> Result<usize, TransferError> {
-    if !data.exists() {
-        return Err(TransferError::Missing(data.display().to_string()));
+/// Which board to read or fill.
+#[derive(Debug, Clone)]
+pub enum Place {
+    /// A SQLite file (`--data`).
+    File(PathBuf),
+    /// A board in Redis (`--redis`, `--redis-prefix`).
+    Redis(RedisTarget),
+}
+
+impl Place {
+    pub fn describe(&self) -> String {
+        match self {
+            Place::File(path) => path.display().to_string(),
+            Place::Redis(target) => format!(
+                "Redis at {}, prefix {}",
+                target.display_url(),
+                target.prefix
+            ),
+        }
     }
-    let log = SqliteLog::open(data, Access::Read, SyncMode::Normal)?;
-    let mut count = 0;
-    log.for_each(|message| {
-        count += 1;
-        // A message serialises to one line: JSON strings escape newlines.
-        serde_json::to_writer(&mut *out, &message)?;
-        out.write_all(b"\n")
-    })?;
-    out.flush().map_err(|source| TransferError::Read {
+}
+
+/// Messages read from the store at a time while exporting, so a large board
+/// is exported without holding it all in memory.
+const EXPORT_PAGE: usize = 1000;
+
+/// Writes every message of the board at `place` to `out`, oldest first.
+pub fn export(place: &Place, out: &mut impl Write) -> Result<usize, TransferError> {
+    let log: Box<dyn Log> = match place {
+        Place::File(data) if !data.exists() => {
+            return Err(TransferError::Missing(data.display().to_string()))
+        }
+        // Read access: a running board may keep writing the file meanwhile.
+        Place::File(data) => Box::new(SqliteLog::open(data, Access::Read, SyncMode::Normal)?),
+        Place::Redis(target) => Box::new(RedisLog::open(target)?),
+    };
+    let write_error = |source| TransferError::Read {
         path: "<stdout>".into(),
         source,
-    })?;
+    };
+    let mut count = 0;
+    let mut after = 0;
+    loop {
+        let page = log.after(after, EXPORT_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for message in &page {
+            // A message serialises to one line: JSON strings escape newlines.
+            serde_json::to_writer(&mut *out, message).map_err(|e| write_error(e.into()))?;
+            out.write_all(b"\n").map_err(write_error)?;
+        }
+        count += page.len();
+    }
+    out.flush().map_err(write_error)?;
     Ok(count)
 }
 
-/// Loads the JSON Lines in `input` into the empty board in `data`.
-pub fn import(input: impl BufRead, name: &str, data: &Path) -> Result<usize, TransferError> {
+/// Loads the JSON Lines in `input` into the empty board at `place`.
+pub fn import(input: impl BufRead, name: &str, place: &Place) -> Result<usize, TransferError> {
     let mut messages = Vec::new();
     for (index, line) in input.lines().enumerate() {
         let line = line.map_err(|source| TransferError::Read {
@@ -65,6 +102,9 @@ pub fn import(input: impl BufRead, name: &str, data: &Path) -> Result<usize, Tra
             })?;
         messages.push(message);
     }
-    let log = SqliteLog::open(data, Access::Write, SyncMode::Full)?;
+    let log: Box<dyn Log> = match place {
+        Place::File(data) => Box::new(SqliteLog::open(data, Access::Write, SyncMode::Full)?),
+        Place::Redis(target) => Box::new(RedisLog::open(target)?),
+    };
     Ok(log.import(&messages)?)
 }

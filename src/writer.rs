@@ -1,12 +1,14 @@
-//! The writer thread: the one place where messages get their ids.
+//! The writer thread: where this process's posts are committed.
 //!
 //! Posts from every connection and from the HTTP API queue here. The thread
 //! takes whatever has queued up as one batch, commits the batch to the store
-//! in one transaction, and only then publishes it to the board and answers
-//! the posters. So a message is durable before anyone hears of it, ids are
+//! in one transaction (the store gives the ids), and only then publishes it
+//! to the board (when the store's feed is [`Feed::Writer`]) and answers the
+//! posters. So a message is durable before anyone hears of it, ids are
 //! assigned in commit order, and a burst of posts costs one commit, not one
 //! each. The store's blocking calls stay on this thread, off the async
-//! workers.
+//! workers. On a shared store ([`Feed::Tail`]) the board hears of the batch
+//! from the store's follower instead, like every other node.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,14 +16,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::board::Board;
 use crate::protocol::{Code, Draft, Message, Rejection};
+use crate::store::{Appended, Feed};
 
 /// Posts taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
 /// Posts waiting for the writer before posters wait for room.
 const QUEUE: usize = 8192;
 
-/// What a poster gets back: the stored message, or why it was refused.
-pub type Posted = Result<Message, Rejection>;
+/// What a poster gets back: the stored message (new, or the original of a
+/// repeated cid), or why it was refused.
+pub type Posted = Result<Appended, Rejection>;
 
 struct Job {
     draft: Draft,
@@ -37,11 +41,11 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread. It ends once every `Writer` handle is dropped
     /// and the queue is drained, so no accepted post is lost at shutdown.
-    pub fn start(board: Board) -> Writer {
+    pub fn start(board: Board, feed: Feed) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("lanboard-writer".into())
-            .spawn(move || run(board, queue))
+            .spawn(move || run(board, feed, queue))
             // Spawning a thread fails only when the OS is out of resources at start.
             .expect("the writer thread starts");
         Writer { jobs }
@@ -65,7 +69,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn run(board: Board, mut queue: mpsc::Receiver<Job>) {
+fn run(board: Board, feed: Feed, mut queue: mpsc::Receiver<Job>) {
     let mut drafts = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
@@ -81,20 +85,40 @@ fn run(board: Board, mut queue: mpsc::Receiver<Job>) {
             }
         }
         match board.log().append(std::mem::take(&mut drafts), now_ms()) {
-            Ok(messages) => {
-                board.publish(&messages);
-                for (reply, message) in replies.drain(..).zip(messages) {
+            Ok(appended) => {
+                if feed == Feed::Writer {
+                    // A repeated cid is answered with the original, which
+                    // everyone already has: only new messages go out.
+                    let new: Vec<Message> = appended
+                        .iter()
+                        .filter_map(|a| match a {
+                            Appended::New(message) => Some(message.clone()),
+                            Appended::Repeat(_) => None,
+                        })
+                        .collect();
+                    board.publish(&new);
+                }
+                for (reply, appended) in replies.drain(..).zip(appended) {
                     // A poster that went away no longer needs its answer; the
                     // message is stored and broadcast all the same.
-                    let _ = reply.send(Ok(message));
+                    let _ = reply.send(Ok(appended));
                 }
             }
             Err(error) => {
-                log::error!("could not store {} message(s): {error}", replies.len());
-                let rejection = Rejection::new(
-                    Code::StorageError,
-                    "the message could not be stored; try again",
-                );
+                let rejection = if error.is_unavailable() {
+                    log::warn!("could not store {} message(s): {error}", replies.len());
+                    Rejection::new(
+                        Code::StorageUnavailable,
+                        "the board's storage cannot be reached right now; the message was not \
+                         stored. Send it again (with the same cid) in a moment",
+                    )
+                } else {
+                    log::error!("could not store {} message(s): {error}", replies.len());
+                    Rejection::new(
+                        Code::StorageError,
+                        "the message could not be stored; try again",
+                    )
+                };
                 for reply in replies.drain(..) {
                     // As above: nobody left to tell is fine.
                     let _ = reply.send(Err(rejection.clone()));

@@ -386,3 +386,46 @@ async fn info_lists_the_addresses_and_the_qr_code_is_svg() {
     assert_eq!(qr.header("content-type"), Some("image/svg+xml"));
     assert!(qr.body.starts_with("<?xml") || qr.body.starts_with("<svg"));
 }
+
+#[tokio::test]
+async fn a_resend_with_the_same_cid_is_answered_with_the_original_and_not_broadcast_again() {
+    let board = Board::start(&[]);
+    let mut alice = Client::connect(&board.ws_url()).await;
+    let mut bob = Client::connect(&board.ws_url()).await;
+    let post = |text: &str, cid: &str, ack: u64| {
+        json!({"event": "add-message", "ack": ack,
+               "data": {"name": "Alice", "message": text, "cid": cid}})
+    };
+    alice.send(post("lunch?", "c-1", 1)).await;
+    let first = bob.next_event("message-added").await["data"].clone();
+    // The ack was "lost": Alice sends again with the same cid (and, say, a
+    // fixed typo), over a new connection as after a reconnect.
+    let mut again = Client::connect(&board.ws_url()).await;
+    again.send(post("lunch??", "c-1", 7)).await;
+    let ack = again.next_event("ack").await;
+    assert_eq!(ack["ack"], 7);
+    assert_eq!(ack["data"], first, "the original message, same id and text");
+    // Bob's next message is the next new one, not a second copy.
+    alice.send(post("12:30", "c-2", 2)).await;
+    let next = bob.next_event("message-added").await["data"].clone();
+    assert_eq!(next["message"], "12:30");
+    assert_eq!(next["id"], first["id"].as_u64().unwrap() + 1);
+    let stored = get(board.addr, "/api/messages").await.json();
+    assert_eq!(ids(stored.as_array().unwrap()), [1, 2]);
+}
+
+#[tokio::test]
+async fn the_http_api_answers_a_repeated_cid_with_200_and_the_original() {
+    let board = Board::start(&[]);
+    let body = r#"{"name":"ci","message":"deployed","cid":"deploy-481"}"#;
+    let created = post(board.addr, "/api/messages", body).await;
+    assert_eq!(created.status, 201);
+    let repeated = post(board.addr, "/api/messages", body).await;
+    assert_eq!(repeated.status, 200);
+    assert_eq!(repeated.json(), created.json());
+    let bad = post(board.addr, "/api/messages", r#"{"message":"x","cid":""}"#).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["code"], "bad-request");
+    let stored = get(board.addr, "/api/messages").await.json();
+    assert_eq!(stored.as_array().unwrap().len(), 1);
+}

@@ -112,7 +112,9 @@ impl Redis {
             .args(["--save", "", "--protected-mode", "no", "--daemonize", "no"]);
         match self.persistence {
             Persistence::None => command.args(["--appendonly", "no"]),
-            Persistence::AppendOnly => command.args(["--appendonly", "yes", "--appendfsync", "always"]),
+            Persistence::AppendOnly => {
+                command.args(["--appendonly", "yes", "--appendfsync", "always"])
+            }
         };
         command
             .args(&self.extra)
@@ -175,5 +177,7 @@ fn ping(addr: SocketAddr) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut reply = [0u8; 16];
     stream.write_all(b"PING\r\n").is_ok()
-        && stream.read(&mut reply).is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
+        && stream
+            .read(&mut reply)
+            .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
 }

@@ -1,79 +1,31 @@
-//! The board's history: a durable, totally ordered log of messages.
+//! [`SqliteLog`]: the board's history in one SQLite file.
 //!
-//! [`Log`] is the seam between the board and where its history lives. Two
-//! logs implement it: [`SqliteLog`], one SQLite file (the default,
-//! `lanboard.db` in the working directory, or `--data PATH`), and
-//! [`MemoryLog`] (`--memory`), which forgets everything on exit as the
-//! original board did.
+//! SQLite runs in WAL mode with one connection for the writer and one for
+//! readers, so reading history never waits for a commit.
 //!
-//! Threading: every method blocks. The board calls `append` only from its
-//! single writer thread (see `writer.rs`) and the read methods from actix's
-//! blocking pool, never on an async worker. SQLite runs in WAL mode with one
-//! connection for the writer and one for readers, so reading history never
-//! waits for a commit.
-//!
-//! Schema version 1 (`PRAGMA user_version = 1`), tagged with
+//! Schema version 2 (`PRAGMA user_version = 2`), tagged with
 //! `PRAGMA application_id` so that a foreign database is refused:
-//! `messages(id INTEGER PRIMARY KEY, name TEXT, message TEXT, time INTEGER)`.
+//! `messages(id INTEGER PRIMARY KEY, name TEXT, message TEXT, time INTEGER)`
+//! and `cids(cid TEXT PRIMARY KEY, id INTEGER, time INTEGER)`, the clients'
+//! ids of the last day's posts. Version 1 (no `cids`) is upgraded on open.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use parking_lot::{Mutex, RwLock};
-use rusqlite::{params, Connection, OpenFlags};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::{check_import_order, Appended, Log, StoreError, CID_MEMORY_MS};
 use crate::protocol::{Draft, Message};
-
-/// The durable, totally ordered history of one board.
-pub trait Log: Send + Sync + 'static {
-    /// Stores the drafts in order, giving them the next ids, all or none. When
-    /// this returns, the messages survive a crash of the process.
-    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Message>, StoreError>;
-    /// Up to `limit` messages with an id larger than `id`, oldest first.
-    fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError>;
-    /// The (up to) `limit` newest messages with an id smaller than `id`, oldest first.
-    fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError>;
-    /// The id of the newest message, 0 for an empty board.
-    fn last_id(&self) -> Result<u64, StoreError>;
-    /// Where the history lives, for the startup banner.
-    fn describe(&self) -> String;
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{path} is not a lanboard database")]
-    NotLanboard { path: PathBuf },
-    #[error("{path} was written by a newer lanboard (schema version {found}, this one knows up to {known})")]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error("{path} cannot be written: {reason}")]
-    ReadOnly { path: PathBuf, reason: String },
-    #[error("{path} is in use by another running lanboard")]
-    Locked { path: PathBuf },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("the board already has messages; import only into an empty board")]
-    NotEmpty,
-    #[error("imported messages must have strictly increasing ids (id {id} follows {previous})")]
-    OutOfOrder { id: u64, previous: u64 },
-}
 
 /// "LNBD": marks a SQLite file as a lanboard database.
 const APPLICATION_ID: i64 = 0x4c4e_4244;
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// History in one SQLite file.
 pub struct SqliteLog {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writing>,
     reader: Mutex<Connection>,
     /// Held for the life of the log so a second lanboard on the same file is
     /// refused instead of interleaving ids with ours. An OS file lock is used
@@ -81,6 +33,15 @@ pub struct SqliteLog {
     /// our own reader connection and `lanboard export`.
     _lock: Option<File>,
 }
+
+/// The writer's connection, and when it last forgot old cids.
+struct Writing {
+    conn: Connection,
+    cids_pruned_at: i64,
+}
+
+/// How often the cids older than a day are deleted.
+const CID_PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// How long a commit waits for the disk (SQLite's `synchronous` in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -123,56 +84,13 @@ impl SqliteLog {
         )?;
         Ok(SqliteLog {
             path,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writing {
+                conn: writer,
+                cids_pruned_at: 0,
+            }),
             reader: Mutex::new(reader),
             _lock: lock,
         })
-    }
-
-    /// Loads exported messages, keeping their ids and times, into an empty board.
-    pub fn import(&self, messages: &[Message]) -> Result<usize, StoreError> {
-        if self.last_id()? != 0 {
-            return Err(StoreError::NotEmpty);
-        }
-        let mut previous = 0;
-        for message in messages {
-            if message.id <= previous {
-                return Err(StoreError::OutOfOrder {
-                    id: message.id,
-                    previous,
-                });
-            }
-            previous = message.id;
-        }
-        let mut conn = self.writer.lock();
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(INSERT)?;
-            for m in messages {
-                insert.execute(params![m.id as i64, m.name, m.message, m.time])?;
-            }
-        }
-        tx.commit()?;
-        Ok(messages.len())
-    }
-
-    /// Every message, oldest first, handed to `each` one at a time so a large
-    /// board is exported without holding it all in memory.
-    pub fn for_each(
-        &self,
-        mut each: impl FnMut(Message) -> std::io::Result<()>,
-    ) -> Result<(), StoreError> {
-        let conn = self.reader.lock();
-        let mut select =
-            conn.prepare("SELECT id, name, message, time FROM messages ORDER BY id")?;
-        let mut rows = select.query([])?;
-        while let Some(row) = rows.next()? {
-            each(read_message(row)?).map_err(|source| StoreError::Io {
-                path: PathBuf::from("<stdout>"),
-                source,
-            })?;
-        }
-        Ok(())
     }
 }
 
@@ -248,7 +166,13 @@ fn check_or_create_schema(
             known: SCHEMA_VERSION,
         });
     }
-    // Migrations from older schema versions go here, one step at a time.
+    // Migrations from older schema versions, one step at a time. A reader
+    // (export) needs none of them: it only reads `messages`.
+    if access == Access::Write && version == 1 {
+        conn.execute_batch(&format!(
+            "BEGIN; {CREATE_CIDS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
+    }
     if access == Access::Write {
         // WAL lets readers (and `lanboard export`) run beside the writer.
         // Every commit is written to the WAL before the writer thread
@@ -280,6 +204,12 @@ fn check_or_create_schema(
     Ok(())
 }
 
+const CREATE_CIDS: &str = "CREATE TABLE cids (
+    cid TEXT PRIMARY KEY,
+    id INTEGER NOT NULL,
+    time INTEGER NOT NULL
+) WITHOUT ROWID;";
+
 fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let result = conn.execute_batch(&format!(
         "BEGIN;
@@ -289,6 +219,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
              message TEXT NOT NULL,
              time INTEGER NOT NULL
          );
+         {CREATE_CIDS}
          PRAGMA application_id = {APPLICATION_ID};
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
@@ -326,22 +257,52 @@ fn collect(
 }
 
 impl Log for SqliteLog {
-    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Message>, StoreError> {
-        let mut conn = self.writer.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let last: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |row| {
-            row.get(0)
-        })?;
-        let mut stored = Vec::with_capacity(drafts.len());
+    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+        let mut writing = self.writer.lock();
+        let prune = time - writing.cids_pruned_at > CID_PRUNE_EVERY_MS;
+        let tx = writing
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if prune {
+            tx.execute("DELETE FROM cids WHERE time <= ?1", [time - CID_MEMORY_MS])?;
+        }
+        let mut last: i64 =
+            tx.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |row| {
+                row.get(0)
+            })?;
+        let mut appended = Vec::with_capacity(drafts.len());
         {
             let mut insert = tx.prepare_cached(INSERT)?;
-            for (draft, id) in drafts.into_iter().zip(last as u64 + 1..) {
-                insert.execute(params![id as i64, draft.name(), draft.message(), time])?;
-                stored.push(draft.into_message(id, time));
+            let mut remember = tx.prepare_cached(
+                "INSERT OR REPLACE INTO cids (cid, id, time) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut original = tx.prepare_cached(
+                "SELECT m.id, m.name, m.message, m.time FROM cids c JOIN messages m ON m.id = c.id
+                 WHERE c.cid = ?1 AND c.time > ?2",
+            )?;
+            for draft in drafts {
+                if let Some(cid) = draft.cid() {
+                    let earlier = original
+                        .query_row(params![cid, time - CID_MEMORY_MS], read_message)
+                        .optional()?;
+                    if let Some(message) = earlier {
+                        appended.push(Appended::Repeat(message));
+                        continue;
+                    }
+                }
+                last += 1;
+                insert.execute(params![last, draft.name(), draft.message(), time])?;
+                if let Some(cid) = draft.cid() {
+                    remember.execute(params![cid, last, time])?;
+                }
+                appended.push(Appended::New(draft.into_message(last as u64, time)));
             }
         }
         tx.commit()?;
-        Ok(stored)
+        if prune {
+            writing.cids_pruned_at = time;
+        }
+        Ok(appended)
     }
 
     fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
@@ -372,54 +333,30 @@ impl Log for SqliteLog {
         Ok(last as u64)
     }
 
+    fn import(&self, messages: &[Message]) -> Result<usize, StoreError> {
+        check_import_order(messages)?;
+        if self.last_id()? != 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        let mut writing = self.writer.lock();
+        let tx = writing.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(INSERT)?;
+            for m in messages {
+                insert.execute(params![m.id as i64, m.name, m.message, m.time])?;
+            }
+        }
+        tx.commit()?;
+        Ok(messages.len())
+    }
+
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
 }
 
-/// History in memory only, lost on exit (`--memory`).
-#[derive(Default)]
-pub struct MemoryLog {
-    messages: RwLock<Vec<Message>>,
-}
-
-impl Log for MemoryLog {
-    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Message>, StoreError> {
-        let mut messages = self.messages.write();
-        let last = messages.last().map_or(0, |m| m.id);
-        let stored: Vec<Message> = drafts
-            .into_iter()
-            .zip(last + 1..)
-            .map(|(draft, id)| draft.into_message(id, time))
-            .collect();
-        messages.extend(stored.iter().cloned());
-        Ok(stored)
-    }
-
-    fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
-        let messages = self.messages.read();
-        let start = messages.partition_point(|m| m.id <= id);
-        Ok(messages[start..].iter().take(limit).cloned().collect())
-    }
-
-    fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
-        let messages = self.messages.read();
-        let end = messages.partition_point(|m| m.id < id);
-        Ok(messages[end.saturating_sub(limit)..end].to_vec())
-    }
-
-    fn last_id(&self) -> Result<u64, StoreError> {
-        Ok(self.messages.read().last().map_or(0, |m| m.id))
-    }
-
-    fn describe(&self) -> String {
-        "memory only (lost when lanboard stops)".into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    //! One conformance suite, run against every [`Log`].
     use super::*;
     use crate::protocol::Limits;
 
@@ -430,58 +367,19 @@ mod tests {
             .collect()
     }
 
-    fn ids(messages: &[Message]) -> Vec<u64> {
-        messages.iter().map(|m| m.id).collect()
+    fn ids(appended: &[Appended]) -> Vec<u64> {
+        appended.iter().map(|a| a.message().id).collect()
     }
 
-    fn conformance(log: &dyn Log) {
-        assert_eq!(log.last_id().unwrap(), 0);
-        let first = log.append(drafts(&["a", "b", "c"]), 10).unwrap();
-        assert_eq!(ids(&first), [1, 2, 3]);
-        let second = log.append(drafts(&["d", "e"]), 11).unwrap();
-        assert_eq!(ids(&second), [4, 5], "ids strictly increase across appends");
-        assert_eq!(second[1].message, "e");
-        assert_eq!(log.last_id().unwrap(), 5);
-        assert_eq!(ids(&log.after(0, 100).unwrap()), [1, 2, 3, 4, 5]);
-        assert_eq!(ids(&log.after(2, 2).unwrap()), [3, 4]);
-        assert_eq!(ids(&log.after(5, 10).unwrap()), Vec::<u64>::new());
-        assert_eq!(ids(&log.before(5, 2).unwrap()), [3, 4]);
-        assert_eq!(ids(&log.before(u64::MAX, 3).unwrap()), [3, 4, 5]);
-        assert_eq!(ids(&log.before(1, 10).unwrap()), Vec::<u64>::new());
-        assert_eq!(log.before(3, 10).unwrap(), first[..2].to_vec());
-    }
-
-    #[test]
-    fn memory_log_conforms() {
-        conformance(&MemoryLog::default());
-    }
-
-    #[test]
-    fn sqlite_log_conforms() {
-        let dir = tempfile::tempdir().unwrap();
-        conformance(
-            &SqliteLog::open(&dir.path().join("b.db"), Access::Write, SyncMode::Normal).unwrap(),
-        );
-    }
-
-    #[test]
-    fn sqlite_log_keeps_everything_across_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("b.db");
-        let written = SqliteLog::open(&path, Access::Write, SyncMode::Normal)
-            .unwrap()
-            .append(drafts(&["x", "y"]), 1)
-            .unwrap();
-        let log = SqliteLog::open(&path, Access::Write, SyncMode::Normal).unwrap();
-        assert_eq!(log.after(0, 10).unwrap(), written);
-        assert_eq!(ids(&log.append(drafts(&["z"]), 2).unwrap()), [3]);
+    fn open(path: &Path) -> SqliteLog {
+        SqliteLog::open(path, Access::Write, SyncMode::Normal).unwrap()
     }
 
     #[test]
     fn a_second_writer_on_the_same_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
-        let _first = SqliteLog::open(&path, Access::Write, SyncMode::Normal).unwrap();
+        let _first = open(&path);
         let second = SqliteLog::open(&path, Access::Write, SyncMode::Normal);
         assert!(matches!(second, Err(StoreError::Locked { .. })));
         // A reader (export) is still welcome.
@@ -514,17 +412,50 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_is_upgraded_and_keeps_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE messages (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                     message TEXT NOT NULL, time INTEGER NOT NULL);
+                 INSERT INTO messages VALUES (1, 'ada', 'from version 1', 5);
+                 PRAGMA application_id = {APPLICATION_ID};
+                 PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        let log = open(&path);
+        assert_eq!(log.after(0, 10).unwrap()[0].message, "from version 1");
+        let cid = |text| {
+            vec![Draft::new("n", text, Limits::default())
+                .unwrap()
+                .with_cid(Some("c1".into()))]
+        };
+        assert_eq!(ids(&log.append(cid("new"), 6).unwrap()), [2]);
+        assert!(matches!(
+            log.append(cid("new"), 7).unwrap()[0],
+            Appended::Repeat(_)
+        ));
+        let version: i64 = log
+            .reader
+            .lock()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
     fn import_keeps_ids_and_only_fills_an_empty_board() {
         let dir = tempfile::tempdir().unwrap();
-        let source = MemoryLog::default();
-        source.append(drafts(&["a", "b"]), 7).unwrap();
-        let mut exported = source.after(0, 10).unwrap();
-        exported[1].id = 40;
-        let log =
-            SqliteLog::open(&dir.path().join("b.db"), Access::Write, SyncMode::Normal).unwrap();
+        let log = open(&dir.path().join("b.db"));
+        let exported = vec![
+            drafts(&["a"]).remove(0).into_message(3, 7),
+            drafts(&["b"]).remove(0).into_message(40, 8),
+        ];
         assert_eq!(log.import(&exported).unwrap(), 2);
         assert_eq!(log.after(0, 10).unwrap(), exported);
-        assert_eq!(ids(&log.append(drafts(&["c"]), 8).unwrap()), [41]);
+        assert_eq!(ids(&log.append(drafts(&["c"]), 9).unwrap()), [41]);
         assert!(matches!(log.import(&exported), Err(StoreError::NotEmpty)));
     }
 }

@@ -1,0 +1,162 @@
+//! The board's history: a durable, totally ordered log of messages, and the
+//! live feed that brings newly committed messages to the board.
+//!
+//! [`Log`] is the seam between the board and where its history lives. The hub,
+//! the sessions and the HTTP API only ever see a `dyn Log`. Three logs
+//! implement it:
+//! - [`SqliteLog`] (`sqlite.rs`): one SQLite file, the default (`lanboard.db`
+//!   in the working directory, or `--data PATH`);
+//! - [`MemoryLog`] (`memory.rs`): `--memory`, forgets everything on exit as
+//!   the original board did;
+//! - [`RedisLog`] (`redis.rs`): `--redis URL`, a Redis Stream shared by any
+//!   number of lanboard processes.
+//!
+//! The live feed differs by who may write: SQLite and memory logs have this
+//! process as their only writer, so the writer thread publishes each batch it
+//! commits ([`Feed::Writer`]); a Redis board has many writers, so every node
+//! publishes only what it reads back from the stream ([`Feed::Tail`]), which
+//! gives all nodes one order.
+//!
+//! Threading: every method blocks. The board calls `append` only from its
+//! single writer thread (see `writer.rs`) and the read methods from actix's
+//! blocking pool, never on an async worker.
+
+mod memory;
+mod redis;
+mod sqlite;
+
+use std::path::PathBuf;
+
+pub use memory::MemoryLog;
+pub use redis::{RedisLog, RedisTarget};
+pub use sqlite::{Access, SqliteLog, SyncMode};
+
+use crate::board::Board;
+use crate::protocol::{Draft, Message};
+
+/// How long a client's `cid` is remembered: a resend within this time is
+/// answered with the original message instead of being stored again.
+pub const CID_MEMORY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The durable, totally ordered history of one board.
+pub trait Log: Send + Sync + 'static {
+    /// Stores the drafts in order, giving the new ones the next ids, all or
+    /// none. A draft whose `cid` was stored in the last day is not stored
+    /// again: its place in the answer holds the original message. When this
+    /// returns, the new messages survive a crash of the process.
+    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError>;
+    /// Up to `limit` messages with an id larger than `id`, oldest first.
+    fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError>;
+    /// The (up to) `limit` newest messages with an id smaller than `id`, oldest first.
+    fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError>;
+    /// The id of the newest message, 0 for an empty board.
+    fn last_id(&self) -> Result<u64, StoreError>;
+    /// Loads exported messages, keeping their ids and times, into an empty
+    /// board; returns how many.
+    fn import(&self, messages: &[Message]) -> Result<usize, StoreError>;
+    /// Where the history lives, for the startup banner.
+    fn describe(&self) -> String;
+    /// Starts the live feed into `board` and says how new messages will reach it.
+    fn follow(&self, _board: &Board) -> Result<Feed, StoreError> {
+        Ok(Feed::Writer)
+    }
+}
+
+/// How committed messages reach this process's board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// This process is the log's only writer: the writer thread publishes
+    /// each batch as soon as it is committed.
+    Writer,
+    /// Other processes append too: the log's own follower publishes what it
+    /// reads back, in log order, and the writer publishes nothing.
+    Tail,
+}
+
+/// One draft's fate in [`Log::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored now, with a new id.
+    New(Message),
+    /// A resend of a message stored earlier under the same `cid`: the original.
+    Repeat(Message),
+}
+
+impl Appended {
+    pub fn message(&self) -> &Message {
+        match self {
+            Appended::New(message) | Appended::Repeat(message) => message,
+        }
+    }
+
+    pub fn into_message(self) -> Message {
+        match self {
+            Appended::New(message) | Appended::Repeat(message) => message,
+        }
+    }
+}
+
+/// Checks that exported messages can be imported: strictly increasing ids.
+fn check_import_order(messages: &[Message]) -> Result<(), StoreError> {
+    let mut previous = 0;
+    for message in messages {
+        if message.id <= previous {
+            return Err(StoreError::OutOfOrder {
+                id: message.id,
+                previous,
+            });
+        }
+        previous = message.id;
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path} is not a lanboard database")]
+    NotLanboard { path: PathBuf },
+    #[error("{path} was written by a newer lanboard (schema version {found}, this one knows up to {known})")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("{path} cannot be written: {reason}")]
+    ReadOnly { path: PathBuf, reason: String },
+    #[error("{path} is in use by another running lanboard")]
+    Locked { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the board already has messages; import only into an empty board")]
+    NotEmpty,
+    #[error("imported messages must have strictly increasing ids (id {id} follows {previous})")]
+    OutOfOrder { id: u64, previous: u64 },
+    #[error("cannot reach Redis at {url} (--redis): {reason}")]
+    RedisUnreachable { url: String, reason: String },
+    #[error("Redis at {url} is version {version}; lanboard needs Redis 6.2 or newer")]
+    RedisTooOld { url: String, version: String },
+    #[error(
+        "Redis at {url} has maxmemory-policy {policy}, which could evict the board's messages; \
+         set `maxmemory-policy noeviction` (or a volatile-* policy) in redis.conf"
+    )]
+    RedisMayEvict { url: String, policy: String },
+    /// Redis did not answer in time or the connection is down: nothing was
+    /// stored by this call as far as lanboard knows; the client may resend.
+    #[error("the board's storage is unreachable: {0}")]
+    Unavailable(String),
+    #[error("Redis error: {0}")]
+    Redis(String),
+}
+
+impl StoreError {
+    /// True when the store could not be reached at all (rather than refusing
+    /// the request): the client should try again later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}

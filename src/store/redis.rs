@@ -1,0 +1,795 @@
+//! [`RedisLog`]: the board in Redis (`--redis URL`), shared by any number of
+//! lanboard processes ("nodes") started with the same URL and prefix.
+//!
+//! Keys, all under `--redis-prefix` (default `lanboard`):
+//! - `P:messages`: a Stream; message `n` is entry `n-0` with fields `name`,
+//!   `message`, `time`, in that order.
+//! - `P:last-id`: the last id given out.
+//! - `P:epoch`: a random token made when the board was created. If it
+//!   vanishes, the board was lost (FLUSHALL, a restart without persistence).
+//! - `P:cid:<cid>`: `"<id> <time>"` of the message posted with that client
+//!   id, remembered for a day of message time and expiring after a day.
+//! - `P:nodes` and `P:node:<node>`: each node's connection count, refreshed
+//!   every second and expiring after a few, for presence across nodes.
+//!
+//! Writes go through one Lua script run with EVALSHA ([`APPEND`]): it checks
+//! the epoch, answers repeated cids with the original, and gives each new
+//! message the next id as its stream id, atomically, so id order is commit
+//! order on every node. No node publishes from its write path: each one tails
+//! the stream (`XREAD BLOCK` on its own connection) and publishes what it
+//! reads back ([`Feed::Tail`]), so every client on every node sees one order.
+//!
+//! Threading: the redis crate is async, and the [`Log`] methods block, so the
+//! log owns a small tokio runtime; a blocking call hands its future to that
+//! runtime and waits on a channel, which works from the writer thread,
+//! actix's blocking pool and even (at startup) an async worker alike.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::{AsyncCommands, Client, RedisError, Script};
+
+use super::{check_import_order, Appended, Feed, Log, StoreError, CID_MEMORY_MS};
+use crate::board::Board;
+use crate::protocol::{Draft, Message};
+
+/// How long one Redis command may take before lanboard gives up on it: a
+/// write then fails with `storage-unavailable` rather than keep its poster
+/// waiting. Redis answers in well under a millisecond when it is healthy.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one `XREAD BLOCK` waits for new messages before the tail loop
+/// goes round again (and checks the epoch). Far below [`COMMAND_TIMEOUT`]
+/// plus this, which is how long the tail's connection waits for an answer.
+const TAIL_BLOCK: Duration = Duration::from_millis(1000);
+/// Messages one `XREAD` returns at most.
+const TAIL_BATCH: usize = 1024;
+/// How often the tail checks that the board's epoch is still the one it knows.
+const EPOCH_CHECK: Duration = Duration::from_secs(1);
+/// How often each node publishes its connection count and reads the others'.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// A node's count expires after this long without a refresh (a killed node
+/// stops counting within seconds).
+const PRESENCE_TTL: Duration = Duration::from_secs(5);
+/// Messages an import sends in one script call.
+const IMPORT_CHUNK: usize = 500;
+
+/// Which Redis board to use: `--redis URL` and `--redis-prefix P`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl RedisTarget {
+    /// The URL with any password masked, for the banner and error messages.
+    pub fn display_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &self.url[..scheme + 3], &self.url[at..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+/// Names of the board's keys.
+struct Keys {
+    stream: String,
+    last_id: String,
+    epoch: String,
+    cid: String,
+    nodes: String,
+    node: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys {
+            stream: format!("{prefix}:messages"),
+            last_id: format!("{prefix}:last-id"),
+            epoch: format!("{prefix}:epoch"),
+            cid: format!("{prefix}:cid:"),
+            nodes: format!("{prefix}:nodes"),
+            node: format!("{prefix}:node:"),
+        }
+    }
+}
+
+/// Appends a batch. KEYS: stream, last-id, epoch. ARGV: the epoch the node
+/// knows, the time, the cid key prefix, the cid memory in seconds, then
+/// `name, message, cid` per draft (cid "" for none). Returns one
+/// `{new, id, name, message, time}` row per draft; `new` is 0 for a repeated
+/// cid, whose row is the original message.
+const APPEND: &str = r#"
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then
+  return redis.error_reply('LANBOARD_EPOCH the board was reset')
+end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local rows = {}
+for i = 5, #ARGV, 3 do
+  local name, message, cid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local row = nil
+  if cid ~= '' then
+    local earlier = redis.call('GET', ARGV[3] .. cid)
+    local id, at = nil, nil
+    if earlier then id, at = string.match(earlier, '^(%d+) (%-?%d+)$') end
+    if id and tonumber(at) > tonumber(ARGV[2]) - tonumber(ARGV[4]) * 1000 then
+      local found = redis.call('XRANGE', KEYS[1], id .. '-0', id .. '-0')
+      if #found > 0 then
+        local f = found[1][2]
+        row = {0, tonumber(id), f[2], f[4], tonumber(f[6])}
+      end
+    end
+  end
+  if not row then
+    last = last + 1
+    local id = string.format('%d', last)
+    redis.call('XADD', KEYS[1], id .. '-0', 'name', name, 'message', message, 'time', ARGV[2])
+    if cid ~= '' then
+      redis.call('SET', ARGV[3] .. cid, id .. ' ' .. ARGV[2], 'EX', ARGV[4])
+    end
+    row = {1, last, name, message, tonumber(ARGV[2])}
+  end
+  rows[#rows + 1] = row
+end
+redis.call('SET', KEYS[2], string.format('%d', last))
+return rows
+"#;
+
+/// Returns the board's epoch, creating it when the board is new or was lost.
+/// KEYS: epoch, last-id, stream. ARGV: a fresh epoch, the highest id this node
+/// has seen. A new epoch starts its ids above both the stream's newest id and
+/// what this node has seen, so an id a client has seen is not given out again.
+const EPOCH: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if epoch then return epoch end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if #top > 0 then
+  local id = tonumber(string.match(top[1][1], '^(%d+)'))
+  if id > last then last = id end
+end
+local seen = tonumber(ARGV[2])
+if seen > last then last = seen end
+redis.call('SET', KEYS[2], string.format('%d', last))
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"#;
+
+/// Records this node's connection count and returns the board's total.
+/// KEYS: the node set. ARGV: node key prefix, node id, count, ttl in ms.
+const PRESENCE: &str = r#"
+redis.call('SET', ARGV[1] .. ARGV[2], ARGV[3], 'PX', ARGV[4])
+redis.call('SADD', KEYS[1], ARGV[2])
+local total = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local count = redis.call('GET', ARGV[1] .. node)
+  if count then total = total + tonumber(count) else redis.call('SREM', KEYS[1], node) end
+end
+return total
+"#;
+
+/// Loads exported messages into an empty board. KEYS: stream, last-id.
+/// ARGV: `id, name, message, time` per message, ids increasing.
+const IMPORT: &str = r#"
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+for i = 1, #ARGV, 4 do
+  redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 'name', ARGV[i + 1], 'message', ARGV[i + 2], 'time', ARGV[i + 3])
+  last = tonumber(ARGV[i])
+end
+redis.call('SET', KEYS[2], string.format('%d', last))
+return last
+"#;
+
+/// The board in Redis. See the module documentation.
+pub struct RedisLog {
+    shared: Arc<Shared>,
+    /// Owned here and shut down without waiting when the log is dropped,
+    /// which may happen on an async worker, where a blocking drop would panic.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Shared {
+    target: RedisTarget,
+    keys: Keys,
+    client: Client,
+    commands: ConnectionManager,
+    /// The epoch this node's board belongs to.
+    epoch: Mutex<String>,
+    /// The highest id this node has seen: where a new epoch starts counting.
+    seen: AtomicU64,
+    /// Set by a write that found the epoch changed, so the tail checks at once.
+    check_epoch: AtomicBool,
+    node: String,
+    append: Script,
+    epoch_script: Script,
+    presence: Script,
+    import: Script,
+}
+
+impl RedisLog {
+    /// Connects, checks that this Redis can hold a board safely, and joins
+    /// (or creates) the board under the target's prefix.
+    pub fn open(target: &RedisTarget) -> Result<RedisLog, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lanboard-redis")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Redis(format!("could not start the Redis client: {e}")))?;
+        let unreachable = |reason: String| StoreError::RedisUnreachable {
+            url: target.display_url(),
+            reason,
+        };
+        let client = Client::open(target.url.as_str()).map_err(|e| unreachable(e.to_string()))?;
+        let connect = {
+            let client = client.clone();
+            async move { ConnectionManager::new_with_config(client, manager_config(None)).await }
+        };
+        let commands = run_on(runtime.handle(), async move {
+            tokio::time::timeout(COMMAND_TIMEOUT * 2, connect).await
+        })
+        .map_err(|_| unreachable("no answer within 4 seconds".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            target: target.clone(),
+            keys: Keys::new(&target.prefix),
+            client,
+            commands,
+            epoch: Mutex::new(String::new()),
+            seen: AtomicU64::new(0),
+            check_epoch: AtomicBool::new(false),
+            node: random_token(),
+            append: Script::new(APPEND),
+            epoch_script: Script::new(EPOCH),
+            presence: Script::new(PRESENCE),
+            import: Script::new(IMPORT),
+        });
+        let log = RedisLog {
+            shared,
+            runtime: Some(runtime),
+        };
+        log.check_server()?;
+        let shared = log.shared.clone();
+        let epoch = log.call(async move { shared.current_epoch().await })?;
+        *log.shared.epoch.lock() = epoch;
+        Ok(log)
+    }
+
+    /// Refuses a Redis too old for the commands used here or configured to
+    /// evict keys, and warns when acknowledged messages could be lost in a
+    /// Redis crash.
+    fn check_server(&self) -> Result<(), StoreError> {
+        let url = self.shared.target.display_url();
+        let mut conn = self.shared.commands.clone();
+        let info: String = self.call(async move {
+            timed(redis::cmd("INFO").arg("server").query_async(&mut conn)).await
+        })?;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        if !at_least_6_2(&version) {
+            return Err(StoreError::RedisTooOld { url, version });
+        }
+        let config = |name: &'static str| {
+            let mut conn = self.shared.commands.clone();
+            self.call(async move {
+                timed(
+                    redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg(name)
+                        .query_async::<Vec<String>>(&mut conn),
+                )
+                .await
+            })
+            .map(|pair| pair.get(1).cloned().unwrap_or_default())
+        };
+        match config("maxmemory-policy") {
+            Ok(policy) if policy.starts_with("allkeys-") => {
+                return Err(StoreError::RedisMayEvict { url, policy })
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!(
+                "could not read maxmemory-policy from Redis at {url} ({e}); \
+                 make sure it is noeviction, or Redis may evict the board's messages"
+            ),
+        }
+        match config("appendonly") {
+            Ok(on) if on == "yes" => {}
+            Ok(_) => log::warn!(
+                "Redis at {url} runs with appendonly no: acknowledged messages since its last \
+                 snapshot are lost if Redis crashes. Set `appendonly yes` in redis.conf"
+            ),
+            Err(e) => log::warn!(
+                "could not read appendonly from Redis at {url} ({e}); \
+                 without it, acknowledged messages can be lost if Redis crashes"
+            ),
+        }
+        Ok(())
+    }
+
+    /// Runs `future` on the log's runtime and waits for its result.
+    fn call<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> T {
+        let runtime = self.runtime.as_ref();
+        // The runtime is only taken out in `drop`.
+        run_on(
+            runtime
+                .expect("the runtime lives as long as the log")
+                .handle(),
+            future,
+        )
+    }
+
+    fn range(
+        &self,
+        command: &'static str,
+        from: String,
+        to: String,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.shared.commands.clone();
+        let key = self.shared.keys.stream.clone();
+        let reply: StreamRangeReply = self.call(async move {
+            timed(
+                redis::cmd(command)
+                    .arg(key)
+                    .arg(from)
+                    .arg(to)
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await
+        })?;
+        reply.ids.iter().map(to_message).collect()
+    }
+}
+
+impl Drop for RedisLog {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let shared = self.shared.clone();
+            // Leaving at once takes this node out of the presence count now
+            // rather than when its entry expires; best effort only.
+            let _ = run_on(runtime.handle(), async move {
+                let mut conn = shared.commands.clone();
+                let key = format!("{}{}", shared.keys.node, shared.node);
+                tokio::time::timeout(Duration::from_millis(300), conn.del::<_, ()>(key)).await
+            });
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Shared {
+    /// The board's epoch, created if the board is new or was lost.
+    async fn current_epoch(&self) -> Result<String, StoreError> {
+        let mut conn = self.commands.clone();
+        timed(
+            self.epoch_script
+                .key(&self.keys.epoch)
+                .key(&self.keys.last_id)
+                .key(&self.keys.stream)
+                .arg(random_token())
+                .arg(self.seen.load(Ordering::SeqCst))
+                .invoke_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn newest(&self, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let mut conn = self.commands.clone();
+        let reply: StreamRangeReply = timed(
+            redis::cmd("XREVRANGE")
+                .arg(&self.keys.stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut conn),
+        )
+        .await?;
+        let mut messages: Vec<Message> =
+            reply.ids.iter().map(to_message).collect::<Result<_, _>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// Publishes every message after `last` to `board`, forever (until the
+    /// board closes), resuming after outages from the last id it published.
+    async fn tail(self: Arc<Self>, board: Board, mut last: u64) {
+        let mut conn: Option<ConnectionManager> = None;
+        let mut epoch_checked = Instant::now();
+        let mut down_since: Option<Instant> = None;
+        while !board.is_closed() {
+            if epoch_checked.elapsed() >= EPOCH_CHECK
+                || self.check_epoch.swap(false, Ordering::SeqCst)
+            {
+                epoch_checked = Instant::now();
+                match self.follow_epoch(&board).await {
+                    Ok(Some(reset_to)) => last = reset_to,
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.outage(&mut down_since, &e);
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                }
+            }
+            let read = match conn.as_mut() {
+                Some(conn) => self.read_after(conn, last).await,
+                None => {
+                    let config = manager_config(Some(TAIL_BLOCK + COMMAND_TIMEOUT));
+                    match timed(ConnectionManager::new_with_config(
+                        self.client.clone(),
+                        config,
+                    ))
+                    .await
+                    {
+                        Ok(fresh) => {
+                            conn = Some(fresh);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match read {
+                Ok(messages) => {
+                    if let Some(since) = down_since.take() {
+                        log::info!(
+                            "Redis is reachable again after {:.1} s; delivery resumes after message {last}",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                    if let Some(newest) = messages.last() {
+                        last = newest.id;
+                        self.seen.fetch_max(last, Ordering::SeqCst);
+                        board.publish(&messages);
+                    }
+                }
+                Err(e) => {
+                    self.outage(&mut down_since, &e);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    fn outage(&self, down_since: &mut Option<Instant>, error: &StoreError) {
+        if down_since.is_none() {
+            *down_since = Some(Instant::now());
+            log::warn!(
+                "lost Redis at {} ({error}); posting is paused, reading continues from memory",
+                self.target.display_url()
+            );
+        }
+    }
+
+    async fn read_after(
+        &self,
+        conn: &mut ConnectionManager,
+        last: u64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let reply: Option<StreamReadReply> = tokio::time::timeout(
+            TAIL_BLOCK + COMMAND_TIMEOUT,
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(TAIL_BATCH)
+                .arg("BLOCK")
+                .arg(TAIL_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&self.keys.stream)
+                .arg(format!("{last}-0"))
+                .query_async(conn),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("Redis did not answer in time".into()))?
+        .map_err(classify)?;
+        let Some(reply) = reply else {
+            return Ok(Vec::new());
+        };
+        reply
+            .keys
+            .iter()
+            .flat_map(|key| key.ids.iter())
+            .map(to_message)
+            .collect()
+    }
+
+    /// Checks the epoch; when the board was lost and begun anew, resets the
+    /// node's board to the new one and returns the id to tail after.
+    async fn follow_epoch(&self, board: &Board) -> Result<Option<u64>, StoreError> {
+        let epoch = self.current_epoch().await?;
+        if *self.epoch.lock() == epoch {
+            return Ok(None);
+        }
+        let recent = self.newest(board.config().window).await?;
+        log::warn!(
+            "the board in Redis at {} was lost (its epoch changed); clients are told to reload",
+            self.target.display_url()
+        );
+        let last = recent.last().map_or(0, |m| m.id);
+        *self.epoch.lock() = epoch;
+        board.reset(&recent);
+        Ok(Some(last))
+    }
+
+    /// Every second: this node's count in, the board's total out.
+    async fn share_presence(self: Arc<Self>, board: Board) {
+        let ttl = PRESENCE_TTL.as_millis() as u64;
+        while !board.is_closed() {
+            let local = board.local_online();
+            let mut conn = self.commands.clone();
+            let total: Result<u64, StoreError> = timed(
+                self.presence
+                    .key(&self.keys.nodes)
+                    .arg(&self.keys.node)
+                    .arg(&self.node)
+                    .arg(local)
+                    .arg(ttl)
+                    .invoke_async(&mut conn),
+            )
+            .await;
+            if let Ok(total) = total {
+                board.set_elsewhere((total as usize).saturating_sub(local));
+            }
+            tokio::time::sleep(PRESENCE_EVERY).await;
+        }
+    }
+}
+
+impl Log for RedisLog {
+    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+        let shared = self.shared.clone();
+        let rows: Vec<(i64, u64, String, String, i64)> = self.call(async move {
+            let mut invocation = shared.append.prepare_invoke();
+            invocation
+                .key(&shared.keys.stream)
+                .key(&shared.keys.last_id)
+                .key(&shared.keys.epoch)
+                .arg(shared.epoch.lock().as_str())
+                .arg(time)
+                .arg(&shared.keys.cid)
+                .arg(CID_MEMORY_MS / 1000);
+            for draft in &drafts {
+                invocation
+                    .arg(draft.name())
+                    .arg(draft.message())
+                    .arg(draft.cid().unwrap_or(""));
+            }
+            let mut conn = shared.commands.clone();
+            let result = timed(invocation.invoke_async(&mut conn)).await;
+            if let Err(StoreError::Redis(e)) = &result {
+                if e.contains("LANBOARD_EPOCH") {
+                    // The board was lost: the tail resets this node and its
+                    // clients; until then posts wait like in any outage.
+                    shared.check_epoch.store(true, Ordering::SeqCst);
+                    return Err(StoreError::Unavailable(
+                        "the board in Redis was lost and is starting over".into(),
+                    ));
+                }
+            }
+            result
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(new, id, name, message, time)| {
+                let message = Message {
+                    id,
+                    name,
+                    message,
+                    time,
+                };
+                if new == 1 {
+                    Appended::New(message)
+                } else {
+                    Appended::Repeat(message)
+                }
+            })
+            .collect())
+    }
+
+    fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+        self.range("XRANGE", format!("({id}-0"), "+".into(), limit)
+    }
+
+    fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+        if id == 0 {
+            return Ok(Vec::new());
+        }
+        let from = if id == u64::MAX {
+            "+".into()
+        } else {
+            format!("({id}-0")
+        };
+        let mut messages = self.range("XREVRANGE", from, "-".into(), limit)?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    fn last_id(&self) -> Result<u64, StoreError> {
+        Ok(self.before(u64::MAX, 1)?.last().map_or(0, |m| m.id))
+    }
+
+    fn import(&self, messages: &[Message]) -> Result<usize, StoreError> {
+        check_import_order(messages)?;
+        let mut conn = self.shared.commands.clone();
+        let key = self.shared.keys.stream.clone();
+        let length: u64 = self.call(async move { timed(conn.xlen(key)).await })?;
+        if length != 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        for chunk in messages.chunks(IMPORT_CHUNK) {
+            let shared = self.shared.clone();
+            let chunk = chunk.to_vec();
+            self.call(async move {
+                let mut invocation = shared.import.prepare_invoke();
+                invocation
+                    .key(&shared.keys.stream)
+                    .key(&shared.keys.last_id);
+                for m in &chunk {
+                    invocation
+                        .arg(m.id)
+                        .arg(&m.name)
+                        .arg(&m.message)
+                        .arg(m.time);
+                }
+                let mut conn = shared.commands.clone();
+                timed::<u64>(invocation.invoke_async(&mut conn)).await
+            })?;
+        }
+        Ok(messages.len())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Redis at {}, prefix {}",
+            self.shared.target.display_url(),
+            self.shared.target.prefix
+        )
+    }
+
+    fn follow(&self, board: &Board) -> Result<Feed, StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as the log");
+        let last = board.last_id();
+        self.shared.seen.fetch_max(last, Ordering::SeqCst);
+        runtime.spawn(self.shared.clone().tail(board.clone(), last));
+        runtime.spawn(self.shared.clone().share_presence(board.clone()));
+        Ok(Feed::Tail)
+    }
+}
+
+fn manager_config(response_timeout: Option<Duration>) -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(response_timeout.unwrap_or(COMMAND_TIMEOUT)))
+        // Reconnecting is retried by lanboard's own loops; the manager's
+        // own retries would only make a failing call wait longer.
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+/// Runs `future` on `runtime` from any thread and waits for its result.
+fn run_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    future: impl Future<Output = T> + Send + 'static,
+) -> T {
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        // The caller waits on `result` below, so it is still listening.
+        let _ = done.send(future.await);
+    });
+    // The task above always sends unless the runtime was shut down, which
+    // happens only when the log is dropped, after every call has returned.
+    result.recv().expect("the Redis runtime answers")
+}
+
+/// A command with lanboard's time limit, its error turned into a [`StoreError`].
+async fn timed<T>(command: impl Future<Output = Result<T, RedisError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+        Ok(result) => result.map_err(classify),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "Redis did not answer within {} s",
+            COMMAND_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// An error Redis answered (a refusal) is a storage error; anything else
+/// (connection refused or lost, a timeout, a Redis still loading its data)
+/// means Redis is unavailable for now.
+fn classify(error: RedisError) -> StoreError {
+    match error.code() {
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN") | None => {
+            StoreError::Unavailable(error.to_string())
+        }
+        Some(_) => StoreError::Redis(error.to_string()),
+    }
+}
+
+fn to_message(entry: &StreamId) -> Result<Message, StoreError> {
+    let bad = || {
+        StoreError::Redis(format!(
+            "stream entry {} is not a lanboard message",
+            entry.id
+        ))
+    };
+    let id = entry
+        .id
+        .split_once('-')
+        .and_then(|(id, _)| id.parse().ok())
+        .ok_or_else(bad)?;
+    Ok(Message {
+        id,
+        name: entry.get("name").ok_or_else(bad)?,
+        message: entry.get("message").ok_or_else(bad)?,
+        time: entry.get("time").ok_or_else(bad)?,
+    })
+}
+
+/// True when `version` ("7.0.15") is 6.2 or newer.
+fn at_least_6_2(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (6, 2)
+}
+
+/// 128 random bits as hex: epochs and node ids.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    // Without OS randomness the time is unique enough for an epoch or node id.
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = now.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_6_2_on_are_accepted() {
+        assert!(at_least_6_2("6.2.0"));
+        assert!(at_least_6_2("7.0.15"));
+        assert!(at_least_6_2("10.0.1"));
+        assert!(!at_least_6_2("6.0.16"));
+        assert!(!at_least_6_2("5.0.7"));
+        assert!(!at_least_6_2("unknown"));
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_masked() {
+        let target = |url: &str| RedisTarget {
+            url: url.into(),
+            prefix: "p".into(),
+        };
+        assert_eq!(
+            target("redis://:s3cret@10.0.0.5:6379/0").display_url(),
+            "redis://***@10.0.0.5:6379/0"
+        );
+        assert_eq!(
+            target("redis://127.0.0.1:6379/0").display_url(),
+            "redis://127.0.0.1:6379/0"
+        );
+    }
+}
