@@ -781,8 +781,10 @@ async fn a_killed_node_s_clients_reconnect_elsewhere_with_since_and_miss_nothing
     let mut watcher = Peer::connect("listener on A", &a.ws_url()).await;
     const POSTS: u64 = 30;
     let mut senders = Vec::new();
-    for (label, node) in [("sender on A", &a), ("sender on B", &b)] {
-        let mut peer = Peer::connect(label, &node.ws_url()).await;
+    // Both connect before either posts, so each must receive every message live.
+    let sender_a = Peer::connect("sender on A", &a.ws_url()).await;
+    let sender_b = Peer::connect("sender on B", &b.ws_url()).await;
+    for mut peer in [sender_a, sender_b] {
         senders.push(tokio::spawn(async move {
             for i in 1..=POSTS {
                 let text = format!("{} #{i}", peer.label);
@@ -1398,6 +1400,47 @@ async fn a_flushall_resets_the_board_and_later_ids_are_larger_than_any_seen() {
 async fn a_redis_restart_without_persistence_resets_the_board_and_later_ids_are_larger() {
     let mut redis = redis_or_skip!(Persistence::None);
     reset_check(&mut redis, "forgotten", Redis::restart).await;
+}
+
+/// Freezes or thaws the process `pid` (SIGSTOP, SIGCONT).
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
+    unsafe { libc::kill(pid as i32, signal) };
+}
+
+#[tokio::test]
+async fn a_node_started_after_a_flushall_gives_ids_above_every_id_clients_saw() {
+    let redis = redis_or_skip!(Persistence::None);
+    let a = Board::node(&redis.url(), "late", &[]);
+    let mut on_a = Peer::connect("client on A", &a.ws_url()).await;
+    for i in 1..=5 {
+        on_a.post(&format!("before the loss #{i}"), i).await;
+        on_a.acked(i).await;
+    }
+    let highest = acked_by(&[&on_a])
+        .iter()
+        .map(id)
+        .max()
+        .expect("five messages");
+
+    // A is slow to notice the loss (frozen here, as by a long pause or a
+    // partition) while a node that has never seen an id joins and posts.
+    signal(a.pid(), libc::SIGSTOP);
+    assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+    let c = Board::node(&redis.url(), "late", &[]);
+    let mut on_c = Peer::connect("client on C", &c.ws_url()).await;
+    on_c.post("first word of the new board", 1).await;
+    let reply = on_c.reply(1, WAIT).await;
+    signal(a.pid(), libc::SIGCONT);
+    let first = reply.unwrap_or_else(|e| panic!("the post on C was refused: {e}"));
+    assert!(
+        id(&first) > highest,
+        "after the loss C gave id {} although a client on A has seen id {highest}: {first}",
+        id(&first)
+    );
+    on_a.until("a board-reset", WAIT, |p| !p.resets.is_empty())
+        .await;
+    on_a.until_delivered(std::slice::from_ref(&first)).await;
 }
 
 #[tokio::test]
