@@ -53,6 +53,9 @@ impl Entry {
     }
 }
 
+const RESET_MESSAGE: &str =
+    "The board's history was lost on the server and has started over; reload to see it.";
+
 /// What a connection's queue carries: frames to send in order. Messages
 /// committed together travel as one item, shared by every connection, so a
 /// burst costs each connection one queue operation and one wake-up, not one
@@ -110,6 +113,10 @@ struct Shared {
     presence_changed: Notify,
     /// Connections on the board's other nodes (a Redis board), as last reported.
     elsewhere: AtomicUsize,
+    /// The history's epoch, for a store that can lose its history and begin
+    /// anew (Redis): sent in `messages-available`, so a client resuming with
+    /// an older one learns that what it shows is gone.
+    epoch: Mutex<Option<String>>,
 }
 
 struct Hub {
@@ -181,6 +188,7 @@ impl Board {
                 closed: AtomicBool::new(false),
                 presence_changed: Notify::new(),
                 elsewhere: AtomicUsize::new(0),
+                epoch: Mutex::new(None),
             }),
         };
         Ok(board)
@@ -217,15 +225,24 @@ impl Board {
         }
     }
 
-    /// Joins the board: returns the connection's subscription and its
-    /// `messages-available` frame: the newest `history` messages, or with
-    /// `since` every message after that id (at most `resume_cap`; beyond that
-    /// the newest ones, flagged as a gap).
+    /// Joins the board: returns the connection's subscription and its first
+    /// frames: `messages-available` with the newest `history` messages, or
+    /// with `since` every message after that id (at most `resume_cap`;
+    /// beyond that the newest ones, flagged as a gap). A client resuming with
+    /// an `epoch` the board no longer has gets `board-reset` first, and the
+    /// newest messages instead of those after its `since`.
     ///
     /// Blocks when the window does not reach back to `since`, to read the
     /// store: call it from a blocking context.
-    pub fn subscribe(&self, since: Option<u64>) -> Result<(Subscription, String), StoreError> {
+    pub fn subscribe(
+        &self,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<(Subscription, Vec<String>), StoreError> {
         let config = self.shared.config;
+        let current = self.shared.epoch.lock().clone();
+        let stale = matches!((epoch, &current), (Some(theirs), Some(ours)) if theirs != ours);
+        let since = if stale { None } else { since };
         let (subscription, from_window, reaches_since) = {
             let mut hub = self.shared.hub.lock();
             let (id, frames, queued) = hub.add_subscriber(config.queue);
@@ -277,8 +294,14 @@ impl Board {
                 .skip(skip)
                 .map(Entry::json),
             gap || skip > 0,
+            current.as_deref(),
         );
-        Ok((subscription, frame))
+        let mut welcome = Vec::with_capacity(2);
+        if stale {
+            welcome.push(protocol::board_reset_frame(RESET_MESSAGE));
+        }
+        welcome.push(frame);
+        Ok((subscription, welcome))
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -304,6 +327,11 @@ impl Board {
         }
     }
 
+    /// Records the history's epoch (see [`Board::reset`] for a change of it).
+    pub fn set_epoch(&self, epoch: Option<String>) {
+        *self.shared.epoch.lock() = epoch;
+    }
+
     /// The id of the newest message published.
     pub fn last_id(&self) -> u64 {
         self.shared.hub.lock().last_id
@@ -312,10 +340,10 @@ impl Board {
     /// Starts over after the store lost the history: the window becomes
     /// `recent` (the newest messages of the new history, oldest first) and
     /// every connection is told with `board-reset` that what it shows is gone.
-    pub fn reset(&self, recent: &[Message]) {
-        let item: Outgoing = Arc::new([ByteString::from(protocol::board_reset_frame(
-            "The board's history was lost on the server and has started over; reload to see it.",
-        ))]);
+    pub fn reset(&self, recent: &[Message], epoch: Option<String>) {
+        let item: Outgoing =
+            Arc::new([ByteString::from(protocol::board_reset_frame(RESET_MESSAGE))]);
+        *self.shared.epoch.lock() = epoch;
         let mut hub = self.shared.hub.lock();
         hub.window = recent.iter().map(|m| Arc::new(Entry::new(m))).collect();
         hub.complete = recent.len() < self.shared.config.window;

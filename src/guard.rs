@@ -99,8 +99,7 @@ const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 pub struct Guard {
     config: GuardConfig,
-    /// What a browser's login cookie holds: random, new at every start, so
-    /// the passphrase itself is never stored in a cookie.
+    /// What a browser's login cookie holds (see [`Guard::new`]).
     session_token: String,
     connections: Mutex<HashMap<IpAddr, usize>>,
     post_buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
@@ -126,19 +125,17 @@ impl Drop for Permit {
 }
 
 impl Guard {
-    pub fn new(config: GuardConfig) -> Guard {
-        let mut bytes = [0u8; 16];
-        // Without an OS random source the token falls back to the start
-        // time, which a stranger cannot read either; it only guards logins.
-        if getrandom::getrandom(&mut bytes).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            bytes.copy_from_slice(&nanos.to_le_bytes());
-        }
+    /// `secret` keys the login cookie: random per board, and shared by every
+    /// node of a board kept in Redis, so a cookie from one node is good on all.
+    pub fn new(config: GuardConfig, secret: &[u8]) -> Guard {
+        // The cookie is an HMAC of the passphrase: the passphrase itself is
+        // never stored in a cookie, and changing it voids every old cookie.
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let passphrase = config.password.as_deref().unwrap_or("");
+        let tag = ring::hmac::sign(&key, passphrase.as_bytes());
         Guard {
             config,
-            session_token: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            session_token: tag.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
             connections: Mutex::new(HashMap::new()),
             post_buckets: Mutex::new(HashMap::new()),
         }

@@ -3,7 +3,7 @@
 //! | route                    | answer                                           |
 //! |--------------------------|--------------------------------------------------|
 //! | `GET /`, `GET /wall`     | the page                                         |
-//! | `GET /ws[?since=<id>]`   | WebSocket, protocol v1 (see `protocol.rs`)       |
+//! | `GET /ws[?since=<id>[&epoch=<e>]]` | WebSocket, protocol v1 (see `protocol.rs`)       |
 //! | `GET /api/messages`      | JSON array of messages (`since`, `before`, `limit`) |
 //! | `POST /api/messages`     | 201 with the stored message                      |
 //! | `GET /api/info`          | the board's addresses and limits                 |
@@ -101,6 +101,8 @@ fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), Refusal> {
 #[derive(Deserialize)]
 struct ResumeQuery {
     since: Option<u64>,
+    /// The `epoch` of the `messages-available` the client resumes from.
+    epoch: Option<String>,
 }
 
 async fn upgrade(
@@ -123,9 +125,10 @@ async fn upgrade(
         ));
     };
     let board = state.board.clone();
-    let since = query.since;
+    let web::Query(ResumeQuery { since, epoch }) = query;
     // Subscribing may read the store when the client missed many messages.
-    let (subscription, welcome) = match web::block(move || board.subscribe(since)).await? {
+    let joined = web::block(move || board.subscribe(since, epoch.as_deref())).await?;
+    let (subscription, welcome) = match joined {
         Ok(joined) => joined,
         Err(error) => {
             log::error!("could not read history for a new connection: {error}");

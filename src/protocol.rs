@@ -356,10 +356,13 @@ pub fn json_array<'a>(elements: impl IntoIterator<Item = &'a str>) -> String {
 pub fn messages_available_frame<'a>(
     messages: impl IntoIterator<Item = &'a str>,
     gap: bool,
+    epoch: Option<&str>,
 ) -> String {
     let gap = if gap { r#","gap":true"# } else { "" };
+    // Epochs are hex tokens made by lanboard; serialising keeps that safe anyway.
+    let epoch = epoch.map_or(String::new(), |e| format!(r#","epoch":{}"#, to_json(e)));
     format!(
-        r#"{{"event":"messages-available","data":{}{gap}}}"#,
+        r#"{{"event":"messages-available","data":{}{gap}{epoch}}}"#,
         json_array(messages)
     )
 }
@@ -565,11 +568,13 @@ mod tests {
         );
         let json = &added[MESSAGE_ADDED_PREFIX.len()..added.len() - 1];
         let frame: Value =
-            serde_json::from_str(&messages_available_frame([json, json], false)).unwrap();
+            serde_json::from_str(&messages_available_frame([json, json], false, None)).unwrap();
         assert_eq!(frame["data"].as_array().unwrap().len(), 2);
         assert_eq!(frame.get("gap"), None);
-        let frame: Value = serde_json::from_str(&messages_available_frame([json], true)).unwrap();
+        let frame: Value =
+            serde_json::from_str(&messages_available_frame([json], true, Some("e1"))).unwrap();
         assert_eq!(frame["gap"], true);
+        assert_eq!(frame["epoch"], "e1");
         let frame: Value =
             serde_json::from_str(&older_messages_frame([json], true, Some(4))).unwrap();
         assert_eq!(

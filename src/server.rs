@@ -18,7 +18,7 @@ use crate::http::{self, AppState};
 use crate::net::{self, ShareUrl};
 use crate::session::SessionConfig;
 use crate::store::{
-    Access, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
+    random_token, Access, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
 };
 use crate::writer::Writer;
 
@@ -118,6 +118,7 @@ impl Server {
             Storage::Redis(target) => Arc::new(RedisLog::open(target)?),
         };
         let storage = log.describe();
+        let secret = log.shared_secret(&random_token())?;
         let board = Board::open(log.clone(), BoardConfig::with_history(config.history))?;
         let feed = log.follow(&board)?;
         let writer = Writer::start(board.clone(), feed);
@@ -159,7 +160,7 @@ impl Server {
             writer,
             session: config.session,
             urls: urls.iter().map(|u| u.url.clone()).collect(),
-            guard: Arc::new(Guard::new(config.guard.clone())),
+            guard: Arc::new(Guard::new(config.guard.clone(), secret.as_bytes())),
         });
         let mut server = HttpServer::new(move || {
             App::new()

@@ -71,7 +71,9 @@ pub struct Connection {
     pub stream: actix_ws::MessageStream,
     pub subscription: Subscription,
     /// The `messages-available` frame, sent first.
-    pub welcome: String,
+    /// The first frames: `messages-available` (after `board-reset` when the
+    /// client resumed from a history that is gone).
+    pub welcome: Vec<String>,
     pub board: Board,
     pub writer: Writer,
     pub config: SessionConfig,
@@ -117,8 +119,10 @@ pub async fn run(connection: Connection) {
     let mut last_heard = Instant::now();
 
     let end = 'connection: {
-        if !send(&mut session, welcome.into(), config.client_timeout).await {
-            break 'connection End::Gone;
+        for frame in welcome {
+            if !send(&mut session, frame.into(), config.client_timeout).await {
+                break 'connection End::Gone;
+            }
         }
         loop {
             tokio::select! {

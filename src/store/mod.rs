@@ -56,6 +56,11 @@ pub trait Log: Send + Sync + 'static {
     fn import(&self, messages: &[Message]) -> Result<usize, StoreError>;
     /// Where the history lives, for the startup banner.
     fn describe(&self) -> String;
+    /// A secret made once for the board and the same for every process
+    /// serving it: `fresh` (random) unless the board already has one.
+    fn shared_secret(&self, fresh: &str) -> Result<String, StoreError> {
+        Ok(fresh.to_owned())
+    }
     /// Starts the live feed into `board` and says how new messages will reach it.
     fn follow(&self, _board: &Board) -> Result<Feed, StoreError> {
         Ok(Feed::Writer)
@@ -94,6 +99,19 @@ impl Appended {
             Appended::New(message) | Appended::Repeat(message) => message,
         }
     }
+}
+
+/// 128 random bits as hex: epochs, node ids and secrets.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    // Without OS randomness the time is unique enough for an epoch or node id.
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = now.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks that exported messages can be imported: strictly increasing ids.

@@ -11,6 +11,7 @@
 //!   id, remembered for a day of message time and expiring after a day.
 //! - `P:nodes` and `P:node:<node>`: each node's connection count, refreshed
 //!   every second and expiring after a few, for presence across nodes.
+//! - `P:secret`: a random key shared by the nodes for the login cookie.
 //!
 //! Writes go through one Lua script run with EVALSHA ([`APPEND`]): it checks
 //! the epoch, answers repeated cids with the original, and gives each new
@@ -34,7 +35,7 @@ use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
-use super::{check_import_order, Appended, Feed, Log, StoreError, CID_MEMORY_MS};
+use super::{check_import_order, random_token, Appended, Feed, Log, StoreError, CID_MEMORY_MS};
 use crate::board::Board;
 use crate::protocol::{Draft, Message};
 
@@ -85,6 +86,7 @@ struct Keys {
     cid: String,
     nodes: String,
     node: String,
+    secret: String,
 }
 
 impl Keys {
@@ -96,6 +98,7 @@ impl Keys {
             cid: format!("{prefix}:cid:"),
             nodes: format!("{prefix}:nodes"),
             node: format!("{prefix}:node:"),
+            secret: format!("{prefix}:secret"),
         }
     }
 }
@@ -189,9 +192,30 @@ return last
 /// The board in Redis. See the module documentation.
 pub struct RedisLog {
     shared: Arc<Shared>,
-    /// Owned here and shut down without waiting when the log is dropped,
-    /// which may happen on an async worker, where a blocking drop would panic.
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Background,
+}
+
+/// The log's tokio runtime, shut down without waiting when dropped: the log
+/// may be dropped (or fail to open) on an async worker, where dropping a
+/// runtime the usual, blocking way panics.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        // Only `drop` takes the runtime out.
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as the log")
+            .handle()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 struct Shared {
@@ -216,12 +240,14 @@ impl RedisLog {
     /// Connects, checks that this Redis can hold a board safely, and joins
     /// (or creates) the board under the target's prefix.
     pub fn open(target: &RedisTarget) -> Result<RedisLog, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lanboard-redis")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Redis(format!("could not start the Redis client: {e}")))?;
+        let runtime = Background(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("lanboard-redis")
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Redis(format!("could not start the Redis client: {e}")))?,
+        ));
         let unreachable = |reason: String| StoreError::RedisUnreachable {
             url: target.display_url(),
             reason,
@@ -250,10 +276,7 @@ impl RedisLog {
             presence: Script::new(PRESENCE),
             import: Script::new(IMPORT),
         });
-        let log = RedisLog {
-            shared,
-            runtime: Some(runtime),
-        };
+        let log = RedisLog { shared, runtime };
         log.check_server()?;
         let shared = log.shared.clone();
         let epoch = log.call(async move { shared.current_epoch().await })?;
@@ -267,9 +290,15 @@ impl RedisLog {
     fn check_server(&self) -> Result<(), StoreError> {
         let url = self.shared.target.display_url();
         let mut conn = self.shared.commands.clone();
-        let info: String = self.call(async move {
-            timed(redis::cmd("INFO").arg("server").query_async(&mut conn)).await
-        })?;
+        // The first command: a wrong password or a refused connection shows here.
+        let info: String = self
+            .call(
+                async move { timed(redis::cmd("INFO").arg("server").query_async(&mut conn)).await },
+            )
+            .map_err(|e| StoreError::RedisUnreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
         let version = info
             .lines()
             .find_map(|line| line.strip_prefix("redis_version:"))
@@ -318,14 +347,7 @@ impl RedisLog {
 
     /// Runs `future` on the log's runtime and waits for its result.
     fn call<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> T {
-        let runtime = self.runtime.as_ref();
-        // The runtime is only taken out in `drop`.
-        run_on(
-            runtime
-                .expect("the runtime lives as long as the log")
-                .handle(),
-            future,
-        )
+        run_on(self.runtime.handle(), future)
     }
 
     fn range(
@@ -358,17 +380,14 @@ impl RedisLog {
 
 impl Drop for RedisLog {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            let shared = self.shared.clone();
-            // Leaving at once takes this node out of the presence count now
-            // rather than when its entry expires; best effort only.
-            let _ = run_on(runtime.handle(), async move {
-                let mut conn = shared.commands.clone();
-                let key = format!("{}{}", shared.keys.node, shared.node);
-                tokio::time::timeout(Duration::from_millis(300), conn.del::<_, ()>(key)).await
-            });
-            runtime.shutdown_background();
-        }
+        let shared = self.shared.clone();
+        // Leaving at once takes this node out of the presence count now
+        // rather than when its entry expires; best effort only.
+        let _ = self.call(async move {
+            let mut conn = shared.commands.clone();
+            let key = format!("{}{}", shared.keys.node, shared.node);
+            tokio::time::timeout(Duration::from_millis(300), conn.del::<_, ()>(key)).await
+        });
     }
 }
 
@@ -521,8 +540,8 @@ impl Shared {
             self.target.display_url()
         );
         let last = recent.last().map_or(0, |m| m.id);
-        *self.epoch.lock() = epoch;
-        board.reset(&recent);
+        *self.epoch.lock() = epoch.clone();
+        board.reset(&recent, Some(epoch));
         Ok(Some(last))
     }
 
@@ -661,13 +680,28 @@ impl Log for RedisLog {
         )
     }
 
+    fn shared_secret(&self, fresh: &str) -> Result<String, StoreError> {
+        let mut conn = self.shared.commands.clone();
+        let key = self.shared.keys.secret.clone();
+        let fresh = fresh.to_owned();
+        self.call(async move {
+            let _: Option<String> = timed(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(fresh)
+                    .arg("NX")
+                    .query_async(&mut conn),
+            )
+            .await?;
+            timed(conn.get(&key)).await
+        })
+    }
+
     fn follow(&self, board: &Board) -> Result<Feed, StoreError> {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("the runtime lives as long as the log");
+        let runtime = self.runtime.handle();
         let last = board.last_id();
         self.shared.seen.fetch_max(last, Ordering::SeqCst);
+        board.set_epoch(Some(self.shared.epoch.lock().clone()));
         runtime.spawn(self.shared.clone().tail(board.clone(), last));
         runtime.spawn(self.shared.clone().share_presence(board.clone()));
         Ok(Feed::Tail)
@@ -748,19 +782,6 @@ fn at_least_6_2(version: &str) -> bool {
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     (major, minor) >= (6, 2)
-}
-
-/// 128 random bits as hex: epochs and node ids.
-fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    // Without OS randomness the time is unique enough for an epoch or node id.
-    if getrandom::getrandom(&mut bytes).is_err() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = now.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
