@@ -169,6 +169,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("Redis error: {0}")]
     Redis(String),
+    /// The Redis board was just begun and takes posts after this wait.
+    #[error("the board is starting; posts are taken in {0:?}")]
+    Young(std::time::Duration),
 }
 
 impl StoreError {

@@ -7,6 +7,7 @@
 //! - `P:last-id`: the last id given out.
 //! - `P:epoch`: a random token made when the board was created. If it
 //!   vanishes, the board was lost (FLUSHALL, a restart without persistence).
+//!   `P:epoch-born`: when, on Redis's clock.
 //! - `P:cid:<cid>`: `"<id> <time>"` of the message posted with that client
 //!   id, remembered for a day of message time and expiring after a day.
 //! - `P:nodes` and `P:node:<node>`: each node's connection count, refreshed
@@ -26,7 +27,7 @@
 //! actix's blocking pool and even (at startup) an async worker alike.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,10 +53,17 @@ const TAIL_BATCH: usize = 1024;
 /// How often the tail checks that the board's epoch is still the one it knows.
 const EPOCH_CHECK: Duration = Duration::from_secs(1);
 /// How often each node publishes its connection count and reads the others'.
-const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+const PRESENCE_EVERY: Duration = Duration::from_millis(500);
 /// A node's count expires after this long without a refresh (a killed node
 /// stops counting within seconds).
 const PRESENCE_TTL: Duration = Duration::from_secs(5);
+/// A new board (or one begun anew after it was lost) takes posts only once
+/// it is this old, so that every running node has raised `last-id` to the
+/// ids its clients saw (it does so every [`PRESENCE_EVERY`]).
+const YOUNG_BOARD: Duration = Duration::from_millis(1200);
+/// A write is sent with a deadline this much shorter than the time the node
+/// waits for it, so that one Redis only gets to late never stores anything.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 /// Messages an import sends in one script call.
 const IMPORT_CHUNK: usize = 500;
 
@@ -83,6 +91,7 @@ struct Keys {
     stream: String,
     last_id: String,
     epoch: String,
+    epoch_born: String,
     cid: String,
     nodes: String,
     node: String,
@@ -95,6 +104,7 @@ impl Keys {
             stream: format!("{prefix}:messages"),
             last_id: format!("{prefix}:last-id"),
             epoch: format!("{prefix}:epoch"),
+            epoch_born: format!("{prefix}:epoch-born"),
             cid: format!("{prefix}:cid:"),
             nodes: format!("{prefix}:nodes"),
             node: format!("{prefix}:node:"),
@@ -103,18 +113,37 @@ impl Keys {
     }
 }
 
-/// Appends a batch. KEYS: stream, last-id, epoch. ARGV: the epoch the node
-/// knows, the time, the cid key prefix, the cid memory in seconds, then
+/// Redis's clock in milliseconds, as Lua sees it.
+const LUA_NOW: &str = "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// Appends a batch. KEYS: stream, last-id, epoch, epoch-born. ARGV: the epoch
+/// the node knows, the time, the cid key prefix, the cid memory in seconds,
+/// the deadline (Redis clock, ms), the young-board wait (ms), then
 /// `name, message, cid` per draft (cid "" for none). Returns one
 /// `{new, id, name, message, time}` row per draft; `new` is 0 for a repeated
 /// cid, whose row is the original message.
+///
+/// Past the deadline the node has already told its posters
+/// `storage-unavailable`: a script that only runs then (Redis was frozen with
+/// the command in its socket) stores nothing, so a refused post never
+/// appears. A board younger than the wait refuses too, with the time left:
+/// see [`EPOCH`].
 const APPEND: &str = r#"
+if now > tonumber(ARGV[5]) then
+  return redis.error_reply('LANBOARD_LATE the node stopped waiting for this write')
+end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return redis.error_reply('LANBOARD_EPOCH the board was reset')
 end
+local born = tonumber(redis.call('GET', KEYS[4]) or '0')
+if now - born < tonumber(ARGV[6]) then
+  return redis.error_reply('LANBOARD_YOUNG ' .. string.format('%d', born + tonumber(ARGV[6]) - now))
+end
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local rows = {}
-for i = 5, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local name, message, cid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local row = nil
   if cid ~= '' then
@@ -145,9 +174,15 @@ return rows
 "#;
 
 /// Returns the board's epoch, creating it when the board is new or was lost.
-/// KEYS: epoch, last-id, stream. ARGV: a fresh epoch, the highest id this node
-/// has seen. A new epoch starts its ids above both the stream's newest id and
-/// what this node has seen, so an id a client has seen is not given out again.
+/// KEYS: epoch, last-id, stream, epoch-born. ARGV: a fresh epoch, the
+/// highest id this node has seen.
+///
+/// A new epoch starts its ids above the stream's newest id and what this node
+/// has seen. Other nodes that are still running saw ids too, which this node
+/// cannot know: each of them raises `last-id` to what it has seen every
+/// [`PRESENCE_EVERY`] (see [`PRESENCE`]), and a new board takes posts only
+/// once it is [`YOUNG_BOARD`] old, so an id a client has seen is not given out
+/// again by the new board.
 const EPOCH: &str = r#"
 local epoch = redis.call('GET', KEYS[1])
 if epoch then return epoch end
@@ -161,11 +196,13 @@ local seen = tonumber(ARGV[2])
 if seen > last then last = seen end
 redis.call('SET', KEYS[2], string.format('%d', last))
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[4], string.format('%d', now))
 return ARGV[1]
 "#;
 
-/// Records this node's connection count and returns the board's total.
-/// KEYS: the node set. ARGV: node key prefix, node id, count, ttl in ms.
+/// Records this node's connection count and the highest id it has seen;
+/// returns the board's total count and Redis's clock. KEYS: the node set,
+/// last-id. ARGV: node key prefix, node id, count, ttl in ms, seen id.
 const PRESENCE: &str = r#"
 redis.call('SET', ARGV[1] .. ARGV[2], ARGV[3], 'PX', ARGV[4])
 redis.call('SADD', KEYS[1], ARGV[2])
@@ -174,7 +211,10 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local count = redis.call('GET', ARGV[1] .. node)
   if count then total = total + tonumber(count) else redis.call('SREM', KEYS[1], node) end
 end
-return total
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[5]) then
+  redis.call('SET', KEYS[2], ARGV[5])
+end
+return {total, now}
 "#;
 
 /// Loads exported messages into an empty board. KEYS: stream, last-id.
@@ -227,6 +267,8 @@ struct Shared {
     epoch: Mutex<String>,
     /// The highest id this node has seen: where a new epoch starts counting.
     seen: AtomicU64,
+    /// Redis's clock minus ours, in ms: write deadlines are on Redis's clock.
+    clock_offset: AtomicI64,
     /// Set by a write that found the epoch changed, so the tail checks at once.
     check_epoch: AtomicBool,
     node: String,
@@ -269,15 +311,25 @@ impl RedisLog {
             commands,
             epoch: Mutex::new(String::new()),
             seen: AtomicU64::new(0),
+            clock_offset: AtomicI64::new(0),
             check_epoch: AtomicBool::new(false),
             node: random_token(),
-            append: Script::new(APPEND),
-            epoch_script: Script::new(EPOCH),
-            presence: Script::new(PRESENCE),
+            append: Script::new(&format!("{LUA_NOW}{APPEND}")),
+            epoch_script: Script::new(&format!("{LUA_NOW}{EPOCH}")),
+            presence: Script::new(&format!("{LUA_NOW}{PRESENCE}")),
             import: Script::new(IMPORT),
         });
         let log = RedisLog { shared, runtime };
         log.check_server()?;
+        let shared = log.shared.clone();
+        log.call(async move {
+            let mut conn = shared.commands.clone();
+            let asked = now_ms();
+            let (seconds, micros): (i64, i64) =
+                timed(redis::cmd("TIME").query_async(&mut conn)).await?;
+            shared.note_clock(asked, seconds * 1000 + micros / 1000);
+            Ok::<(), StoreError>(())
+        })?;
         let shared = log.shared.clone();
         let epoch = log.call(async move { shared.current_epoch().await })?;
         *log.shared.epoch.lock() = epoch;
@@ -392,6 +444,59 @@ impl Drop for RedisLog {
 }
 
 impl Shared {
+    /// One run of the append script; see [`APPEND`].
+    async fn try_append(
+        &self,
+        drafts: &[Draft],
+        time: i64,
+    ) -> Result<Vec<(i64, u64, String, String, i64)>, StoreError> {
+        let deadline = now_ms()
+            + self.clock_offset.load(Ordering::Relaxed)
+            + (COMMAND_TIMEOUT - DEADLINE_MARGIN).as_millis() as i64;
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(&self.keys.stream)
+            .key(&self.keys.last_id)
+            .key(&self.keys.epoch)
+            .key(&self.keys.epoch_born)
+            .arg(self.epoch.lock().as_str())
+            .arg(time)
+            .arg(&self.keys.cid)
+            .arg(CID_MEMORY_MS / 1000)
+            .arg(deadline)
+            .arg(YOUNG_BOARD.as_millis() as u64);
+        for draft in drafts {
+            invocation
+                .arg(draft.name())
+                .arg(draft.message())
+                .arg(draft.cid().unwrap_or(""));
+        }
+        let mut conn = self.commands.clone();
+        match timed(invocation.invoke_async(&mut conn)).await {
+            Err(StoreError::Redis(e)) if e.contains("LANBOARD_EPOCH") => {
+                // The board was lost: the tail resets this node and its
+                // clients; until then posts wait like in any outage.
+                self.check_epoch.store(true, Ordering::SeqCst);
+                Err(StoreError::Unavailable(
+                    "the board in Redis was lost and is starting over".into(),
+                ))
+            }
+            Err(StoreError::Redis(e)) if e.contains("LANBOARD_YOUNG") => {
+                let left = e
+                    .split_whitespace()
+                    .find_map(|word| word.parse::<u64>().ok())
+                    .unwrap_or(100);
+                Err(StoreError::Young(Duration::from_millis(
+                    left.clamp(1, 2000),
+                )))
+            }
+            Err(StoreError::Redis(e)) if e.contains("LANBOARD_LATE") => {
+                Err(StoreError::Unavailable(e))
+            }
+            other => other,
+        }
+    }
+
     /// The board's epoch, created if the board is new or was lost.
     async fn current_epoch(&self) -> Result<String, StoreError> {
         let mut conn = self.commands.clone();
@@ -400,6 +505,7 @@ impl Shared {
                 .key(&self.keys.epoch)
                 .key(&self.keys.last_id)
                 .key(&self.keys.stream)
+                .key(&self.keys.epoch_born)
                 .arg(random_token())
                 .arg(self.seen.load(Ordering::SeqCst))
                 .invoke_async(&mut conn),
@@ -545,24 +651,37 @@ impl Shared {
         Ok(Some(last))
     }
 
-    /// Every second: this node's count in, the board's total out.
+    /// Remembers how far Redis's clock is from ours, from a command sent at
+    /// `asked` (our clock) that Redis ran at `redis_now` (its clock).
+    fn note_clock(&self, asked: i64, redis_now: i64) {
+        let answered = now_ms();
+        let offset = redis_now - (asked + answered) / 2;
+        self.clock_offset.store(offset, Ordering::Relaxed);
+    }
+
+    /// Every [`PRESENCE_EVERY`]: this node's count and highest id in, the
+    /// board's total count and Redis's clock out.
     async fn share_presence(self: Arc<Self>, board: Board) {
         let ttl = PRESENCE_TTL.as_millis() as u64;
         while !board.is_closed() {
             let local = board.local_online();
             let mut conn = self.commands.clone();
-            let total: Result<u64, StoreError> = timed(
+            let asked = now_ms();
+            let answer: Result<(u64, i64), StoreError> = timed(
                 self.presence
                     .key(&self.keys.nodes)
+                    .key(&self.keys.last_id)
                     .arg(&self.keys.node)
                     .arg(&self.node)
                     .arg(local)
                     .arg(ttl)
+                    .arg(self.seen.load(Ordering::SeqCst))
                     .invoke_async(&mut conn),
             )
             .await;
-            if let Ok(total) = total {
+            if let Ok((total, redis_now)) = answer {
                 board.set_elsewhere((total as usize).saturating_sub(local));
+                self.note_clock(asked, redis_now);
             }
             tokio::time::sleep(PRESENCE_EVERY).await;
         }
@@ -573,34 +692,22 @@ impl Log for RedisLog {
     fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
         let shared = self.shared.clone();
         let rows: Vec<(i64, u64, String, String, i64)> = self.call(async move {
-            let mut invocation = shared.append.prepare_invoke();
-            invocation
-                .key(&shared.keys.stream)
-                .key(&shared.keys.last_id)
-                .key(&shared.keys.epoch)
-                .arg(shared.epoch.lock().as_str())
-                .arg(time)
-                .arg(&shared.keys.cid)
-                .arg(CID_MEMORY_MS / 1000);
-            for draft in &drafts {
-                invocation
-                    .arg(draft.name())
-                    .arg(draft.message())
-                    .arg(draft.cid().unwrap_or(""));
-            }
-            let mut conn = shared.commands.clone();
-            let result = timed(invocation.invoke_async(&mut conn)).await;
-            if let Err(StoreError::Redis(e)) = &result {
-                if e.contains("LANBOARD_EPOCH") {
-                    // The board was lost: the tail resets this node and its
-                    // clients; until then posts wait like in any outage.
-                    shared.check_epoch.store(true, Ordering::SeqCst);
-                    return Err(StoreError::Unavailable(
-                        "the board in Redis was lost and is starting over".into(),
-                    ));
+            let started = Instant::now();
+            loop {
+                match shared.try_append(&drafts, time).await {
+                    // A board just begun: wait until every node had its
+                    // say on the ids (see EPOCH), within the usual time limit.
+                    Err(StoreError::Young(wait)) if started.elapsed() + wait < COMMAND_TIMEOUT => {
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(StoreError::Young(_)) => {
+                        return Err(StoreError::Unavailable(
+                            "the board in Redis is starting; try again in a moment".into(),
+                        ))
+                    }
+                    other => return other,
                 }
             }
-            result
         })?;
         Ok(rows
             .into_iter()
@@ -706,6 +813,12 @@ impl Log for RedisLog {
         runtime.spawn(self.shared.clone().share_presence(board.clone()));
         Ok(Feed::Tail)
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn manager_config(response_timeout: Option<Duration>) -> redis::aio::ConnectionManagerConfig {
