@@ -375,16 +375,19 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
     let mut runs: Vec<Run> = Vec::new();
     let mut summaries: Vec<Summary> = Vec::new();
     for scenario in SCENARIOS.iter().filter(|s| knobs.wants(s.id)) {
-        for &kind in &kinds {
-            let messages = knobs.messages.unwrap_or(if knobs.quick {
-                scenario.quick
-            } else if kind == Kind::Original {
-                scenario.original
-            } else {
-                scenario.lanboard
-            });
-            let mut these = Vec::new();
-            for run in 1..=knobs.runs {
+        // Rounds of one run per board, rather than all runs of one board in
+        // a row: on a shared machine a neighbour's busy minute then costs
+        // every board a run, not one board its median.
+        let mut by_kind: Vec<Vec<Run>> = vec![Vec::new(); kinds.len()];
+        for run in 1..=knobs.runs {
+            for (&kind, these) in kinds.iter().zip(&mut by_kind) {
+                let messages = knobs.messages.unwrap_or(if knobs.quick {
+                    scenario.quick
+                } else if kind == Kind::Original {
+                    scenario.original
+                } else {
+                    scenario.lanboard
+                });
                 eprint!(
                     "scenario {} {} on {}, run {run}/{}: ",
                     scenario.id,
@@ -398,6 +401,8 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
                 eprintln!("{}", result.line());
                 these.push(result);
             }
+        }
+        for these in by_kind {
             summaries.extend(report::summarise(&these));
             runs.extend(these);
         }
