@@ -315,8 +315,8 @@ pub fn notable(log: &str) -> Vec<String> {
 /// lanboard nodes and the `redis-server` they share. Dropping it stops them
 /// all, the nodes first (fields drop in order), so no node sees Redis vanish.
 pub struct Deployment {
-    pub nodes: Vec<Server>,
-    pub redis: Option<Server>,
+    nodes: Vec<Server>,
+    redis: Option<Server>,
     /// The role of a single board in the tables; nodes are "node 1", ...
     single_role: &'static str,
 }
