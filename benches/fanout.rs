@@ -1,6 +1,7 @@
 //! `cargo bench --bench fanout`: a fan-out load generator that measures the
-//! real release binary of lanboard, with durable history and with `--memory`,
-//! against the original Socket.IO board, over loopback WebSockets.
+//! real release binary of lanboard, with durable history, with `--memory` and
+//! as several nodes sharing one board in Redis, against the original
+//! Socket.IO board, over loopback WebSockets.
 //!
 //! # Layout
 //! - this file: the knobs (environment variables), the scenarios, and the
@@ -11,6 +12,7 @@
 //! - `fanout/client.rs`: one client: joining, then sending and recording.
 //! - `fanout/check.rs`: every client got every message once, in one order.
 //! - `fanout/servers.rs`: the boards as child processes, pinning, `/proc`.
+//! - `fanout/redis.rs`: the `redis-server` that the nodes of a run share.
 //! - `fanout/report.rs`: medians, the tables and the JSON document.
 //!
 //! # Scenarios
@@ -20,9 +22,25 @@
 //! 4. idle memory: server RSS per connection with 1,000 and 10,000 clients.
 //! 5. growth: a new client's history on a big board, and lanboard's start time.
 //!
+//! # Several nodes
+//! `FANOUT_SERVERS=redis1,redis2,redis3` measures scenarios 1 to 3 on 1, 2
+//! and 3 lanboard nodes sharing one board in Redis. Each run starts a fresh
+//! `redis-server` from the PATH (free loopback port, its own folder,
+//! `--save "" --appendonly yes --appendfsync everysec`) and the nodes with
+//! `--redis redis://127.0.0.1:PORT/0 --redis-prefix fanout-<pid>-<run>`, and
+//! stops them all afterwards. Client `i` joins node `i % N`, so the senders
+//! (the first clients) are spread too; every delivery's latency is recorded
+//! overall and as same-node (the receiver is on its sender's node) or
+//! cross-node, and the exactly-once, one-order check covers all clients on
+//! all nodes. The nodes and `redis-server` share the server core; CPU time
+//! and RSS are reported for each process. Without `redis-server` (6.2 or
+//! newer), or with a lanboard build without `--redis`, these kinds are
+//! skipped with a message. Scenarios 4 and 5 measure one process and skip them.
+//!
 //! # Knobs (environment variables)
 //! - `FANOUT_SCENARIOS=1,2,3`: which scenarios (default all five).
-//! - `FANOUT_SERVERS=lanboard,memory,original`: which boards (default all).
+//! - `FANOUT_SERVERS=lanboard,memory,original`: which boards (default these
+//!   three); `redisN` adds N lanboard nodes on Redis (`redis1,redis2,redis3`).
 //! - `FANOUT_RUNS=3`: runs of each of scenarios 1 to 3 (medians are quoted).
 //! - `FANOUT_QUICK=1`: small sizes and one run, for a smoke test.
 //! - `FANOUT_M=N`: messages per sender in scenarios 1 to 3.
@@ -44,6 +62,8 @@ mod check;
 mod client;
 #[path = "fanout/dialect.rs"]
 mod dialect;
+#[path = "fanout/redis.rs"]
+mod redis;
 #[path = "fanout/report.rs"]
 mod report;
 #[path = "fanout/servers.rs"]
@@ -59,14 +79,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
-use client::{Phase, Plan, Shared};
+use client::{Latencies, Phase, Plan, Shared};
 use dialect::Dialect;
-use report::{Growth, Idle, Latency, Run, Summary};
-use servers::{Kind, Lanboard, Original, Pinning, Server};
+use report::{Growth, Idle, Latency, Run, Summary, Usage};
+use servers::{Deployment, Kind, Lanboard, Original, Pinning, Process, Server, Storage};
 use wire::Socket;
 
 /// Connections being opened at once, unless `FANOUT_CONNECT_CONCURRENCY`
@@ -170,18 +189,20 @@ impl Knobs {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let all = [Kind::Lanboard, Kind::LanboardMemory, Kind::Original];
         let kinds = match var("FANOUT_SERVERS") {
-            None => all.to_vec(),
-            Some(list) => {
-                list.split(',')
-                    .map(|s| {
-                        all.into_iter().find(|k| k.key() == s.trim()).ok_or_else(|| {
-                        format!("FANOUT_SERVERS: {s:?} is not one of lanboard, memory, original")
+            None => vec![Kind::Lanboard, Kind::LanboardMemory, Kind::Original],
+            Some(list) => list
+                .split(',')
+                .map(|s| {
+                    Kind::parse(s.trim()).ok_or_else(|| {
+                        format!(
+                            "FANOUT_SERVERS: {s:?} is not one of lanboard, memory, original, \
+                             redisN (N lanboard nodes on Redis, 1 to {})",
+                            servers::MAX_NODES
+                        )
                     })
-                    })
-                    .collect::<Result<_, _>>()?
-            }
+                })
+                .collect::<Result<_, _>>()?,
         };
         let target = var("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
         Ok(Knobs {
@@ -222,6 +243,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Read before anything starts, so the load average is the neighbours'.
+    let machine = servers::machine();
     let open_files = servers::raise_open_files();
     let pinning = Pinning::apply(knobs.pin);
     let workers = pinning.generator.len().max(1);
@@ -239,11 +262,12 @@ fn main() -> ExitCode {
         }
     };
     println!("fanout: self-check passed (wire, dialects, exactly-once/order checker)");
+    println!("fanout: machine: {machine}");
     println!(
         "fanout: {}; tokio multi-thread runtime with {workers} worker(s); open-file limit {open_files}",
         pinning.describe()
     );
-    runtime.block_on(bench(knobs, pinning, workers))
+    runtime.block_on(bench(knobs, pinning, workers, machine))
 }
 
 /// Runs every self-check; panics on the first failure.
@@ -251,8 +275,10 @@ fn self_check() {
     wire::self_check();
     dialect::self_check();
     check::self_check();
+    client::self_check();
     report::self_check();
     servers::self_check();
+    redis::self_check();
 }
 
 /// Whether the original board can be measured, and if not, why.
@@ -262,7 +288,15 @@ enum OriginalState {
     Skipped(String),
 }
 
-async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
+/// Whether lanboard nodes on Redis can be measured, and if not, why.
+enum RedisState {
+    NotWanted,
+    /// The version of the `redis-server` on the PATH.
+    Ready(String),
+    Skipped(String),
+}
+
+async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) -> ExitCode {
     let scratch = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(e) => {
@@ -292,11 +326,37 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
     } else {
         OriginalState::NotWanted
     };
+    let redis_state = if knobs.kinds.iter().any(|k| matches!(k, Kind::Redis(_))) {
+        let ready = if lanboard.redis_flag {
+            redis::version()
+        } else {
+            Err(format!("{} has no --redis flag", lanboard.binary.display()))
+        };
+        match ready {
+            Ok(version) => {
+                println!(
+                    "fanout: redis-server {version} for the Redis boards, started fresh for every run \
+                     (appendonly yes, appendfsync everysec, no snapshots)"
+                );
+                RedisState::Ready(version)
+            }
+            Err(why) => {
+                println!("fanout: SKIPPING the Redis boards: {why}");
+                RedisState::Skipped(why)
+            }
+        }
+    } else {
+        RedisState::NotWanted
+    };
     let kinds: Vec<Kind> = knobs
         .kinds
         .iter()
         .copied()
-        .filter(|k| *k != Kind::Original || matches!(original_state, OriginalState::Ready(_)))
+        .filter(|k| match k {
+            Kind::Original => matches!(original_state, OriginalState::Ready(_)),
+            Kind::Redis(_) => matches!(redis_state, RedisState::Ready(_)),
+            Kind::Lanboard | Kind::LanboardMemory => true,
+        })
         .collect();
     let original = match &original_state {
         OriginalState::Ready(original) => Some(original),
@@ -315,16 +375,19 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
     let mut runs: Vec<Run> = Vec::new();
     let mut summaries: Vec<Summary> = Vec::new();
     for scenario in SCENARIOS.iter().filter(|s| knobs.wants(s.id)) {
-        for &kind in &kinds {
-            let messages = knobs.messages.unwrap_or(if knobs.quick {
-                scenario.quick
-            } else if kind == Kind::Original {
-                scenario.original
-            } else {
-                scenario.lanboard
-            });
-            let mut these = Vec::new();
-            for run in 1..=knobs.runs {
+        // Rounds of one run per board, rather than all runs of one board in
+        // a row: on a shared machine a neighbour's busy minute then costs
+        // every board a run, not one board its median.
+        let mut by_kind: Vec<Vec<Run>> = vec![Vec::new(); kinds.len()];
+        for run in 1..=knobs.runs {
+            for (&kind, these) in kinds.iter().zip(&mut by_kind) {
+                let messages = knobs.messages.unwrap_or(if knobs.quick {
+                    scenario.quick
+                } else if kind == Kind::Original {
+                    scenario.original
+                } else {
+                    scenario.lanboard
+                });
                 eprint!(
                     "scenario {} {} on {}, run {run}/{}: ",
                     scenario.id,
@@ -338,11 +401,22 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
                 eprintln!("{}", result.line());
                 these.push(result);
             }
+        }
+        for these in by_kind {
             summaries.extend(report::summarise(&these));
             runs.extend(these);
         }
     }
 
+    let single: Vec<Kind> = kinds
+        .iter()
+        .copied()
+        .filter(|k| !matches!(k, Kind::Redis(_)))
+        .collect();
+    if single.len() < kinds.len() && (knobs.wants(4) || knobs.wants(5)) {
+        println!("fanout: scenarios 4 and 5 measure one server process; the Redis boards are measured in scenarios 1 to 3 only");
+    }
+    let kinds = single;
     let mut idle = Vec::new();
     if knobs.wants(4) {
         let sizes: &[usize] = if knobs.quick {
@@ -373,7 +447,7 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
         }
         for &kind in &kinds {
             let sizes: &[u64] = match (kind, knobs.quick) {
-                (Kind::LanboardMemory, _) => &[],
+                (Kind::LanboardMemory | Kind::Redis(_), _) => &[],
                 (Kind::Lanboard, false) => &[100, 1_000_000],
                 (Kind::Lanboard, true) => &[100, 10_000],
                 (Kind::Original, false) => &[100, 100_000],
@@ -401,6 +475,7 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
     }
 
     println!();
+    println!("machine: {machine}");
     println!(
         "fanout results ({}; {} run(s) per scenario, medians; {})",
         pinning.describe(),
@@ -414,9 +489,32 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
     if let OriginalState::Skipped(why) = &original_state {
         println!("The original board was SKIPPED ({why}), so there are no ratios.");
     }
+    if let RedisState::Skipped(why) = &redis_state {
+        println!("The Redis boards were SKIPPED ({why}).");
+    }
     if !summaries.is_empty() {
-        println!("\nScenarios 1-3 (latency from send to each receiver; CPU s = server CPU time during the run):");
+        println!(
+            "\nScenarios 1-3 (latency from send to each receiver; CPU s = CPU time of all \
+             server processes from first send to last delivery; RSS summed at the end):"
+        );
         print!("{}", report::throughput_table(&summaries));
+    }
+    if summaries.iter().any(|s| matches!(s.kind, Kind::Redis(_))) {
+        println!(
+            "\nScenarios 1-3 by node (client i joins node i % N, senders too; same node: the \
+             receiver is on its sender's node; vs SQLite: deliveries/s over one lanboard on SQLite):"
+        );
+        print!("{}", report::nodes_table(&summaries));
+        println!(
+            "\nEach process (CPU s over the same time; % core = CPU s / wall time, all server \
+             processes share {}; RSS at the end):",
+            pinning
+                .server
+                .map_or("the machine with the generator".to_owned(), |core| format!(
+                    "core {core}"
+                ))
+        );
+        print!("{}", report::process_table(&summaries));
     }
     if !idle.is_empty() {
         println!("\nScenario 4, idle connections (RSS of the server process):");
@@ -433,6 +531,7 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
     let document = json!({
         "bench": "fanout",
         "quick": knobs.quick,
+        "machine": machine,
         "pinning": pinning.describe(),
         "server_core": pinning.server,
         "generator_cores": pinning.generator,
@@ -442,6 +541,14 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize) -> ExitCode {
             OriginalState::NotWanted => json!("not requested"),
             OriginalState::Ready(_) => json!("measured"),
             OriginalState::Skipped(why) => json!(format!("skipped: {why}")),
+        },
+        "redis": match &redis_state {
+            RedisState::NotWanted => json!("not requested"),
+            RedisState::Ready(version) => json!({
+                "redis_server": version,
+                "options": "--save \"\" --appendonly yes --appendfsync everysec",
+            }),
+            RedisState::Skipped(why) => json!(format!("skipped: {why}")),
         },
         "summary": summaries.iter().map(Summary::json).collect::<Vec<_>>(),
         "ratios": report::ratios(&summaries).iter().map(|(scenario, kind, ratio)| json!({
@@ -483,17 +590,60 @@ struct Bed<'a> {
 }
 
 impl Bed<'_> {
-    /// Starts a fresh board of `kind` with its files in `dir` (on lanboard's
-    /// default storage, `dir/b.db`, which may already hold an import).
+    /// Starts a fresh one-process board of `kind` with its files in `dir` (on
+    /// lanboard's default storage, `dir/b.db`, which may already hold an import).
     fn start(&self, kind: Kind, dir: &Path) -> Result<Server, String> {
+        let log = dir.join("lanboard.log");
         match kind {
-            Kind::Lanboard => self.lanboard.start(Some(&dir.join("b.db")), dir, self.core),
-            Kind::LanboardMemory => self.lanboard.start(None, dir, self.core),
+            Kind::Lanboard => {
+                self.lanboard
+                    .start(Storage::File(&dir.join("b.db")), &log, self.core)
+            }
+            Kind::LanboardMemory => self.lanboard.start(Storage::Memory, &log, self.core),
             Kind::Original => self
                 .original
                 .ok_or("the original board is not installed")?
                 .start(dir, self.core),
+            Kind::Redis(_) => Err("a board on Redis has several processes: deploy it".into()),
         }
+    }
+
+    /// Starts every process of a fresh board of `kind` with its files in
+    /// `dir`: one process, or a `redis-server` and then the nodes, one by one
+    /// (the first creates the board in Redis, the others join it).
+    fn deploy(&self, kind: Kind, dir: &Path) -> Result<Deployment, String> {
+        let Kind::Redis(nodes) = kind else {
+            let role = if kind == Kind::Original {
+                "original"
+            } else {
+                "lanboard"
+            };
+            return Ok(Deployment::single(self.start(kind, dir)?, role));
+        };
+        let redis = redis::start(dir, self.core)?;
+        let url = redis::url(&redis);
+        // Unique per run, although each run has its own redis-server too:
+        // a leftover board can never be mistaken for this one.
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!(
+            "fanout-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::SeqCst) + 1
+        );
+        let storage = Storage::Redis {
+            url: &url,
+            prefix: &prefix,
+        };
+        let mut started = Vec::with_capacity(usize::from(nodes));
+        for node in 1..=nodes {
+            let log = dir.join(format!("node-{node}.log"));
+            let server = self
+                .lanboard
+                .start(storage, &log, self.core)
+                .map_err(|why| format!("node {node} of {nodes}: {why}"))?;
+            started.push(server);
+        }
+        Ok(Deployment::cluster(started, redis))
     }
 
     fn folder(&self) -> Result<tempfile::TempDir, String> {
@@ -504,7 +654,7 @@ impl Bed<'_> {
 fn dialect(kind: Kind) -> Dialect {
     match kind {
         Kind::Original => Dialect::SocketIo,
-        Kind::Lanboard | Kind::LanboardMemory => Dialect::Lanboard,
+        Kind::Lanboard | Kind::LanboardMemory | Kind::Redis(_) => Dialect::Lanboard,
     }
 }
 
@@ -537,20 +687,40 @@ async fn throughput_run(
         deliveries_per_s: f64::NAN,
         msgs_per_s: f64::NAN,
         latency: Latency::default(),
+        same_node: None,
+        cross_node: None,
+        nodes: kind.nodes(),
         cpu_s: None,
         rss_bytes: None,
+        processes: Vec::new(),
         generator_cpu_s: None,
         sender_fifo: false,
+        notes: Vec::new(),
         failure: None,
     };
+    let notes = &mut result.notes;
     let measured = async {
         let dir = bed.folder()?;
-        let server = bed.start(kind, dir.path())?;
-        let mut measured = measure(bed, &server, dialect(kind), shape)
-            .await
-            .map_err(|why| with_log(why, &server))?;
-        measured.failure = measured.failure.map(|why| with_log(why, &server));
-        Ok::<Measured, String>(measured)
+        let mut deployment = bed.deploy(kind, dir.path())?;
+        let processes = deployment.processes();
+        let measured = measure(bed, &deployment.addrs(), &processes, dialect(kind), shape).await;
+        *notes = processes
+            .iter()
+            .flat_map(|p| {
+                p.notable()
+                    .into_iter()
+                    .map(|line| format!("{}: {line}", p.role))
+            })
+            .collect();
+        let mut measured = measured.map_err(|why| with_log(why, &deployment.log_tail()))?;
+        // A server that died explains whatever the clients saw.
+        if let Some(exit) = deployment.exits().into_iter().next() {
+            measured.failure.get_or_insert(exit);
+        }
+        measured.failure = measured
+            .failure
+            .map(|why| with_log(why, &deployment.log_tail()));
+        Ok::<_, String>(measured)
     };
     match measured.await {
         Ok(m) => {
@@ -560,9 +730,12 @@ async fn throughput_run(
             result.deliveries = m.deliveries;
             result.deliveries_per_s = m.deliveries as f64 / m.wall_s;
             result.msgs_per_s = total / m.wall_s;
-            result.latency = Latency::of(&m.latency_us);
-            result.cpu_s = m.cpu_s;
-            result.rss_bytes = m.rss_bytes;
+            result.latency = Latency::of(&m.latency.all);
+            result.same_node = Latency::of_some(&m.latency.same_node);
+            result.cross_node = Latency::of_some(&m.latency.cross_node);
+            result.cpu_s = Usage::total_cpu_s(&m.processes);
+            result.rss_bytes = Usage::total_rss_bytes(&m.processes);
+            result.processes = m.processes;
             result.generator_cpu_s = m.generator_cpu_s;
             result.sender_fifo = m.sender_fifo;
             result.failure = m.failure;
@@ -572,8 +745,8 @@ async fn throughput_run(
     result
 }
 
-fn with_log(why: String, server: &Server) -> String {
-    let log = server.log_tail();
+/// `why`, followed by the servers' last log lines if there are any.
+fn with_log(why: String, log: &str) -> String {
     if log.trim().is_empty() {
         why
     } else {
@@ -595,27 +768,30 @@ struct Measured {
     connect_s: f64,
     wall_s: f64,
     deliveries: u64,
-    latency_us: Histogram<u64>,
-    cpu_s: Option<f64>,
-    rss_bytes: Option<u64>,
+    latency: Latencies,
+    /// Each server process's CPU time over the run and RSS at its end.
+    processes: Vec<Usage>,
     generator_cpu_s: Option<f64>,
     sender_fifo: bool,
     /// A failed check, or a client that stopped early.
     failure: Option<String>,
 }
 
-/// Connects `shape.clients` clients to `server`, lets the senders send, waits
-/// until every client received every message, and checks what they saw.
+/// Connects `shape.clients` clients round-robin to the nodes at `addrs`,
+/// lets the senders send, waits until every client received every message,
+/// and checks what they saw. `processes` are the server processes whose CPU
+/// time and memory are read.
 async fn measure(
     bed: &Bed<'_>,
-    server: &Server,
+    addrs: &[SocketAddr],
+    processes: &[Process],
     dialect: Dialect,
     shape: Shape,
 ) -> Result<Measured, String> {
     let base = Instant::now();
     let timeout = bed.timeout;
     let clients = shape.clients as usize;
-    let (sockets, _) = connect_all(server.addr, dialect, clients, bed.connect_concurrency).await?;
+    let (sockets, _) = connect_all(addrs, dialect, clients, bed.connect_concurrency).await?;
     let connect_s = base.elapsed().as_secs_f64();
 
     let plan = Arc::new(Plan {
@@ -624,6 +800,7 @@ async fn measure(
         messages: shape.messages,
         window: shape.window,
         base,
+        nodes: addrs.len() as u32,
     });
     let shared = Arc::new(Shared::default());
     let (phase, watcher) = watch::channel(Phase::Wait);
@@ -634,7 +811,7 @@ async fn measure(
     }
 
     let me = std::process::id();
-    let cpu_before = server.cpu_seconds();
+    let cpu_before: Vec<Option<f64>> = processes.iter().map(Process::cpu_seconds).collect();
     let generator_before = servers::cpu_seconds(me);
     phase.send_replace(Phase::Go);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -650,9 +827,16 @@ async fn measure(
             break;
         }
     }
-    let cpu_s = delta(cpu_before, server.cpu_seconds());
+    let usage: Vec<Usage> = processes
+        .iter()
+        .zip(cpu_before)
+        .map(|(process, before)| Usage {
+            role: process.role.clone(),
+            cpu_s: delta(before, process.cpu_seconds()),
+            rss_bytes: process.rss_bytes(),
+        })
+        .collect();
     let generator_cpu_s = delta(generator_before, servers::cpu_seconds(me));
-    let rss_bytes = server.rss_bytes();
     phase.send_replace(Phase::Stop);
 
     let stop_deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
@@ -671,10 +855,9 @@ async fn measure(
         (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e9,
         _ => f64::NAN,
     };
-    let mut latency_us = Histogram::new(3).expect("3 significant digits are valid");
+    let mut latency = Latencies::new();
     for record in &records {
-        // Both histograms resize themselves, so adding cannot overflow a range.
-        let _ = latency_us.add(&record.latency_us);
+        latency.add(&record.latency);
     }
     let deliveries = records.iter().map(|r| r.received.keys.len() as u64).sum();
 
@@ -710,9 +893,8 @@ async fn measure(
         connect_s,
         wall_s,
         deliveries,
-        latency_us,
-        cpu_s,
-        rss_bytes,
+        latency,
+        processes: usage,
         generator_cpu_s,
         sender_fifo,
         failure,
@@ -757,10 +939,11 @@ async fn reach(counter: &AtomicUsize, target: usize, limit: Duration) -> bool {
     true
 }
 
-/// Connects `n` clients, at most `concurrency` at a time, and waits for each
-/// one's history. Fails if any client fails.
+/// Connects `n` clients, client `i` to `addrs[client::node_of(i, ..)]`, at
+/// most `concurrency` at a time, and waits for each one's history. Fails if
+/// any client fails.
 async fn connect_all(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     dialect: Dialect,
     n: usize,
     concurrency: usize,
@@ -769,6 +952,7 @@ async fn connect_all(
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let gate = gate.clone();
+            let addr = addrs[client::node_of(i, addrs.len())];
             tokio::spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
@@ -811,10 +995,14 @@ async fn idle_run(bed: &Bed<'_>, kind: Kind, clients: usize) -> Idle {
         tokio::time::sleep(Duration::from_millis(300)).await;
         result.rss_before = server.rss_bytes().ok_or("no VmRSS for the server")?;
         let started = Instant::now();
-        let (sockets, joins) =
-            connect_all(server.addr, dialect(kind), clients, bed.connect_concurrency)
-                .await
-                .map_err(|why| with_log(why, &server))?;
+        let (sockets, joins) = connect_all(
+            &[server.addr],
+            dialect(kind),
+            clients,
+            bed.connect_concurrency,
+        )
+        .await
+        .map_err(|why| with_log(why, &server.log_tail()))?;
         result.connect_s = started.elapsed().as_secs_f64();
         let took: Vec<f64> = joins.iter().map(|j| j.took.as_secs_f64()).collect();
         result.join_max_s = took.iter().copied().fold(0.0, f64::max);
@@ -826,6 +1014,7 @@ async fn idle_run(bed: &Bed<'_>, kind: Kind, clients: usize) -> Idle {
             messages: 0,
             window: 0,
             base: started,
+            nodes: 1,
         });
         let shared = Arc::new(Shared::default());
         let (phase, watcher) = watch::channel(Phase::Wait);
@@ -885,9 +1074,15 @@ async fn growth_run(bed: &Bed<'_>, kind: Kind, stored: u64) -> Growth {
                 messages: u32::try_from(stored).map_err(|_| "too many messages to post")?,
             };
             let started = Instant::now();
-            let posted = measure(bed, &server, Dialect::SocketIo, shape)
-                .await
-                .map_err(|why| with_log(why, &server))?;
+            let posted = measure(
+                bed,
+                &[server.addr],
+                &[server.process("original")],
+                Dialect::SocketIo,
+                shape,
+            )
+            .await
+            .map_err(|why| with_log(why, &server.log_tail()))?;
             if let Some(why) = posted.failure {
                 return Err(format!("posting the history: {why}"));
             }
@@ -914,7 +1109,7 @@ async fn growth_run(bed: &Bed<'_>, kind: Kind, stored: u64) -> Growth {
             )
             .await
             .map_err(|_| format!("a new client got no history within {JOIN_TIMEOUT:?}"))?
-            .map_err(|why| with_log(why, &server))?;
+            .map_err(|why| with_log(why, &server.log_tail()))?;
             leave(socket).await;
             times.push(joined.took.as_secs_f64());
             result.welcome_bytes = joined.welcome_bytes;

@@ -4,6 +4,11 @@
 //!
 //! Clients report to the coordinator through [`Shared`]: a count of those
 //! ready to start, a count of those finished, and the phase they obey.
+//!
+//! With several nodes, client `i` connects to node `i % nodes` ([`node_of`]),
+//! so the senders (the first clients) are spread over the nodes as well, and
+//! each delivery's latency is filed as same-node or cross-node by comparing
+//! the receiver's node with the sender's ([`Plan::placement`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,11 +37,83 @@ pub struct Plan {
     pub window: u32,
     /// The instant all send and receive times are measured from.
     pub base: Instant,
+    /// The nodes the clients are spread over (1 for a single board).
+    pub nodes: u32,
 }
 
 impl Plan {
     fn expected(&self) -> usize {
         self.senders as usize * self.messages as usize
+    }
+
+    /// Where a message from client `sender` to client `receiver` travelled.
+    /// A sender's own echo counts as same-node: it is a delivery like any
+    /// other, and with one node every delivery is same-node.
+    pub fn placement(&self, sender: u32, receiver: u32) -> Placement {
+        let nodes = self.nodes as usize;
+        if node_of(sender as usize, nodes) == node_of(receiver as usize, nodes) {
+            Placement::SameNode
+        } else {
+            Placement::CrossNode
+        }
+    }
+}
+
+/// The node (index into the run's node addresses) client `client` connects
+/// to when there are `nodes`: round-robin, so clients and senders alike are
+/// spread evenly. The coordinator connects by it and [`Plan::placement`]
+/// attributes by it, so the two cannot disagree.
+pub fn node_of(client: usize, nodes: usize) -> usize {
+    client % nodes.max(1)
+}
+
+/// Whether a delivery reached a client on its sender's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    SameNode,
+    CrossNode,
+}
+
+/// Latency histograms in microseconds: every delivery, and the same ones
+/// split by [`Placement`].
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    pub all: Histogram<u64>,
+    pub same_node: Histogram<u64>,
+    pub cross_node: Histogram<u64>,
+}
+
+impl Latencies {
+    pub fn new() -> Latencies {
+        // Three significant digits from 1 µs up, growing as needed.
+        let empty = Histogram::new(3).expect("3 significant digits are valid");
+        Latencies {
+            all: empty.clone(),
+            same_node: empty.clone(),
+            cross_node: empty,
+        }
+    }
+
+    /// Records one delivery that took `us` microseconds (at least 1).
+    pub fn record(&mut self, placement: Placement, us: u64) {
+        let us = us.max(1);
+        let split = match placement {
+            Placement::SameNode => &mut self.same_node,
+            Placement::CrossNode => &mut self.cross_node,
+        };
+        // The histograms grow to fit (`saturating_record` would clamp to
+        // their current range instead); recording fails only on a count
+        // overflowing u64.
+        let _ = self.all.record(us);
+        let _ = split.record(us);
+    }
+
+    /// Adds another client's histograms to these.
+    pub fn add(&mut self, other: &Latencies) {
+        // The histograms resize themselves, so adding cannot overflow a range.
+        let _ = self.all.add(&other.all);
+        let _ = self.same_node.add(&other.same_node);
+        let _ = self.cross_node.add(&other.cross_node);
     }
 }
 
@@ -133,8 +210,8 @@ pub async fn join(
 /// Everything one client observed in the measured phase.
 pub struct Record {
     pub received: Received,
-    /// Latency of each delivery in microseconds.
-    pub latency_us: Histogram<u64>,
+    /// Latency of each delivery.
+    pub latency: Latencies,
     /// When this client (as a sender) sent its first message, in ns since `base`.
     pub first_send_ns: Option<u64>,
     /// When its last expected delivery arrived, in ns since `base`.
@@ -162,8 +239,7 @@ pub async fn run(
             keys: Vec::with_capacity(expected),
             ids: Vec::with_capacity(if with_ids { expected } else { 0 }),
         },
-        // Three significant digits from 1 µs up, growing as needed.
-        latency_us: Histogram::new(3).expect("3 significant digits are valid"),
+        latency: Latencies::new(),
         first_send_ns: None,
         last_receive_ns: None,
         failure: None,
@@ -202,10 +278,9 @@ pub async fn run(
                         record.received.ids.push(id);
                     }
                     let latency = now_ns.saturating_sub(stamp.sent_ns) / 1000;
-                    // The histogram grows to fit (`saturating_record` would
-                    // clamp to its current range instead); recording fails
-                    // only on a count overflowing u64.
-                    let _ = record.latency_us.record(latency.max(1));
+                    record
+                        .latency
+                        .record(plan.placement(stamp.sender, me), latency);
                     if sender && stamp.sender == me {
                         in_flight = in_flight.saturating_sub(1);
                     }
@@ -293,4 +368,59 @@ pub async fn run(
 /// Nanoseconds since `base` (a run lasts far less than 584 years).
 pub fn nanos_since(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
+}
+
+/// Checks the same-node/cross-node attribution; panics on the first failure.
+pub fn self_check() {
+    let plan = |nodes| Plan {
+        dialect: Dialect::Lanboard,
+        senders: 10,
+        messages: 1,
+        window: 1,
+        base: Instant::now(),
+        nodes,
+    };
+    // One node: every delivery is same-node, the sender's own echo included.
+    let one = plan(1);
+    for (sender, receiver) in [(0, 0), (0, 1), (9, 999)] {
+        assert_eq!(one.placement(sender, receiver), Placement::SameNode);
+    }
+    // Three nodes: clients 0, 3, 6, ... on node 0; 1, 4, 7, ... on node 1.
+    let three = plan(3);
+    assert_eq!(three.placement(0, 3), Placement::SameNode);
+    assert_eq!(three.placement(4, 1), Placement::SameNode);
+    assert_eq!(three.placement(5, 5), Placement::SameNode);
+    assert_eq!(three.placement(0, 1), Placement::CrossNode);
+    assert_eq!(three.placement(2, 999), Placement::CrossNode);
+    assert_eq!(three.placement(9, 999), Placement::SameNode);
+    // The ten senders are spread 4/3/3 over three nodes, as clients are.
+    let mut senders = [0; 3];
+    for sender in 0..10 {
+        senders[node_of(sender, 3)] += 1;
+    }
+    assert_eq!(senders, [4, 3, 3]);
+    // A receiver on node 1 of 3, with every sender's message: 3 of 10 senders
+    // share its node, so 3 same-node and 7 cross-node deliveries.
+    let mut latencies = Latencies::new();
+    for sender in 0..10 {
+        latencies.record(three.placement(sender, 100), 50 + u64::from(sender));
+    }
+    assert_eq!(latencies.all.len(), 10);
+    assert_eq!(latencies.same_node.len(), 3);
+    assert_eq!(latencies.cross_node.len(), 7);
+    // Senders 1, 4 and 7 share node 1 with receiver 100.
+    assert_eq!(latencies.same_node.max(), 57);
+    let mut total = Latencies::new();
+    total.add(&latencies);
+    total.add(&latencies);
+    assert_eq!(
+        (
+            total.all.len(),
+            total.same_node.len(),
+            total.cross_node.len()
+        ),
+        (20, 6, 14)
+    );
+    latencies.record(Placement::CrossNode, 0);
+    assert_eq!(latencies.cross_node.min(), 1, "a latency is at least 1 µs");
 }

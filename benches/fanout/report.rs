@@ -1,5 +1,6 @@
-//! Results of the scenarios, their medians over repeated runs, the text table
-//! and the JSON document written next to the build.
+//! Results of the scenarios, their medians over repeated runs, the text tables
+//! and the JSON document written next to the build. Runs on several nodes add
+//! same-node and cross-node latency and one CPU and memory line per process.
 
 use std::fmt::Write as _;
 
@@ -19,6 +20,32 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// The percentiles of `histogram`, or `None` when it is empty (the
+    /// cross-node latency of a single node).
+    pub fn of_some(histogram: &Histogram<u64>) -> Option<Latency> {
+        (!histogram.is_empty()).then(|| Latency::of(histogram))
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "p50": self.p50, "p90": self.p90, "p99": self.p99,
+            "p99.9": self.p999, "max": self.max,
+        })
+    }
+
+    /// The medians of each percentile over `runs`.
+    fn median_of(runs: &[Latency]) -> Latency {
+        let med =
+            |f: fn(&Latency) -> u64| median(runs.iter().map(|l| f(l) as f64).collect()) as u64;
+        Latency {
+            p50: med(|l| l.p50),
+            p90: med(|l| l.p90),
+            p99: med(|l| l.p99),
+            p999: med(|l| l.p999),
+            max: med(|l| l.max),
+        }
+    }
+
     pub fn of(histogram: &Histogram<u64>) -> Latency {
         Latency {
             p50: histogram.value_at_quantile(0.5),
@@ -50,13 +77,48 @@ pub struct Run {
     pub deliveries_per_s: f64,
     pub msgs_per_s: f64,
     pub latency: Latency,
-    /// Server CPU time over the wall time.
+    /// Deliveries to clients on their sender's node; `None` if there were none.
+    pub same_node: Option<Latency>,
+    /// Deliveries to clients on another node; `None` with a single node.
+    pub cross_node: Option<Latency>,
+    /// Processes that took clients.
+    pub nodes: usize,
+    /// Server CPU time over the wall time, all server processes together.
     pub cpu_s: Option<f64>,
+    /// All server processes' RSS together, at the end of the run.
     pub rss_bytes: Option<u64>,
+    /// Each server process.
+    pub processes: Vec<Usage>,
     /// The generator's own CPU time over the wall time.
     pub generator_cpu_s: Option<f64>,
     pub sender_fifo: bool,
+    /// Warnings and errors the servers logged during the run (see
+    /// `servers::notable`), as `role: line`; a run can pass and have some.
+    pub notes: Vec<String>,
     pub failure: Option<String>,
+}
+
+/// One server process over one run.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    /// "lanboard", "node 2", "redis-server", ...
+    pub role: String,
+    /// CPU time (user plus system) from the first send to the last delivery.
+    pub cpu_s: Option<f64>,
+    /// Resident memory at the end of that time.
+    pub rss_bytes: Option<u64>,
+}
+
+impl Usage {
+    /// The sum over `processes`, `None` if any is unknown.
+    pub fn total_cpu_s(processes: &[Usage]) -> Option<f64> {
+        processes.iter().map(|p| p.cpu_s).sum()
+    }
+
+    /// The sum over `processes`, `None` if any is unknown.
+    pub fn total_rss_bytes(processes: &[Usage]) -> Option<u64> {
+        processes.iter().map(|p| p.rss_bytes).sum()
+    }
 }
 
 impl Run {
@@ -75,14 +137,21 @@ impl Run {
             "deliveries": self.deliveries,
             "deliveries_per_s": self.deliveries_per_s,
             "msgs_per_s": self.msgs_per_s,
-            "latency_us": {
-                "p50": self.latency.p50, "p90": self.latency.p90, "p99": self.latency.p99,
-                "p99.9": self.latency.p999, "max": self.latency.max,
-            },
+            "nodes": self.nodes,
+            "latency_us": self.latency.json(),
+            "latency_same_node_us": self.same_node.as_ref().map(Latency::json),
+            "latency_cross_node_us": self.cross_node.as_ref().map(Latency::json),
             "server_cpu_s": self.cpu_s,
             "server_rss_bytes": self.rss_bytes,
+            "processes": self.processes.iter().map(|p| json!({
+                "role": p.role,
+                "cpu_s": p.cpu_s,
+                "cpu_share": p.cpu_s.map(|c| c / self.wall_s),
+                "rss_bytes": p.rss_bytes,
+            })).collect::<Vec<_>>(),
             "generator_cpu_s": self.generator_cpu_s,
             "per_sender_fifo": self.sender_fifo,
+            "server_log_notes": self.notes,
             "ok": self.failure.is_none(),
             "failure": self.failure,
         })
@@ -90,17 +159,46 @@ impl Run {
 
     /// One progress line, printed as the run ends.
     pub fn line(&self) -> String {
-        match &self.failure {
-            Some(why) => format!("FAILED: {why}"),
-            None => format!(
-                "{:.0} deliveries/s, {:.0} msgs/s, p50 {} p99 {}, server CPU {}, generator CPU {}",
-                self.deliveries_per_s,
-                self.msgs_per_s,
-                micros(self.latency.p50),
-                micros(self.latency.p99),
-                share(self.cpu_s, self.wall_s),
-                share(self.generator_cpu_s, self.wall_s),
+        let notes = match self.notes.first() {
+            Some(first) => format!(
+                "\n  the servers logged {} warning(s) or error(s), first: {first}",
+                self.notes.len()
             ),
+            None => String::new(),
+        };
+        match &self.failure {
+            Some(why) => format!("FAILED: {why}{notes}"),
+            None => {
+                let mut line = format!(
+                    "{:.0} deliveries/s, {:.0} msgs/s, p50 {} p99 {}",
+                    self.deliveries_per_s,
+                    self.msgs_per_s,
+                    micros(self.latency.p50),
+                    micros(self.latency.p99),
+                );
+                if let Some(cross) = &self.cross_node {
+                    let same = self.same_node.unwrap_or_default();
+                    line += &format!(
+                        " (same node p50 {} p99 {}, cross node p50 {} p99 {})",
+                        micros(same.p50),
+                        micros(same.p99),
+                        micros(cross.p50),
+                        micros(cross.p99),
+                    );
+                }
+                line += &format!(", server CPU {}", share(self.cpu_s, self.wall_s));
+                if self.processes.len() > 1 {
+                    let each: Vec<String> = (self.processes.iter())
+                        .map(|p| format!("{} {}", p.role, share(p.cpu_s, self.wall_s)))
+                        .collect();
+                    line += &format!(" ({})", each.join(", "));
+                }
+                line += &format!(
+                    ", generator CPU {}",
+                    share(self.generator_cpu_s, self.wall_s)
+                );
+                line + &notes
+            }
         }
     }
 }
@@ -121,9 +219,27 @@ pub struct Summary {
     pub deliveries_per_s: f64,
     pub msgs_per_s: f64,
     pub latency: Latency,
+    pub same_node: Option<Latency>,
+    pub cross_node: Option<Latency>,
+    pub nodes: usize,
     pub cpu_s: Option<f64>,
     pub cpu_share: Option<f64>,
+    pub generator_cpu_s: Option<f64>,
     pub generator_share: Option<f64>,
+    pub rss_mib: Option<f64>,
+    /// Each server process, in the order of the runs' processes.
+    pub processes: Vec<UsageSummary>,
+    /// Server log warnings and errors over all runs.
+    pub notes: usize,
+}
+
+/// The medians of one server process over a scenario's runs.
+#[derive(Debug, Clone)]
+pub struct UsageSummary {
+    pub role: String,
+    pub cpu_s: Option<f64>,
+    /// CPU time over the wall time: 1.0 is one core busy all the time.
+    pub cpu_share: Option<f64>,
     pub rss_mib: Option<f64>,
 }
 
@@ -136,7 +252,27 @@ pub fn summarise(runs: &[Run]) -> Option<Summary> {
         let values: Vec<f64> = ok.iter().filter_map(|r| f(r)).collect();
         (!values.is_empty()).then(|| median(values))
     };
-    let med_us = |f: &dyn Fn(&Latency) -> u64| med(&|r| f(&r.latency) as f64) as u64;
+    let split = |f: &dyn Fn(&Run) -> Option<Latency>| {
+        let runs: Vec<Latency> = ok.iter().filter_map(|r| f(r)).collect();
+        (!runs.is_empty()).then(|| Latency::median_of(&runs))
+    };
+    let roles: Vec<String> = ok
+        .first()
+        .map(|r| r.processes.iter().map(|p| p.role.clone()).collect())
+        .unwrap_or_default();
+    let processes = roles
+        .into_iter()
+        .enumerate()
+        .map(|(i, role)| {
+            let of = |r: &Run| r.processes.get(i).filter(|p| p.role == role).cloned();
+            UsageSummary {
+                cpu_s: med_opt(&|r| of(r)?.cpu_s),
+                cpu_share: med_opt(&|r| Some(of(r)?.cpu_s? / r.wall_s)),
+                rss_mib: med_opt(&|r| Some(of(r)?.rss_bytes? as f64 / MIB)),
+                role,
+            }
+        })
+        .collect();
     Some(Summary {
         scenario: first.scenario,
         name: first.name,
@@ -150,17 +286,17 @@ pub fn summarise(runs: &[Run]) -> Option<Summary> {
         connect_s: med(&|r| r.connect_s),
         deliveries_per_s: med(&|r| r.deliveries_per_s),
         msgs_per_s: med(&|r| r.msgs_per_s),
-        latency: Latency {
-            p50: med_us(&|l| l.p50),
-            p90: med_us(&|l| l.p90),
-            p99: med_us(&|l| l.p99),
-            p999: med_us(&|l| l.p999),
-            max: med_us(&|l| l.max),
-        },
+        latency: Latency::median_of(&ok.iter().map(|r| r.latency).collect::<Vec<_>>()),
+        same_node: split(&|r| r.same_node),
+        cross_node: split(&|r| r.cross_node),
+        nodes: first.nodes,
         cpu_s: med_opt(&|r| r.cpu_s),
         cpu_share: med_opt(&|r| r.cpu_s.map(|c| c / r.wall_s)),
+        generator_cpu_s: med_opt(&|r| r.generator_cpu_s),
         generator_share: med_opt(&|r| r.generator_cpu_s.map(|c| c / r.wall_s)),
         rss_mib: med_opt(&|r| r.rss_bytes.map(|b| b as f64 / MIB)),
+        processes,
+        notes: runs.iter().map(|r| r.notes.len()).sum(),
     })
 }
 
@@ -180,15 +316,23 @@ impl Summary {
                 "connect_s": self.connect_s,
                 "deliveries_per_s": self.deliveries_per_s,
                 "msgs_per_s": self.msgs_per_s,
-                "latency_us": {
-                    "p50": self.latency.p50, "p90": self.latency.p90, "p99": self.latency.p99,
-                    "p99.9": self.latency.p999, "max": self.latency.max,
-                },
+                "latency_us": self.latency.json(),
+                "latency_same_node_us": self.same_node.as_ref().map(Latency::json),
+                "latency_cross_node_us": self.cross_node.as_ref().map(Latency::json),
                 "server_cpu_s": self.cpu_s,
                 "server_cpu_share": self.cpu_share,
+                "generator_cpu_s": self.generator_cpu_s,
                 "generator_cpu_share": self.generator_share,
                 "server_rss_mib": self.rss_mib,
-            }
+                "processes": self.processes.iter().map(|p| json!({
+                    "role": p.role,
+                    "cpu_s": p.cpu_s,
+                    "cpu_share": p.cpu_share,
+                    "rss_mib": p.rss_mib,
+                })).collect::<Vec<_>>(),
+            },
+            "nodes": self.nodes,
+            "server_log_notes": self.notes,
         })
     }
 }
@@ -410,6 +554,122 @@ pub fn throughput_table(summaries: &[Summary]) -> String {
                 format_args!("  scenario {scenario}: {:<18} {ratio:.2}x", kind.label()),
             );
         }
+    }
+    out
+}
+
+/// The label of a scenario in the tables.
+fn scenario_label(s: &Summary) -> String {
+    format!(
+        "{} {} C={} S={} W={}",
+        s.scenario, s.name, s.clients, s.senders, s.window
+    )
+}
+
+fn percent(share: Option<f64>) -> String {
+    share.map_or("?".into(), |c| format!("{:.0}%", c * 100.0))
+}
+
+/// Rates and latency split by where the receiver was (same node as the
+/// sender, or another), with deliveries/s against one lanboard node on its
+/// SQLite file in the same scenario.
+pub fn nodes_table(summaries: &[Summary]) -> String {
+    let mut out = String::new();
+    push_line(
+        &mut out,
+        format_args!(
+            "{:<28} {:<18} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "scenario",
+            "server",
+            "nodes",
+            "deliv/s",
+            "vs SQLite",
+            "msgs/s",
+            "p50",
+            "p99",
+            "same p50",
+            "same p99",
+            "cross p50",
+            "cross p99",
+        ),
+    );
+    for s in summaries {
+        let scenario = scenario_label(s);
+        if s.failed == s.runs {
+            push_line(
+                &mut out,
+                format_args!("{:<28} {:<18} all runs FAILED", scenario, s.kind.label()),
+            );
+            continue;
+        }
+        let sqlite = summaries
+            .iter()
+            .find(|o| o.scenario == s.scenario && o.kind == Kind::Lanboard && o.failed < o.runs);
+        let versus = sqlite.map_or("-".into(), |o| {
+            format!("{:.2}x", s.deliveries_per_s / o.deliveries_per_s)
+        });
+        let pair = |l: Option<Latency>| {
+            l.map_or(("-".into(), "-".into()), |l| (micros(l.p50), micros(l.p99)))
+        };
+        let (same50, same99) = pair(s.same_node);
+        let (cross50, cross99) = pair(s.cross_node);
+        push_line(
+            &mut out,
+            format_args!(
+                "{:<28} {:<18} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                scenario,
+                s.kind.label(),
+                s.nodes,
+                rate(s.deliveries_per_s),
+                versus,
+                rate(s.msgs_per_s),
+                micros(s.latency.p50),
+                micros(s.latency.p99),
+                same50,
+                same99,
+                cross50,
+                cross99,
+            ),
+        );
+    }
+    out
+}
+
+/// CPU time, share of one core and RSS of every server process, their
+/// total, and the generator's CPU, per scenario and server.
+pub fn process_table(summaries: &[Summary]) -> String {
+    let mut out = String::new();
+    push_line(
+        &mut out,
+        format_args!(
+            "{:<28} {:<18} {:<14} {:>7} {:>7} {:>8}",
+            "scenario", "server", "process", "CPU s", "% core", "RSS MiB"
+        ),
+    );
+    for s in summaries.iter().filter(|s| s.failed < s.runs) {
+        let scenario = scenario_label(s);
+        let label = s.kind.label();
+        let mut row = |role: &str, cpu_s: Option<f64>, share: Option<f64>, rss: Option<f64>| {
+            push_line(
+                &mut out,
+                format_args!(
+                    "{:<28} {:<18} {:<14} {:>7} {:>7} {:>8}",
+                    scenario,
+                    label,
+                    role,
+                    opt(cpu_s, 2),
+                    percent(share),
+                    rss.map_or("-".into(), |r| format!("{r:.1}")),
+                ),
+            );
+        };
+        for p in &s.processes {
+            row(&p.role, p.cpu_s, p.cpu_share, p.rss_mib);
+        }
+        if s.processes.len() > 1 {
+            row("all servers", s.cpu_s, s.cpu_share, s.rss_mib);
+        }
+        row("generator", s.generator_cpu_s, s.generator_share, None);
     }
     out
 }

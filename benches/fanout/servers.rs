@@ -1,7 +1,8 @@
-//! The boards under test as child processes: lanboard's release binary and
-//! the original Node board, each started fresh, pinned to the server core,
-//! read from `/proc` for CPU time and memory, and killed when dropped (also
-//! when the generator panics).
+//! The boards under test as child processes: lanboard's release binary (one
+//! process, or several nodes sharing a board in Redis) and the original Node
+//! board, each started fresh, pinned to the server core, read from `/proc`
+//! for CPU time and memory, and killed when dropped (also when the generator
+//! panics). The `redis-server` the nodes share lives in `redis.rs`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -20,6 +21,11 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long `lanboard import` of a big board may take.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Most lanboard nodes one Redis board may be measured with (`redis16`):
+/// far more than two cores can tell apart, but a typo like `redis100` should
+/// not start a hundred processes.
+pub const MAX_NODES: u8 = 16;
+
 /// Which board, and how it keeps history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -29,23 +35,52 @@ pub enum Kind {
     LanboardMemory,
     /// The original Socket.IO board.
     Original,
+    /// This many lanboard nodes serving one board in a fresh `redis-server`.
+    Redis(u8),
 }
 
 impl Kind {
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> String {
         match self {
-            Kind::Lanboard => "lanboard",
-            Kind::LanboardMemory => "lanboard --memory",
-            Kind::Original => "original",
+            Kind::Lanboard => "lanboard".into(),
+            Kind::LanboardMemory => "lanboard --memory".into(),
+            Kind::Original => "original".into(),
+            Kind::Redis(1) => "redis, 1 node".into(),
+            Kind::Redis(n) => format!("redis, {n} nodes"),
         }
     }
 
     /// The name used in `FANOUT_SERVERS`.
-    pub fn key(self) -> &'static str {
+    pub fn key(self) -> String {
         match self {
-            Kind::Lanboard => "lanboard",
-            Kind::LanboardMemory => "memory",
-            Kind::Original => "original",
+            Kind::Lanboard => "lanboard".into(),
+            Kind::LanboardMemory => "memory".into(),
+            Kind::Original => "original".into(),
+            Kind::Redis(n) => format!("redis{n}"),
+        }
+    }
+
+    /// The kind a `FANOUT_SERVERS` name stands for: `lanboard`, `memory`,
+    /// `original`, or `redisN` for N nodes (1 to [`MAX_NODES`]).
+    pub fn parse(key: &str) -> Option<Kind> {
+        match key {
+            "lanboard" => Some(Kind::Lanboard),
+            "memory" => Some(Kind::LanboardMemory),
+            "original" => Some(Kind::Original),
+            _ => {
+                let nodes: u8 = key.strip_prefix("redis")?.parse().ok()?;
+                (1..=MAX_NODES)
+                    .contains(&nodes)
+                    .then_some(Kind::Redis(nodes))
+            }
+        }
+    }
+
+    /// How many processes take clients.
+    pub fn nodes(self) -> usize {
+        match self {
+            Kind::Redis(n) => usize::from(n),
+            Kind::Lanboard | Kind::LanboardMemory | Kind::Original => 1,
         }
     }
 }
@@ -87,7 +122,8 @@ impl Pinning {
     pub fn describe(&self) -> String {
         match self.server {
             Some(core) => format!(
-                "server pinned to core {core}, generator to core(s) {}",
+                "server pinned to core {core} (with several nodes: every node and \
+                 redis-server), generator to core(s) {}",
                 list(&self.generator)
             ),
             None => format!(
@@ -96,6 +132,32 @@ impl Pinning {
             ),
         }
     }
+}
+
+/// One line about this machine: CPU model, CPUs this process may use,
+/// kernel, and the load average as the benchmark starts (the machine may be
+/// shared, and a busy neighbour shows up here).
+pub fn machine() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+        .map_or("unknown CPU", |(_, name)| name.trim())
+        .to_owned();
+    let release = read("/proc/sys/kernel/osrelease");
+    let loadavg = read("/proc/loadavg");
+    let load = loadavg
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "{model}, {} CPU(s) usable, Linux {}, load average {} at start",
+        allowed_cpus().len(),
+        release.trim(),
+        if load.is_empty() { "?" } else { &load }
+    )
 }
 
 fn list(cores: &[usize]) -> String {
@@ -134,7 +196,7 @@ fn set_affinity(pid: libc::pid_t, cpus: &[usize]) -> std::io::Result<()> {
 }
 
 /// Makes `command`'s process run on `core` only, and die with the generator.
-fn confine(command: &mut Command, core: Option<usize>) {
+pub fn confine(command: &mut Command, core: Option<usize>) {
     // SAFETY: between fork and exec only async-signal-safe calls are allowed;
     // sched_setaffinity and prctl are plain system calls.
     unsafe {
@@ -170,13 +232,32 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// A started child serving at `addr`, writing its log to `log`.
+    pub fn new(child: Child, addr: SocketAddr, started_in: Duration, log: PathBuf) -> Server {
+        Server {
+            child,
+            addr,
+            started_in,
+            log,
+        }
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Server CPU time so far (user plus system, all threads), in seconds.
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds(self.pid())
+    /// This process under the name `role`, for the CPU and memory table.
+    pub fn process(&self, role: &str) -> Process {
+        Process {
+            role: role.to_owned(),
+            pid: self.pid(),
+            log: self.log.clone(),
+        }
     }
 
     /// Resident memory now, in bytes.
@@ -190,11 +271,146 @@ impl Server {
     }
 }
 
+/// One process a run accounts for: its role in the tables, its pid, its log.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub role: String,
+    pub pid: u32,
+    log: PathBuf,
+}
+
+impl Process {
+    /// CPU time so far (user plus system, all threads), in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid)
+    }
+
+    /// Resident memory now, in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        status_kib(self.pid, "VmRSS:").map(|kib| kib * 1024)
+    }
+
+    /// The lines of its log that say something went wrong (see [`notable`]).
+    pub fn notable(&self) -> Vec<String> {
+        notable(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+}
+
+/// The lines of a lanboard log that say something went wrong: warnings and
+/// errors (env_logger writes the level between spaces), panics, and clients
+/// disconnected for falling behind (logged at info, as a client's slowness
+/// is not the server's fault, but under this load it is worth knowing).
+pub fn notable(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            [" WARN ", " ERROR ", "panicked", "too slow to keep up"]
+                .iter()
+                .any(|mark| line.contains(mark))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The processes that serve one board for one run: a single board, or
+/// lanboard nodes and the `redis-server` they share. Dropping it stops them
+/// all, the nodes first (fields drop in order), so no node sees Redis vanish.
+pub struct Deployment {
+    nodes: Vec<Server>,
+    redis: Option<Server>,
+    /// The role of a single board in the tables; nodes are "node 1", ...
+    single_role: &'static str,
+}
+
+impl Deployment {
+    /// A board served by one process, called `role` in the tables.
+    pub fn single(server: Server, role: &'static str) -> Deployment {
+        Deployment {
+            nodes: vec![server],
+            redis: None,
+            single_role: role,
+        }
+    }
+
+    /// `nodes` sharing the board in `redis`.
+    pub fn cluster(nodes: Vec<Server>, redis: Server) -> Deployment {
+        Deployment {
+            nodes,
+            redis: Some(redis),
+            single_role: "",
+        }
+    }
+
+    /// Where clients connect: client `i` to `addrs()[i % len]`.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|node| node.addr).collect()
+    }
+
+    /// Every server process: the nodes in order, then Redis.
+    pub fn processes(&self) -> Vec<Process> {
+        let Some(redis) = &self.redis else {
+            return self
+                .nodes
+                .iter()
+                .map(|node| node.process(self.single_role))
+                .collect();
+        };
+        let mut processes: Vec<Process> = (self.nodes.iter().enumerate())
+            .map(|(i, node)| node.process(&format!("node {}", i + 1)))
+            .collect();
+        processes.push(redis.process("redis-server"));
+        processes
+    }
+
+    /// The last lines of every process's log, each under its role when
+    /// there are several.
+    pub fn log_tail(&self) -> String {
+        let servers = self.nodes.iter().chain(&self.redis);
+        let processes = self.processes();
+        if processes.len() == 1 {
+            return self.nodes[0].log_tail();
+        }
+        let mut out = String::new();
+        for (server, process) in servers.zip(&processes) {
+            let tail = server.log_tail();
+            if !tail.trim().is_empty() {
+                out.push_str(&format!("  [{}]\n{tail}\n", process.role));
+            }
+        }
+        out
+    }
+
+    /// A sentence per process that is no longer running.
+    pub fn exits(&mut self) -> Vec<String> {
+        let roles: Vec<String> = self.processes().into_iter().map(|p| p.role).collect();
+        let servers = self.nodes.iter_mut().chain(&mut self.redis);
+        servers
+            .zip(roles)
+            .filter_map(|(server, role)| {
+                let status = server.exited()?;
+                Some(format!("{role} exited during the run ({status})"))
+            })
+            .collect()
+    }
+}
+
 /// How to start lanboard.
 pub struct Lanboard {
     pub binary: PathBuf,
     /// True if and only if this build has `--rate-limit` (passed as 0).
     pub rate_limit_flag: bool,
+    /// True if and only if this build has `--redis` (several nodes).
+    pub redis_flag: bool,
+}
+
+/// Where a started lanboard keeps its board.
+#[derive(Debug, Clone, Copy)]
+pub enum Storage<'a> {
+    /// `--data PATH`, the SQLite file.
+    File(&'a Path),
+    /// `--memory`.
+    Memory,
+    /// `--redis URL --redis-prefix PREFIX`.
+    Redis { url: &'a str, prefix: &'a str },
 }
 
 impl Lanboard {
@@ -215,26 +431,30 @@ impl Lanboard {
             .unwrap_or_default();
         Lanboard {
             rate_limit_flag: help.contains("--rate-limit"),
+            redis_flag: help.contains("--redis"),
             binary,
         }
     }
 
-    /// Starts a board on a free port; `data` is its file, `None` for `--memory`.
-    /// `scratch` holds its log.
+    /// Starts a board on a free port, keeping its board in `storage` and
+    /// writing its stderr to `log`.
     pub fn start(
         &self,
-        data: Option<&Path>,
-        scratch: &Path,
+        storage: Storage<'_>,
+        log: &Path,
         core: Option<usize>,
     ) -> Result<Server, String> {
         let mut command = Command::new(&self.binary);
         command.args(["--bind", "127.0.0.1", "--port", "0", "--no-qr"]);
-        match data {
-            Some(path) => {
+        match storage {
+            Storage::File(path) => {
                 command.arg("--data").arg(path);
             }
-            None => {
+            Storage::Memory => {
                 command.arg("--memory");
+            }
+            Storage::Redis { url, prefix } => {
+                command.args(["--redis", url, "--redis-prefix", prefix]);
             }
         }
         if self.rate_limit_flag {
@@ -245,8 +465,7 @@ impl Lanboard {
                 command.env_remove(name);
             }
         }
-        let log = scratch.join("lanboard.log");
-        let stderr = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -277,7 +496,7 @@ impl Lanboard {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             started_in: Duration::ZERO,
-            log,
+            log: log.to_owned(),
         };
         match port.recv_timeout(START_TIMEOUT) {
             Ok(port) => {
@@ -504,4 +723,25 @@ pub fn self_check() {
         "/proc/self/stat is readable"
     );
     assert!(status_kib(std::process::id(), "VmRSS:").is_some_and(|kib| kib > 0));
+    for key in [
+        "lanboard", "memory", "original", "redis1", "redis3", "redis16",
+    ] {
+        let kind = Kind::parse(key).expect("a known server name");
+        assert_eq!(kind.key(), key);
+    }
+    assert_eq!(Kind::parse("redis2").map(Kind::nodes), Some(2));
+    assert_eq!(
+        Kind::parse("redis2").map(Kind::label).as_deref(),
+        Some("redis, 2 nodes")
+    );
+    for bad in ["redis", "redis0", "redis17", "redisx", "Redis1", "sqlite"] {
+        assert_eq!(Kind::parse(bad), None, "{bad}");
+    }
+    let log = "[2026-01-01T00:00:00Z INFO  lanboard::session] 127.0.0.1:5 connected (1 online)\n\
+               [2026-01-01T00:00:01Z WARN  lanboard::store::redis] lost Redis at redis://x\n\
+               [2026-01-01T00:00:02Z INFO  lanboard::board] connection 7 is too slow to keep up; disconnecting it\n\
+               [2026-01-01T00:00:03Z ERROR lanboard::http] reading messages failed: x\n";
+    let found = notable(log);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found[0].contains("lost Redis") && found[2].contains("reading messages failed"));
 }
