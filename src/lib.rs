@@ -9,7 +9,7 @@
 //! - `protocol`: the JSON frames and the validation of what clients post.
 //! - `board`: the hub: recent-message window, subscribers, fan-out, presence.
 //! - `writer`: the thread that commits posts in batches and assigns ids.
-//! - `store`: the history log, in SQLite or in memory.
+//! - `store`: the history log and its live feed, in SQLite, memory or Redis.
 //! - `transfer`: `export` and `import` as JSON Lines.
 //! - `guard`: passphrase, Origin check, per-address limits, token buckets.
 //! - `net`: the addresses to share, and their QR codes.
@@ -19,13 +19,14 @@
 //! | event                | direction        | data                                  |
 //! |----------------------|------------------|---------------------------------------|
 //! | `messages-available` | server -> client | `[Message, ...]`, oldest first        |
-//! | `add-message`        | client -> server | `{name, message}`, optional `ack`     |
+//! | `add-message`        | client -> server | `{name, message, cid?}`, optional `ack` |
 //! | `message-added`      | server -> all    | `Message`, in id order                |
 //! | `ack`                | server -> sender | `Message`, with the client's `ack`    |
 //! | `error`              | server -> sender | `{code, message}`, with `ack` if any  |
 //! | `load-older`         | client -> server | `{before, limit}`                     |
 //! | `older-messages`     | server -> sender | `{messages, more}`                    |
-//! | `presence`           | server -> all    | `{online}`                            |
+//! | `presence`           | server -> all    | `{online}`, over every node           |
+//! | `board-reset`        | server -> all    | `{message}`: the history was lost     |
 
 pub mod assets;
 pub mod board;
