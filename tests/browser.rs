@@ -613,6 +613,24 @@ fn is_page_cid(cid: &Value) -> bool {
 
 /// Stops the board's process without closing anything (SIGSTOP): its sockets
 /// stay open and take what is sent, and nothing is read or answered.
+/// Waits for the "Sending is paused" notice and checks its reason
+/// (`connection` or `storage`).
+async fn expect_paused(page: &Page, reason: &str) {
+    let notice = page
+        .wait_for(
+            "the paused notice",
+            &format!("{PAUSED_NOTICE} return notice;"),
+        )
+        .await;
+    assert_eq!(notice["reason"], reason, "{notice}");
+    assert!(
+        notice["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Sending is paused.")),
+        "{notice}"
+    );
+}
+
 fn freeze(board: &Board) {
     // SAFETY: kill(2) on the test's own child has no memory-safety effects.
     unsafe { libc::kill(board.pid() as i32, libc::SIGSTOP) };
@@ -1352,19 +1370,7 @@ async fn a_message_unacked_at_a_disconnect_is_resent_after_the_reconnect_and_app
 
     // ...and, killed, it never will.
     board.stop_with(libc::SIGKILL);
-    let notice = page
-        .wait_for(
-            "the paused notice",
-            &format!("{PAUSED_NOTICE} return notice;"),
-        )
-        .await;
-    assert_eq!(notice["reason"], "connection", "{notice}");
-    assert!(
-        notice["text"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("Sending is paused.")),
-        "{notice}"
-    );
+    expect_paused(&page, "connection").await;
     assert_eq!(
         page.run("return document.getElementById('send').disabled")
             .await,
@@ -1523,19 +1529,7 @@ async fn sending_pauses_while_storage_is_unreachable_and_resumes_by_itself() {
 
     redis.pause();
     page.type_into("#message", &format!("{TEXT}{ENTER}")).await;
-    let notice = page
-        .wait_for(
-            "the paused notice",
-            &format!("{PAUSED_NOTICE} return notice;"),
-        )
-        .await;
-    assert_eq!(notice["reason"], "storage", "{notice}");
-    assert!(
-        notice["text"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("Sending is paused.")),
-        "{notice}"
-    );
+    expect_paused(&page, "storage").await;
     let kept = page
         .run(
             "return {
