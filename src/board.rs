@@ -206,8 +206,11 @@ impl Board {
     /// every subscriber. Called only by the store's feed (the writer thread or
     /// the store's follower), which delivers in id order, so all subscribers
     /// see one order.
-    pub fn publish(&self, messages: &[Message]) {
-        let entries: Vec<Arc<Entry>> = messages.iter().map(|m| Arc::new(Entry::new(m))).collect();
+    pub fn publish<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
+        let entries: Vec<Arc<Entry>> = messages
+            .into_iter()
+            .map(|m| Arc::new(Entry::new(m)))
+            .collect();
         let item: Outgoing = entries.iter().map(|e| e.frame().clone()).collect();
         let mut hub = self.shared.hub.lock();
         for entry in &entries {

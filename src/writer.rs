@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::board::Board;
-use crate::protocol::{Code, Draft, Message, Rejection};
+use crate::protocol::{Code, Draft, Rejection};
 use crate::store::{Appended, Feed};
 
 /// Posts taken into one transaction at most.
@@ -89,14 +89,10 @@ fn run(board: Board, feed: Feed, mut queue: mpsc::Receiver<Job>) {
                 if feed == Feed::Writer {
                     // A repeated cid is answered with the original, which
                     // everyone already has: only new messages go out.
-                    let new: Vec<Message> = appended
-                        .iter()
-                        .filter_map(|a| match a {
-                            Appended::New(message) => Some(message.clone()),
-                            Appended::Repeat(_) => None,
-                        })
-                        .collect();
-                    board.publish(&new);
+                    board.publish(appended.iter().filter_map(|a| match a {
+                        Appended::New(message) => Some(message),
+                        Appended::Repeat(_) => None,
+                    }));
                 }
                 for (reply, appended) in replies.drain(..).zip(appended) {
                     // A poster that went away no longer needs its answer; the

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use parking_lot::RwLock;
 
-use super::{check_import_order, Appended, Log, StoreError, CID_MEMORY_MS};
+use super::{check_import_order, Appended, Log, StoreError, CID_MEMORY_MS, CID_PRUNE_EVERY_MS};
 use crate::protocol::{Draft, Message};
 
 /// History in memory only, lost on exit (`--memory`).
@@ -18,6 +18,8 @@ struct State {
     messages: Vec<Message>,
     /// cid -> (id, time stored), forgotten after a day.
     cids: HashMap<String, (u64, i64)>,
+    /// When cids older than a day were last swept out.
+    cids_pruned_at: i64,
 }
 
 impl State {
@@ -32,15 +34,19 @@ impl State {
 impl Log for MemoryLog {
     fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
         let mut state = self.state.write();
-        state
-            .cids
-            .retain(|_, (_, stored)| *stored > time - CID_MEMORY_MS);
+        if time - state.cids_pruned_at > CID_PRUNE_EVERY_MS {
+            state
+                .cids
+                .retain(|_, (_, stored)| *stored > time - CID_MEMORY_MS);
+            state.cids_pruned_at = time;
+        }
         let mut last = state.messages.last().map_or(0, |m| m.id);
         let mut appended = Vec::with_capacity(drafts.len());
         for draft in drafts {
             let earlier = draft
                 .cid()
                 .and_then(|cid| state.cids.get(cid))
+                .filter(|&&(_, stored)| stored > time - CID_MEMORY_MS)
                 .map(|&(id, _)| id);
             if let Some(original) = earlier.and_then(|id| state.find(id)) {
                 appended.push(Appended::Repeat(original.clone()));

@@ -38,6 +38,11 @@ use crate::protocol::{Draft, Message};
 /// answered with the original message instead of being stored again.
 pub const CID_MEMORY_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// How often the local stores sweep out cids older than [`CID_MEMORY_MS`]:
+/// not on every append, which would walk a whole day of cids per batch.
+/// (Redis expires them by itself.)
+const CID_PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
+
 /// The durable, totally ordered history of one board.
 pub trait Log: Send + Sync + 'static {
     /// Stores the drafts in order, giving the new ones the next ids, all or

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::{check_import_order, Appended, Log, StoreError, CID_MEMORY_MS};
+use super::{check_import_order, Appended, Log, StoreError, CID_MEMORY_MS, CID_PRUNE_EVERY_MS};
 use crate::protocol::{Draft, Message};
 
 /// "LNBD": marks a SQLite file as a lanboard database.
@@ -39,9 +39,6 @@ struct Writing {
     conn: Connection,
     cids_pruned_at: i64,
 }
-
-/// How often the cids older than a day are deleted.
-const CID_PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// How long a commit waits for the disk (SQLite's `synchronous` in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
