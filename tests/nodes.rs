@@ -120,3 +120,22 @@ async fn after_the_stream_is_lost_clients_are_told_and_ids_never_repeat() {
     let resumed = Client::connect(&format!("{}?since=0&epoch={current}", node.ws_url())).await;
     assert_eq!(resumed.history, vec![stored]);
 }
+
+#[tokio::test]
+async fn an_entry_that_is_not_a_message_is_passed_over_and_delivery_goes_on() {
+    let Some(redis) = Redis::start(Persistence::None) else {
+        return;
+    };
+    let node = Board::node(&redis.url(), "foreign", &[]);
+    let mut client = Client::connect(&node.ws_url()).await;
+    // Someone with access to Redis writes to the board's stream by hand.
+    assert_eq!(
+        redis.cli(&["XADD", "foreign:messages", "1-0", "note", "not a message"]),
+        "1-0"
+    );
+    assert_eq!(redis.cli(&["SET", "foreign:last-id", "1"]), "OK");
+    client.add("ada", "still here", 1).await;
+    let added = client.next_event("message-added").await;
+    assert_eq!(added["data"]["id"], 2);
+    assert_eq!(added["data"]["message"], "still here");
+}

@@ -571,16 +571,16 @@ impl Shared {
                 }
             };
             match read {
-                Ok(messages) => {
+                Ok((messages, read_to)) => {
                     if let Some(since) = down_since.take() {
                         log::info!(
                             "Redis is reachable again after {:.1} s; delivery resumes after message {last}",
                             since.elapsed().as_secs_f64()
                         );
                     }
-                    if let Some(newest) = messages.last() {
-                        last = newest.id;
-                        self.seen.fetch_max(last, Ordering::SeqCst);
+                    last = read_to;
+                    self.seen.fetch_max(last, Ordering::SeqCst);
+                    if !messages.is_empty() {
                         board.publish(&messages);
                     }
                 }
@@ -606,7 +606,7 @@ impl Shared {
         &self,
         conn: &mut ConnectionManager,
         last: u64,
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<(Vec<Message>, u64), StoreError> {
         let reply: Option<StreamReadReply> = tokio::time::timeout(
             TAIL_BLOCK + COMMAND_TIMEOUT,
             redis::cmd("XREAD")
@@ -623,14 +623,28 @@ impl Shared {
         .map_err(|_| StoreError::Unavailable("Redis did not answer in time".into()))?
         .map_err(classify)?;
         let Some(reply) = reply else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), last));
         };
-        reply
-            .keys
-            .iter()
-            .flat_map(|key| key.ids.iter())
-            .map(to_message)
-            .collect()
+        // An entry that is not a lanboard message (someone else wrote to the
+        // stream) is passed over, not retried forever, which would stop
+        // delivery on this node.
+        let mut messages = Vec::new();
+        let mut read_to = last;
+        for entry in reply.keys.iter().flat_map(|key| key.ids.iter()) {
+            match to_message(entry) {
+                Ok(message) => {
+                    read_to = message.id;
+                    messages.push(message);
+                }
+                Err(e) => {
+                    log::warn!("skipping stream entry {}: {e}", entry.id);
+                    if let Some(id) = entry.id.split('-').next().and_then(|id| id.parse().ok()) {
+                        read_to = read_to.max(id);
+                    }
+                }
+            }
+        }
+        Ok((messages, read_to))
     }
 
     /// Checks the epoch; when the board was lost and begun anew, resets the
