@@ -4,14 +4,13 @@
 //! would (append-only file, fsync every second, no snapshots), pinned with the
 //! other server processes, and killed with the run like any [`Server`].
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::servers::{confine, Server};
+use crate::servers::{confine, free_port, log_file, Server};
 
 /// How long a fresh, empty `redis-server` may take to answer `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,13 +70,9 @@ pub fn start(dir: &Path, core: Option<usize>) -> Result<Server, String> {
 fn start_once(dir: &Path, core: Option<usize>) -> Result<Server, String> {
     // The port is free now; if another program takes it first, Redis exits
     // and `start` tries again on another one.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("finding a free port: {e}"))?
-        .port();
+    let port = free_port()?;
     let log = dir.join("redis.log");
-    let output = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let errors = output.try_clone().map_err(|e| e.to_string())?;
+    let (output, errors) = log_file(&log)?;
     let mut command = Command::new("redis-server");
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])

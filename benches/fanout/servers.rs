@@ -576,13 +576,9 @@ impl Original {
     /// Starts a fresh board (it never forgets a socket) on a free port.
     pub fn start(&self, scratch: &Path, core: Option<usize>) -> Result<Server, String> {
         // The port is free now; the short race with other programs is harmless here.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("finding a free port: {e}"))?
-            .port();
+        let port = free_port()?;
         let log = scratch.join("original.log");
-        let output = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let errors = output.try_clone().map_err(|e| e.to_string())?;
+        let (output, errors) = log_file(&log)?;
         let mut command = Command::new("node");
         command
             .arg("server.js")
@@ -744,4 +740,19 @@ pub fn self_check() {
     let found = notable(log);
     assert_eq!(found.len(), 3, "{found:?}");
     assert!(found[0].contains("lost Redis") && found[2].contains("reading messages failed"));
+}
+
+/// A loopback port that is free right now.
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// A fresh log file at `path`, as two handles: a process's stdout and stderr.
+pub fn log_file(path: &Path) -> Result<(File, File), String> {
+    let output = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let errors = output.try_clone().map_err(|e| e.to_string())?;
+    Ok((output, errors))
 }
