@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytestring::ByteString;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::{self, Message};
@@ -221,11 +221,7 @@ impl Board {
                 hub.complete = false;
             }
         }
-        let dropped = hub.send_to_all(&item, self.shared.config.queue_bytes);
-        drop(hub);
-        if dropped > 0 {
-            self.shared.presence_changed.notify_one();
-        }
+        self.broadcast(hub, &item);
     }
 
     /// Joins the board: returns the connection's subscription and its first
@@ -351,11 +347,7 @@ impl Board {
         hub.window = recent.iter().map(|m| Arc::new(Entry::new(m))).collect();
         hub.complete = recent.len() < self.shared.config.window;
         hub.last_id = recent.last().map_or(0, |m| m.id);
-        let dropped = hub.send_to_all(&item, self.shared.config.queue_bytes);
-        drop(hub);
-        if dropped > 0 {
-            self.shared.presence_changed.notify_one();
-        }
+        self.broadcast(hub, &item);
     }
 
     /// Up to `limit` messages after `since`, oldest first (the HTTP API's
@@ -417,18 +409,24 @@ impl Board {
             let crowd =
                 Duration::from_millis(self.online() as u64 / 10).min(Duration::from_secs(2));
             tokio::time::sleep(self.shared.config.presence_delay.max(crowd)).await;
-            let mut hub = self.shared.hub.lock();
+            let hub = self.shared.hub.lock();
             let online = hub.subscribers.len() + self.shared.elsewhere.load(Ordering::Relaxed);
             if last_sent == Some(online) {
                 continue;
             }
             last_sent = Some(online);
             let item: Outgoing = Arc::new([ByteString::from(protocol::presence_frame(online))]);
-            let dropped = hub.send_to_all(&item, self.shared.config.queue_bytes);
-            drop(hub);
-            if dropped > 0 {
-                self.shared.presence_changed.notify_one();
-            }
+            self.broadcast(hub, &item);
+        }
+    }
+
+    /// Queues `item` to every subscriber, then lets go of the hub; the
+    /// presence count goes out again when that cut off slow connections.
+    fn broadcast(&self, mut hub: MutexGuard<'_, Hub>, item: &Outgoing) {
+        let dropped = hub.send_to_all(item, self.shared.config.queue_bytes);
+        drop(hub);
+        if dropped > 0 {
+            self.shared.presence_changed.notify_one();
         }
     }
 

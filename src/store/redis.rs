@@ -409,24 +409,8 @@ impl RedisLog {
         to: String,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.shared.commands.clone();
-        let key = self.shared.keys.stream.clone();
-        let reply: StreamRangeReply = self.call(async move {
-            timed(
-                redis::cmd(command)
-                    .arg(key)
-                    .arg(from)
-                    .arg(to)
-                    .arg("COUNT")
-                    .arg(limit)
-                    .query_async(&mut conn),
-            )
-            .await
-        })?;
-        reply.ids.iter().map(to_message).collect()
+        let shared = self.shared.clone();
+        self.call(async move { shared.range(command, &from, &to, limit).await })
     }
 }
 
@@ -513,22 +497,30 @@ impl Shared {
         .await
     }
 
-    async fn newest(&self, limit: usize) -> Result<Vec<Message>, StoreError> {
+    /// Up to `limit` messages from `XRANGE` or `XREVRANGE` between `from`
+    /// and `to`, in the order Redis gives them.
+    async fn range(
+        &self,
+        command: &'static str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let mut conn = self.commands.clone();
         let reply: StreamRangeReply = timed(
-            redis::cmd("XREVRANGE")
+            redis::cmd(command)
                 .arg(&self.keys.stream)
-                .arg("+")
-                .arg("-")
+                .arg(from)
+                .arg(to)
                 .arg("COUNT")
                 .arg(limit)
                 .query_async(&mut conn),
         )
         .await?;
-        let mut messages: Vec<Message> =
-            reply.ids.iter().map(to_message).collect::<Result<_, _>>()?;
-        messages.reverse();
-        Ok(messages)
+        reply.ids.iter().map(to_message).collect()
     }
 
     /// Publishes every message after `last` to `board`, forever (until the
@@ -654,7 +646,10 @@ impl Shared {
         if *self.epoch.lock() == epoch {
             return Ok(None);
         }
-        let recent = self.newest(board.config().window).await?;
+        let mut recent = self
+            .range("XREVRANGE", "+", "-", board.config().window)
+            .await?;
+        recent.reverse();
         log::warn!(
             "the board in Redis at {} was lost (its epoch changed); clients are told to reload",
             self.target.display_url()
