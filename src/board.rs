@@ -19,26 +19,31 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use bytestring::ByteString;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::{self, Message};
 use crate::store::{Log, StoreError};
+use crate::ws;
 
 /// One message as the board keeps it: its id and its `message-added` frame,
-/// shared by every connection that sends it.
+/// as text and as the WebSocket frame every connection writes.
 #[derive(Debug)]
 pub struct Entry {
     pub id: u64,
     frame: ByteString,
+    wire: Bytes,
 }
 
 impl Entry {
     pub fn new(message: &Message) -> Entry {
+        let frame = ByteString::from(protocol::message_added_frame(message));
         Entry {
             id: message.id,
-            frame: protocol::message_added_frame(message).into(),
+            wire: ws::text(frame.clone()),
+            frame,
         }
     }
 
@@ -56,11 +61,12 @@ impl Entry {
 const RESET_MESSAGE: &str =
     "The board's history was lost on the server and has started over; reload to see it.";
 
-/// What a connection's queue carries: frames to send in order. Messages
-/// committed together travel as one item, shared by every connection, so a
-/// burst costs each connection one queue operation and one wake-up, not one
-/// per message.
-pub type Outgoing = Arc<[ByteString]>;
+/// What a connection's queue carries: WebSocket frames to send in order,
+/// encoded once for everyone (a server's frames are the same bytes for every
+/// client). Messages committed together travel as one item, shared by every
+/// connection, so a burst costs each connection one queue operation and one
+/// wake-up, not one per message.
+pub type Outgoing = Arc<[Bytes]>;
 
 /// Sizes that shape the board's memory and behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -211,7 +217,7 @@ impl Board {
             .into_iter()
             .map(|m| Arc::new(Entry::new(m)))
             .collect();
-        let item: Outgoing = entries.iter().map(|e| e.frame().clone()).collect();
+        let item: Outgoing = entries.iter().map(|e| e.wire.clone()).collect();
         let mut hub = self.shared.hub.lock();
         for entry in &entries {
             hub.last_id = entry.id;
@@ -340,8 +346,7 @@ impl Board {
     /// `recent` (the newest messages of the new history, oldest first) and
     /// every connection is told with `board-reset` that what it shows is gone.
     pub fn reset(&self, recent: &[Message], epoch: Option<String>) {
-        let item: Outgoing =
-            Arc::new([ByteString::from(protocol::board_reset_frame(RESET_MESSAGE))]);
+        let item: Outgoing = Arc::new([ws::text(protocol::board_reset_frame(RESET_MESSAGE))]);
         *self.shared.epoch.lock() = epoch;
         let mut hub = self.shared.hub.lock();
         hub.window = recent.iter().map(|m| Arc::new(Entry::new(m))).collect();
@@ -415,7 +420,7 @@ impl Board {
                 continue;
             }
             last_sent = Some(online);
-            let item: Outgoing = Arc::new([ByteString::from(protocol::presence_frame(online))]);
+            let item: Outgoing = Arc::new([ws::text(protocol::presence_frame(online))]);
             self.broadcast(hub, &item);
         }
     }

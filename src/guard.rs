@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::{header, StatusCode};
-use actix_web::HttpRequest;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::StatusCode;
 use parking_lot::Mutex;
 
 use crate::protocol::{Code, Rejection};
@@ -148,13 +148,12 @@ impl Guard {
     /// Refuses a request sent by a page of another site. Requests without
     /// an `Origin` (scripts, curl) pass: they cannot carry a victim's cookies
     /// through a browser.
-    pub fn check_origin(&self, request: &HttpRequest) -> Result<(), Refusal> {
-        let Some(origin) = request.headers().get(header::ORIGIN) else {
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
         let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
-        let host = request
-            .headers()
+        let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
@@ -178,20 +177,18 @@ impl Guard {
     /// Refuses a request without the passphrase, when one is set. Accepts
     /// `Authorization: Bearer <passphrase>` (scripts) or the login cookie
     /// (browsers, after `POST /api/login`).
-    pub fn check_auth(&self, request: &HttpRequest) -> Result<(), Refusal> {
+    pub fn check_auth(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let Some(password) = &self.config.password else {
             return Ok(());
         };
-        let bearer = request
-            .headers()
+        let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "));
-        let cookie = request.cookie(SESSION_COOKIE);
         let by_bearer =
             bearer.is_some_and(|given| constant_time_eq(given.as_bytes(), password.as_bytes()));
-        let by_cookie = cookie
-            .is_some_and(|c| constant_time_eq(c.value().as_bytes(), self.session_token.as_bytes()));
+        let by_cookie = cookies(headers, SESSION_COOKIE)
+            .any(|value| constant_time_eq(value.as_bytes(), self.session_token.as_bytes()));
         if by_bearer || by_cookie {
             Ok(())
         } else {
@@ -272,6 +269,18 @@ impl Guard {
             Err(rate_limited(rate))
         }
     }
+}
+
+/// The values of every cookie named `name` in the request's `Cookie` headers.
+/// (The login token is plain hex, so no percent-decoding is needed.)
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(header::COOKIE)
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"'))
 }
 
 /// True for 127.0.0.1 and ::1 (also as an IPv4-mapped address): where this

@@ -3,7 +3,7 @@
 //! | route                    | answer                                           |
 //! |--------------------------|--------------------------------------------------|
 //! | `GET /`, `GET /wall`     | the page                                         |
-//! | `GET /ws[?since=<id>[&epoch=<e>]]` | WebSocket, protocol v1 (see `protocol.rs`)       |
+//! | `GET /ws[?since=<id>[&epoch=<e>]]` | WebSocket, protocol v1 (`upgrade.rs`, `protocol.rs`) |
 //! | `GET /api/messages`      | JSON array of messages (`since`, `before`, `limit`) |
 //! | `POST /api/messages`     | 201 with the stored message                      |
 //! | `GET /api/info`          | the board's addresses and limits                 |
@@ -22,11 +22,21 @@ use serde::Deserialize;
 use crate::board::Board;
 use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
-use crate::session::{self, SessionConfig};
+use crate::session::SessionConfig;
 use crate::store::Appended;
 use crate::writer::Writer;
 
-/// What every handler shares.
+/// Headers on every response, also the upgrade's refusals.
+pub const SECURITY_HEADERS: [(&str, &str); 3] = [
+    (
+        "content-security-policy",
+        crate::assets::CONTENT_SECURITY_POLICY,
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// What every handler shares (the WebSocket upgrade too).
 pub struct AppState {
     pub board: Board,
     pub writer: Writer,
@@ -38,7 +48,7 @@ pub struct AppState {
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .route("/ws", web::get().to(upgrade))
+        .route("/ws", web::get().to(not_upgraded))
         .route("/api/messages", web::get().to(list_messages))
         .route("/api/messages", web::post().to(post_message))
         .route("/api/info", web::get().to(info))
@@ -94,64 +104,20 @@ fn peer(request: &HttpRequest) -> String {
 
 /// Runs the checks every API request passes: Origin, then passphrase.
 fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), Refusal> {
-    guard.check_origin(request)?;
-    guard.check_auth(request)
+    guard.check_origin(request.headers())?;
+    guard.check_auth(request.headers())
 }
 
-#[derive(Deserialize)]
-struct ResumeQuery {
-    since: Option<u64>,
-    /// The `epoch` of the `messages-available` the client resumes from.
-    epoch: Option<String>,
-}
-
-async fn upgrade(
-    request: HttpRequest,
-    body: web::Payload,
-    query: Result<web::Query<ResumeQuery>, actix_web::Error>,
-    state: web::Data<AppState>,
-) -> actix_web::Result<HttpResponse> {
-    if let Err(refusal) = admit(&request, &state.guard) {
-        return Ok(refuse(refusal));
-    }
-    let permit = match state.guard.admit(peer_ip(&request)) {
-        Ok(permit) => permit,
-        Err(refusal) => return Ok(refuse(refusal)),
-    };
-    let Ok(query) = query else {
-        return Ok(reject(
-            StatusCode::BAD_REQUEST,
-            &Rejection::new(Code::BadRequest, "since must be a message id (an integer)"),
-        ));
-    };
-    let board = state.board.clone();
-    let web::Query(ResumeQuery { since, epoch }) = query;
-    // Subscribing may read the store when the client missed many messages.
-    let joined = web::block(move || board.subscribe(since, epoch.as_deref())).await?;
-    let (subscription, welcome) = match joined {
-        Ok(joined) => joined,
-        Err(error) => {
-            log::error!("could not read history for a new connection: {error}");
-            return Ok(reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &Rejection::new(Code::StorageError, "history could not be read"),
-            ));
-        }
-    };
-    let (response, ws_session, stream) = actix_ws::handle(&request, body)?;
-    let peer = peer(&request);
-    actix_web::rt::spawn(session::run(session::Connection {
-        session: ws_session,
-        stream,
-        subscription,
-        welcome,
-        board: state.board.clone(),
-        writer: state.writer.clone(),
-        config: state.session,
-        peer,
-        permit,
-    }));
-    Ok(response)
+/// `GET /ws` without the WebSocket upgrade headers (upgrades never reach
+/// the routes: see `upgrade.rs`).
+async fn not_upgraded() -> HttpResponse {
+    reject(
+        StatusCode::BAD_REQUEST,
+        &Rejection::new(
+            Code::BadRequest,
+            "/ws is a WebSocket: connect with Upgrade: websocket",
+        ),
+    )
 }
 
 #[derive(Deserialize)]
@@ -266,7 +232,7 @@ async fn login(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(refusal) = state.guard.check_origin(&request) {
+    if let Err(refusal) = state.guard.check_origin(request.headers()) {
         return refuse(refusal);
     }
     // Guesses count against the same per-address budget as posts.

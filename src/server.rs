@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 
 use crate::board::{Board, BoardConfig};
 use crate::guard::{Guard, GuardConfig};
@@ -21,6 +21,37 @@ use crate::store::{
     random_token, Access, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
 };
 use crate::writer::Writer;
+
+/// The HTTP/1.1 service of one worker for a connection of type `$io`: the
+/// routes of `$app`, and WebSocket upgrades to `upgrade::handle`. The
+/// timeouts are actix-web's defaults: 5 s for a request's head and between
+/// keep-alive requests, 1 s to close. (A macro: the service's type is
+/// unnameable.)
+macro_rules! http_service {
+    ($io:ty, $app:expr, $state:expr, $local_addr:expr) => {{
+        let state: web::Data<AppState> = $state;
+        actix_http::HttpService::build()
+            .keep_alive(actix_http::KeepAlive::Timeout(Duration::from_secs(5)))
+            .client_request_timeout(Duration::from_secs(5))
+            .client_disconnect_timeout(Duration::from_secs(1))
+            // Frames are small and latency matters more than packet count:
+            // without this, Nagle's algorithm meets delayed ACKs and holds
+            // a frame back for tens of milliseconds.
+            .tcp_nodelay(true)
+            .local_addr($local_addr)
+            .upgrade(actix_service::fn_service(
+                move |(request, framed): (
+                    actix_http::Request,
+                    actix_codec::Framed<$io, actix_http::h1::Codec>,
+                )| { crate::upgrade::handle(request, framed, state.clone()) },
+            ))
+            .finish(actix_service::map_config(
+                $app.into_factory()
+                    .map_err(|error: actix_web::Error| error.error_response()),
+                |_| actix_web::dev::AppConfig::default(),
+            ))
+    }};
+}
 
 /// Where the history lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,38 +193,53 @@ impl Server {
             urls: urls.iter().map(|u| u.url.clone()).collect(),
             guard: Arc::new(Guard::new(config.guard.clone(), secret.as_bytes())),
         });
-        let mut server = HttpServer::new(move || {
+        let upgrade_state = state.clone();
+        // The server is assembled from actix-web's own parts rather than
+        // `HttpServer`, for one thing `HttpServer` cannot do: hand WebSocket
+        // upgrades, with their raw connection, to `upgrade.rs`.
+        let app = move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(config.session.max_frame_bytes))
                 .wrap(
                     DefaultHeaders::new()
-                        .add((
-                            header::CONTENT_SECURITY_POLICY,
-                            crate::assets::CONTENT_SECURITY_POLICY,
-                        ))
-                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                        .add((header::REFERRER_POLICY, "no-referrer")),
+                        .add(http::SECURITY_HEADERS[0])
+                        .add(http::SECURITY_HEADERS[1])
+                        .add(http::SECURITY_HEADERS[2]),
                 )
                 .configure(http::routes)
-        })
-        // Signals are handled by the caller's shutdown future, which first
-        // closes every WebSocket with a close frame; actix's own handler
-        // would only wait for them.
-        .disable_signals()
-        // Frames are small and latency matters more than packet count:
-        // without this, Nagle's algorithm meets delayed ACKs and holds a
-        // frame back for tens of milliseconds.
-        .tcp_nodelay(true)
-        .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+        };
+        let mut builder = actix_server::Server::build()
+            // Signals are handled by the caller's shutdown future, which
+            // first closes every WebSocket with a close frame; actix's own
+            // handler would only wait for them.
+            .disable_signals()
+            .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
         if config.workers > 0 {
-            server = server.workers(config.workers);
+            builder = builder.workers(config.workers);
         }
-        let server = match tls {
-            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-            None => server.listen(listener)?,
-        }
-        .run();
+        let upgrades = upgrade_state.clone();
+        let builder = match tls {
+            Some(tls) => builder.listen("lanboard-https", listener, move || {
+                http_service!(
+                    actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>,
+                    app(),
+                    upgrades.clone(),
+                    local_addr
+                )
+                .rustls_0_23(tls.clone())
+            })?,
+            None => builder.listen("lanboard-http", listener, move || {
+                http_service!(
+                    actix_web::rt::net::TcpStream,
+                    app(),
+                    upgrades.clone(),
+                    local_addr
+                )
+                .tcp()
+            })?,
+        };
+        let server = builder.run();
         Ok(Server {
             server,
             board,

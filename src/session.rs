@@ -11,14 +11,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
-use bytestring::ByteString;
+use actix_http::ws::{CloseCode, CloseReason};
+use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use crate::board::{Board, Subscription};
 use crate::guard::{self, Permit, Rate, TokenBucket};
 use crate::protocol::{self, Action, Code, Limits, Rejection};
 use crate::writer::Writer;
+use crate::ws::{self, Incoming, ReadError, Socket};
 
 /// Timing and size settings of every connection.
 #[derive(Debug, Clone, Copy)]
@@ -65,12 +66,10 @@ fn ready(frame: String) -> Reply {
     Box::pin(std::future::ready(Some(frame)))
 }
 
-/// Everything a connection needs, handed over by the upgrade handler.
+/// Everything a connection needs, handed over by the upgrade.
 pub struct Connection {
-    pub session: actix_ws::Session,
-    pub stream: actix_ws::MessageStream,
+    pub socket: Socket,
     pub subscription: Subscription,
-    /// The `messages-available` frame, sent first.
     /// The first frames: `messages-available` (after `board-reset` when the
     /// client resumed from a history that is gone).
     pub welcome: Vec<String>,
@@ -84,7 +83,7 @@ pub struct Connection {
 
 /// How a connection ended, for the close frame and the log.
 enum End {
-    ClientLeft,
+    ClientLeft(Option<CloseReason>),
     Closed(CloseReason),
     Gone,
 }
@@ -98,8 +97,7 @@ fn reason(code: CloseCode, description: &str) -> End {
 
 pub async fn run(connection: Connection) {
     let Connection {
-        mut session,
-        stream,
+        mut socket,
         mut subscription,
         welcome,
         board,
@@ -110,20 +108,17 @@ pub async fn run(connection: Connection) {
     } = connection;
     let mut bucket = config.rate.map(TokenBucket::new);
     log::info!("{peer} connected ({} online)", board.online());
-    let mut stream = stream
-        .max_frame_size(config.max_frame_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(config.max_frame_bytes);
     let mut replies: FuturesOrdered<Reply> = FuturesOrdered::new();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     let mut last_heard = Instant::now();
+    let deadline = config.client_timeout;
 
     let end = 'connection: {
-        for frame in welcome {
-            if !send(&mut session, frame.into(), config.client_timeout).await {
-                break 'connection End::Gone;
-            }
+        let welcome: Vec<Bytes> = welcome.into_iter().map(ws::text).collect();
+        if !send(&mut socket, &welcome, deadline).await {
+            break 'connection End::Gone;
         }
+        drop(welcome);
         loop {
             tokio::select! {
                 received = subscription.frames.recv() => {
@@ -134,46 +129,39 @@ pub async fn run(connection: Connection) {
                             reason(CloseCode::Again, "too slow to keep up; reconnect with ?since=")
                         };
                     };
-                    // Whatever else has queued up is written now too, without
-                    // a buffer of its own: an idle connection should cost
-                    // as little memory as possible.
+                    // Whatever else has queued up goes out in the same
+                    // vectored write: the frames are the board's own shared
+                    // bytes, so a batch costs no copy and no buffer here.
+                    let mut batch = vec![first];
+                    let mut frames = batch[0].len();
+                    while frames < WRITE_BATCH {
+                        let Ok(item) = subscription.frames.try_recv() else { break };
+                        frames += item.len();
+                        batch.push(item);
+                    }
                     // One deadline covers the whole batch: timing each
                     // frame would read the clock once per delivery.
-                    let subscription = &mut subscription;
-                    let batch = async {
-                        let mut next = Some(first);
-                        let mut written = 0;
-                        while let Some(item) = next.take() {
-                            for frame in item.iter() {
-                                session.text(frame.clone()).await?;
-                            }
-                            written += item.len();
-                            subscription.written(&item);
-                            if written < WRITE_BATCH {
-                                next = subscription.frames.try_recv().ok();
-                            }
-                        }
-                        Ok::<(), actix_ws::Closed>(())
-                    };
-                    if !matches!(tokio::time::timeout(config.client_timeout, batch).await, Ok(Ok(()))) {
+                    if !send(&mut socket, batch.iter().flat_map(|item| item.iter()), deadline).await {
                         break 'connection End::Gone;
+                    }
+                    for item in &batch {
+                        subscription.written(item);
                     }
                 }
                 Some(reply) = replies.next(), if !replies.is_empty() => {
                     if let Some(frame) = reply {
-                        if !send(&mut session, frame.into(), config.client_timeout).await {
+                        if !send(&mut socket, [&ws::text(frame)], deadline).await {
                             break 'connection End::Gone;
                         }
                     }
                 }
-                frame = stream.next(), if replies.len() < MAX_IN_FLIGHT => {
+                message = socket.next(), if replies.len() < MAX_IN_FLIGHT => {
                     last_heard = Instant::now();
-                    match frame {
-                        None => break 'connection End::ClientLeft,
-                        Some(Ok(AggregatedMessage::Text(text))) => {
+                    match message {
+                        Ok(Incoming::Text(text)) => {
                             replies.push_back(answer(&text, &board, &writer, &config, &peer, bucket.as_mut()));
                         }
-                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                        Ok(Incoming::Binary) => {
                             let rejection = Rejection::new(
                                 Code::BadRequest,
                                 "binary frames are not part of the protocol; send JSON text",
@@ -181,14 +169,21 @@ pub async fn run(connection: Connection) {
                             log::info!("{peer}: rejected a binary frame");
                             replies.push_back(ready(protocol::error_frame(&rejection, None)));
                         }
-                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                            if session.pong(&bytes).await.is_err() {
+                        Ok(Incoming::Ping(payload)) => {
+                            if !send(&mut socket, [&ws::pong(payload)], deadline).await {
                                 break 'connection End::Gone;
                             }
                         }
-                        Some(Ok(AggregatedMessage::Pong(_))) => {}
-                        Some(Ok(AggregatedMessage::Close(_))) => break 'connection End::ClientLeft,
-                        Some(Err(error)) => break 'connection protocol_failure(&peer, error),
+                        Ok(Incoming::Pong) => {}
+                        Ok(Incoming::Close(reason)) => break 'connection End::ClientLeft(reason),
+                        Err(ReadError::Gone) => break 'connection End::Gone,
+                        Err(ReadError::Broken(reason)) => {
+                            log::info!(
+                                "{peer}: protocol error: {}",
+                                reason.description.as_deref().unwrap_or("")
+                            );
+                            break 'connection End::Closed(reason);
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -196,7 +191,7 @@ pub async fn run(connection: Connection) {
                         log::info!("{peer}: no answer to pings for {:?}; dropping", config.client_timeout);
                         break 'connection End::Gone;
                     }
-                    if session.ping(b"").await.is_err() {
+                    if !send(&mut socket, [&ws::ping()], deadline).await {
                         break 'connection End::Gone;
                     }
                 }
@@ -205,53 +200,44 @@ pub async fn run(connection: Connection) {
     };
     drop(subscription);
     drop(permit);
-    match end {
-        End::ClientLeft => {
-            // Answer the client's close (or its vanishing) with ours; if it is
-            // already gone there is nobody to tell.
-            let _ = session.close(None).await;
-        }
+    // A close frame is owed to a client still there; one that vanished
+    // needs none. It gets a short deadline: nothing waits on it.
+    let close = match end {
+        // Answer the client's close with its own code, as RFC 6455 asks.
+        End::ClientLeft(reason) => Some(reason.map(|r| CloseReason {
+            code: r.code,
+            description: None,
+        })),
         End::Closed(reason) => {
             log::info!(
                 "{peer}: closing ({})",
                 reason.description.as_deref().unwrap_or("")
             );
-            // As above: a client that vanished meanwhile needs no close frame.
-            let _ = session.close(Some(reason)).await;
+            Some(Some(reason))
         }
-        End::Gone => {}
+        End::Gone => None,
+    };
+    if let Some(reason) = close {
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.close(reason)).await;
     }
     log::info!("{peer} disconnected ({} online)", board.online());
 }
 
-/// Writes one frame; false when the client is gone or has not taken any data
+/// How long a close frame may take to go out.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Writes frames; false when the client is gone or has not taken any data
 /// for `timeout` (a client that stopped reading must not hold its task and
-/// buffers forever).
-async fn send(session: &mut actix_ws::Session, frame: ByteString, timeout: Duration) -> bool {
+/// queue forever).
+async fn send<'a>(
+    socket: &mut Socket,
+    frames: impl IntoIterator<Item = &'a Bytes>,
+    timeout: Duration,
+) -> bool {
     matches!(
-        tokio::time::timeout(timeout, session.text(frame)).await,
+        tokio::time::timeout(timeout, socket.write(frames)).await,
         Ok(Ok(()))
     )
-}
-
-/// Turns a broken frame into the close code RFC 6455 gives it.
-fn protocol_failure(peer: &str, error: ProtocolError) -> End {
-    // A client whose connection dropped without a close frame (a closed
-    // laptop, a killed tab) is not a protocol error; nobody is left to tell.
-    if matches!(&error, ProtocolError::Io(e) if e.to_string().contains("EOF")) {
-        return End::Gone;
-    }
-    log::info!("{peer}: protocol error: {error}");
-    match error {
-        ProtocolError::Overflow => reason(CloseCode::Size, "frame too large"),
-        ProtocolError::Io(e) if e.to_string().contains("continuation size") => {
-            reason(CloseCode::Size, "message too large")
-        }
-        ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            reason(CloseCode::Invalid, "text frames must be UTF-8")
-        }
-        _ => reason(CloseCode::Protocol, "WebSocket protocol error"),
-    }
 }
 
 /// Answers one text frame. The answer is a future so that posts wait for

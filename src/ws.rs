@@ -1,0 +1,337 @@
+//! The WebSocket wire of one connection: reading whole messages from the
+//! client and writing ready-made frames to it.
+//!
+//! lanboard drives the socket itself instead of going through a response
+//! body stream, for two reasons that matter when a whole office keeps the
+//! board open all day:
+//! - an idle connection holds no buffer at all: a plain TCP socket is read
+//!   only once it is readable, through a stack buffer, and what is left of a
+//!   partial frame is kept only until the frame is whole;
+//! - the board encodes each frame once and every connection writes those
+//!   same bytes with one vectored write per batch, with no copy and no
+//!   queue between the connection and its socket.
+//!
+//! Frame parsing (masking, lengths, control frames, fragments) is actix-http's
+//! WebSocket codec, the same one the rest of the actix stack uses.
+
+use std::io::{self, IoSlice};
+
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, Message, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+/// Most slices one vectored write takes (Linux's IOV_MAX is 1024).
+const MAX_SLICES: usize = 512;
+
+/// Any other byte stream a connection can run on (TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// What an upgraded connection's stream becomes.
+pub trait IntoStream: AsyncRead + AsyncWrite + Unpin + 'static {
+    fn into_stream(self) -> Stream;
+}
+
+impl IntoStream for TcpStream {
+    fn into_stream(self) -> Stream {
+        Stream::Tcp(self)
+    }
+}
+
+impl IntoStream for actix_tls::accept::rustls_0_23::TlsStream<TcpStream> {
+    fn into_stream(self) -> Stream {
+        Stream::Other(Box::new(self))
+    }
+}
+
+/// The connection's byte stream.
+pub enum Stream {
+    /// Plain TCP: read only when readable, so an idle connection holds no
+    /// read buffer.
+    Tcp(TcpStream),
+    /// Anything else, read through a buffer while waiting.
+    Other(Box<dyn Io>),
+}
+
+impl Stream {
+    /// Appends what the socket has to `buf`; 0 means the client closed.
+    /// Cancel-safe: nothing read is ever held outside `buf`.
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(tcp) => loop {
+                tcp.readable().await?;
+                match read_ready(tcp, buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    result => return result,
+                }
+            },
+            Stream::Other(io) => {
+                buf.reserve(READ_CHUNK);
+                io.read_buf(buf).await
+            }
+        }
+    }
+
+    /// Writes every byte of `slices`.
+    async fn write_all(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        while !slices.is_empty() {
+            let written = match self {
+                Stream::Tcp(tcp) => tcp.write_vectored(slices).await?,
+                Stream::Other(io) => io.write_vectored(slices).await?,
+            };
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, written);
+        }
+        match self {
+            Stream::Tcp(_) => Ok(()),
+            // TLS holds written records until flushed.
+            Stream::Other(io) => io.flush().await,
+        }
+    }
+
+    /// Ends the sending side, so the client reads the close frame and then
+    /// the end of the stream.
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Stream::Tcp(tcp) => tcp.shutdown().await,
+            Stream::Other(io) => io.shutdown().await,
+        };
+    }
+}
+
+/// Reads what a readable socket holds through a stack buffer, so only the
+/// bytes that arrived are kept.
+fn read_ready(tcp: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let n = tcp.try_read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// A whole message from the client.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(ByteString),
+    Binary,
+    Ping(Bytes),
+    Pong,
+    Close(Option<CloseReason>),
+}
+
+/// Why a connection cannot go on reading.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client went away without a close frame.
+    Gone,
+    /// A frame or message broke the protocol or a limit; the close frame to
+    /// answer it with.
+    Broken(CloseReason),
+}
+
+fn broken(code: CloseCode, description: &str) -> ReadError {
+    ReadError::Broken(CloseReason {
+        code,
+        description: Some(description.to_owned()),
+    })
+}
+
+/// A message arriving in fragments.
+struct Fragments {
+    text: bool,
+    bytes: BytesMut,
+}
+
+/// One client's WebSocket.
+pub struct Socket {
+    stream: Stream,
+    /// Bytes of a frame not yet whole; empty and unallocated between frames.
+    unread: BytesMut,
+    codec: Codec,
+    fragments: Option<Fragments>,
+    /// Largest frame, and largest message after joining its fragments.
+    max_message: usize,
+}
+
+impl Socket {
+    /// Wraps an upgraded stream; `unread` is whatever the client sent after
+    /// its upgrade request.
+    pub fn new(stream: Stream, unread: BytesMut, max_message: usize) -> Socket {
+        Socket {
+            stream,
+            unread,
+            codec: Codec::new().max_size(max_message),
+            fragments: None,
+            max_message,
+        }
+    }
+
+    /// The next whole message. Cancel-safe: a partly read frame stays
+    /// buffered for the next call.
+    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        loop {
+            while let Some(frame) = self.decode()? {
+                if let Some(message) = self.join(frame)? {
+                    self.release_buffer();
+                    return Ok(message);
+                }
+            }
+            self.release_buffer();
+            match self.stream.read_into(&mut self.unread).await {
+                Ok(0) => return Err(ReadError::Gone),
+                Ok(_) => {}
+                Err(error) => {
+                    log::debug!("read failed: {error}");
+                    return Err(ReadError::Gone);
+                }
+            }
+        }
+    }
+
+    fn decode(&mut self) -> Result<Option<Frame>, ReadError> {
+        self.codec
+            .decode(&mut self.unread)
+            .map_err(|error| match error {
+                ProtocolError::Overflow => broken(CloseCode::Size, "frame too large"),
+                other => {
+                    log::debug!("protocol error: {other}");
+                    broken(CloseCode::Protocol, "WebSocket protocol error")
+                }
+            })
+    }
+
+    /// An idle connection keeps no read buffer.
+    fn release_buffer(&mut self) {
+        if self.unread.is_empty() && self.unread.capacity() > 0 {
+            self.unread = BytesMut::new();
+        }
+    }
+
+    /// Turns a frame into a message, joining fragments; `None` while a
+    /// fragmented message is still arriving.
+    fn join(&mut self, frame: Frame) -> Result<Option<Incoming>, ReadError> {
+        let (text, payload) = match frame {
+            Frame::Text(bytes) => (true, bytes),
+            Frame::Binary(_) => return Ok(Some(Incoming::Binary)),
+            Frame::Ping(bytes) => return Ok(Some(Incoming::Ping(bytes))),
+            Frame::Pong(_) => return Ok(Some(Incoming::Pong)),
+            Frame::Close(reason) => return Ok(Some(Incoming::Close(reason))),
+            Frame::Continuation(item) => {
+                let (first, last, bytes) = match item {
+                    Item::FirstText(b) => (Some(true), false, b),
+                    Item::FirstBinary(b) => (Some(false), false, b),
+                    Item::Continue(b) => (None, false, b),
+                    Item::Last(b) => (None, true, b),
+                };
+                let fragments = match (first, self.fragments.as_mut()) {
+                    (Some(text), _) => self.fragments.insert(Fragments {
+                        text,
+                        bytes: BytesMut::new(),
+                    }),
+                    (None, Some(fragments)) => fragments,
+                    // The codec tracks fragment order; this cannot be reached.
+                    (None, None) => {
+                        return Err(broken(CloseCode::Protocol, "continuation not started"))
+                    }
+                };
+                if fragments.bytes.len() + bytes.len() > self.max_message {
+                    return Err(broken(CloseCode::Size, "message too large"));
+                }
+                fragments.bytes.extend_from_slice(&bytes);
+                if !last {
+                    return Ok(None);
+                }
+                let Some(Fragments { text, bytes }) = self.fragments.take() else {
+                    return Ok(None);
+                };
+                if !text {
+                    return Ok(Some(Incoming::Binary));
+                }
+                (true, bytes.freeze())
+            }
+        };
+        debug_assert!(text);
+        match ByteString::try_from(payload) {
+            Ok(text) => Ok(Some(Incoming::Text(text))),
+            Err(_) => Err(broken(CloseCode::Invalid, "text frames must be UTF-8")),
+        }
+    }
+
+    /// Writes ready-made frames, in order, with as few system calls as the
+    /// socket allows.
+    pub async fn write<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = &'a Bytes>,
+    ) -> io::Result<()> {
+        let mut frames = frames.into_iter().peekable();
+        while frames.peek().is_some() {
+            let mut slices: Vec<IoSlice<'_>> = frames
+                .by_ref()
+                .take(MAX_SLICES)
+                .map(|frame| IoSlice::new(frame))
+                .collect();
+            self.stream.write_all(&mut slices).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a close frame and ends the sending side.
+    pub async fn close(&mut self, reason: Option<CloseReason>) {
+        if self.write([&encode(Message::Close(reason))]).await.is_ok() {
+            self.stream.shutdown().await;
+        }
+    }
+}
+
+/// Encodes one server frame (servers never mask, so the bytes are the same
+/// for every client).
+fn encode(message: Message) -> Bytes {
+    let mut frame = BytesMut::new();
+    // Encoding a server frame into memory has no failure case.
+    let _ = Codec::new().encode(message, &mut frame);
+    frame.freeze()
+}
+
+/// A text frame.
+pub fn text(payload: impl Into<ByteString>) -> Bytes {
+    encode(Message::Text(payload.into()))
+}
+
+/// A ping frame, for the heartbeat.
+pub fn ping() -> Bytes {
+    encode(Message::Ping(Bytes::new()))
+}
+
+/// The pong answering `payload`'s ping.
+pub fn pong(payload: Bytes) -> Bytes {
+    encode(Message::Pong(payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_frame_is_the_unmasked_header_then_the_payload() {
+        let short = text("hi");
+        assert_eq!(&short[..], b"\x81\x02hi");
+        let long = text("x".repeat(300));
+        assert_eq!(&long[..4], b"\x81\x7e\x01\x2c");
+        assert_eq!(long.len(), 4 + 300);
+    }
+
+    #[test]
+    fn a_close_frame_carries_its_code_and_reason() {
+        let frame = encode(Message::Close(Some(CloseReason {
+            code: CloseCode::Away,
+            description: Some("bye".into()),
+        })));
+        assert_eq!(&frame[..], b"\x88\x05\x03\xe9bye");
+    }
+}
