@@ -316,6 +316,7 @@ pub fn pong(payload: Bytes) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
 
     #[test]
     fn a_text_frame_is_the_unmasked_header_then_the_payload() {
@@ -333,5 +334,107 @@ mod tests {
             description: Some("bye".into()),
         })));
         assert_eq!(&frame[..], b"\x88\x05\x03\xe9bye");
+    }
+
+    /// A client's frames: masked, as RFC 6455 requires of clients.
+    fn client_frames(messages: Vec<Message>) -> Vec<u8> {
+        let mut codec = Codec::new().client_mode();
+        let mut frames = BytesMut::new();
+        for message in messages {
+            codec.encode(message, &mut frames).unwrap();
+        }
+        frames.to_vec()
+    }
+
+    fn fragment(item: fn(Bytes) -> Item, payload: &[u8]) -> Message {
+        Message::Continuation(item(Bytes::copy_from_slice(payload)))
+    }
+
+    /// A connected pair on loopback: the server's socket and the client's stream.
+    async fn pair(max_message: usize) -> (Socket, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let server = Socket::new(
+            Stream::Tcp(accepted.unwrap().0),
+            BytesMut::new(),
+            max_message,
+        );
+        (server, client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_message_trickling_in_byte_by_byte_and_in_fragments_arrives_whole_and_leaves_no_buffer(
+    ) {
+        let (mut socket, mut client) = pair(1024).await;
+        let bytes = client_frames(vec![
+            fragment(Item::FirstText, "héllo, ".as_bytes()),
+            fragment(Item::Continue, b"wor"),
+            fragment(Item::Last, b"ld"),
+        ]);
+        let sender = tokio::spawn(async move {
+            for byte in bytes {
+                client.write_all(&[byte]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        match socket.next().await {
+            Ok(Incoming::Text(text)) => assert_eq!(&text[..], "héllo, world"),
+            other => panic!("expected the joined text, got {other:?}"),
+        }
+        assert_eq!(
+            socket.unread.capacity(),
+            0,
+            "an idle socket keeps no read buffer"
+        );
+        drop(sender.await.unwrap());
+        assert!(matches!(socket.next().await, Err(ReadError::Gone)));
+    }
+
+    #[tokio::test]
+    async fn fragments_over_the_limit_and_text_that_is_not_utf8_are_refused_with_their_codes() {
+        let (mut socket, mut client) = pair(16).await;
+        let bytes = client_frames(vec![
+            fragment(Item::FirstText, &[b'a'; 10]),
+            fragment(Item::Last, &[b'b'; 10]),
+        ]);
+        client.write_all(&bytes).await.unwrap();
+        match socket.next().await {
+            Err(ReadError::Broken(reason)) => assert_eq!(reason.code, CloseCode::Size),
+            other => panic!("expected 1009, got {other:?}"),
+        }
+
+        let (mut socket, mut client) = pair(16).await;
+        let mut frame = client_frames(vec![Message::Text("ok".into())]);
+        // The payload is masked: flip it into an invalid UTF-8 byte pair.
+        let masked = frame.len() - 2;
+        frame[masked] ^= b'o' ^ 0xc3;
+        frame[masked + 1] ^= b'k' ^ 0x28;
+        client.write_all(&frame).await.unwrap();
+        match socket.next().await {
+            Err(ReadError::Broken(reason)) => assert_eq!(reason.code, CloseCode::Invalid),
+            other => panic!("expected 1007, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn thousands_of_shared_frames_go_out_whole_and_in_order_across_partial_writes() {
+        let (mut socket, mut client) = pair(1024).await;
+        let frames: Vec<Bytes> = (0..3000)
+            .map(|i| text(format!("{i:04}{}", "x".repeat(1000))))
+            .collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        let reader = tokio::spawn(async move {
+            let mut received = vec![0; expected.len()];
+            client.read_exact(&mut received).await.unwrap();
+            received == expected
+        });
+        // About 3 MiB in one call: far more than a socket buffer takes at once.
+        socket.write(&frames).await.unwrap();
+        assert!(
+            reader.await.unwrap(),
+            "the bytes arrived changed or out of order"
+        );
     }
 }

@@ -458,6 +458,62 @@ async fn connections_per_address_are_limited_but_this_computer_is_not() {
     }
 }
 
+/// Sends a WebSocket upgrade request for `path` and reads the whole answer.
+async fn raw_upgrade(addr: std::net::SocketAddr, path: &str, version: &str) -> common::Response {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("a refusal ends the connection")
+        .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    common::Response {
+        status,
+        headers: lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect(),
+        body: body.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_anywhere_but_ws_or_with_a_broken_handshake_is_refused_with_a_json_error() {
+    let board = Board::start(&[]);
+    let elsewhere = raw_upgrade(board.addr, "/api/messages", "13").await;
+    assert_eq!(elsewhere.status, 404);
+    assert_eq!(elsewhere.json()["code"], "bad-request");
+    assert_eq!(elsewhere.header("x-content-type-options"), Some("nosniff"));
+    let old_version = raw_upgrade(board.addr, "/ws", "8").await;
+    assert_eq!(old_version.status, 400);
+    assert_eq!(old_version.json()["code"], "bad-request");
+    let bad_since = raw_upgrade(board.addr, "/ws?since=soon", "13").await;
+    assert_eq!(bad_since.status, 400);
+    assert!(bad_since.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("since"));
+    let no_upgrade = get(board.addr, "/ws").await;
+    assert_eq!(no_upgrade.status, 400);
+    assert_eq!(no_upgrade.json()["code"], "bad-request");
+    board_still_works(&board).await;
+}
+
 #[tokio::test]
 async fn a_foreign_origin_is_refused_unless_allowed() {
     let board = Board::start(&["--allow-origin", "http://intranet.example:8080"]);
