@@ -47,11 +47,6 @@ impl Entry {
         }
     }
 
-    /// The whole `message-added` frame.
-    pub fn frame(&self) -> &ByteString {
-        &self.frame
-    }
-
     /// The message's own JSON, sliced out of the frame.
     pub fn json(&self) -> &str {
         &self.frame[protocol::MESSAGE_ADDED_PREFIX.len()..self.frame.len() - 1]

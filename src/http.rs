@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::board::Board;
 use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
-use crate::session::SessionConfig;
+use crate::session::{SessionConfig, Sessions};
 use crate::store::Appended;
 use crate::writer::Writer;
 
@@ -44,6 +44,8 @@ pub struct AppState {
     /// Addresses to share, for `/api/info` and the QR code.
     pub urls: Vec<String>,
     pub guard: Arc<Guard>,
+    /// The running WebSocket connections.
+    pub sessions: Sessions,
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {

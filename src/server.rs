@@ -16,7 +16,7 @@ use crate::board::{Board, BoardConfig};
 use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::net::{self, ShareUrl};
-use crate::session::SessionConfig;
+use crate::session::{SessionConfig, Sessions};
 use crate::store::{
     random_token, Access, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
 };
@@ -132,6 +132,7 @@ pub enum StartError {
 pub struct Server {
     server: actix_web::dev::Server,
     board: Board,
+    sessions: Sessions,
     urls: Vec<ShareUrl>,
     local_addr: SocketAddr,
     grace: Duration,
@@ -186,12 +187,14 @@ impl Server {
         };
         let password = config.guard.password.is_some();
 
+        let sessions = Sessions::default();
         let state = web::Data::new(AppState {
             board: board.clone(),
             writer,
             session: config.session,
             urls: urls.iter().map(|u| u.url.clone()).collect(),
             guard: Arc::new(Guard::new(config.guard.clone(), secret.as_bytes())),
+            sessions: sessions.clone(),
         });
         let upgrade_state = state.clone();
         // The server is assembled from actix-web's own parts rather than
@@ -243,6 +246,7 @@ impl Server {
         Ok(Server {
             server,
             board,
+            sessions,
             urls,
             local_addr,
             grace: config.shutdown_grace,
@@ -287,9 +291,12 @@ impl Server {
             () = shutdown => {}
         }
         log::info!("shutting down");
+        // Every connection's queue ends, so each sends its close frame; the
+        // workers stop only once they all have (or the grace time is over),
+        // since stopping a worker ends the connections it runs at once.
         self.board.close();
-        // Give sessions a moment to put their close frames on the wire
-        // before the server stops accepting and tears connections down.
+        // Past the grace time, the connections left are cut off without one.
+        let _ = tokio::time::timeout(self.grace, self.sessions.ended()).await;
         let stop = handle.stop(true);
         // Bounded by the server's own shutdown timeout; a second bound here
         // keeps a stuck connection from holding the process.

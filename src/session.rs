@@ -1,19 +1,23 @@
 //! One WebSocket connection, from upgrade to close.
 //!
-//! The connection task is one `select!` over four things: frames the board
-//! queued for this connection, replies to this client's own requests (in the
-//! order it sent them), frames from the client, and the heartbeat tick. The
-//! client's posts go to the writer and are answered when committed; several
-//! can be in flight at once, so one sender is not held to one commit per
-//! round trip.
+//! The connection task owns its socket (`ws.rs`) and is one `select!` over
+//! four things: frames the board queued for this connection, replies to this
+//! client's own requests (in the order it sent them), messages from the
+//! client, and the heartbeat tick. Board frames are written straight from
+//! the board's shared bytes. The client's posts go to the writer and are
+//! answered when committed; several can be in flight at once, so one sender
+//! is not held to one commit per round trip.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_http::ws::{CloseCode, CloseReason};
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::Notify;
 
 use crate::board::{Board, Subscription};
 use crate::guard::{self, Permit, Rate, TokenBucket};
@@ -66,6 +70,58 @@ fn ready(frame: String) -> Reply {
     Box::pin(std::future::ready(Some(frame)))
 }
 
+/// The connections still running. A connection's task lives apart from the
+/// HTTP server's own bookkeeping, so shutdown waits here for every close
+/// frame to go out before the server's workers stop.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    shared: Arc<Running>,
+}
+
+#[derive(Default)]
+struct Running {
+    count: AtomicUsize,
+    all_ended: Notify,
+}
+
+impl Sessions {
+    /// Counts a connection until the returned token is dropped.
+    pub fn enter(&self) -> Live {
+        self.shared.count.fetch_add(1, Ordering::SeqCst);
+        Live {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Completes once no connection is running.
+    pub async fn ended(&self) {
+        loop {
+            let notified = self.shared.all_ended.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read, so a last connection
+            // ending in between still wakes this.
+            notified.as_mut().enable();
+            if self.shared.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A running connection, counted in [`Sessions`] until dropped.
+pub struct Live {
+    shared: Arc<Running>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.shared.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.all_ended.notify_waiters();
+        }
+    }
+}
+
 /// Everything a connection needs, handed over by the upgrade.
 pub struct Connection {
     pub socket: Socket,
@@ -79,6 +135,8 @@ pub struct Connection {
     pub peer: String,
     /// The connection's place in its address's count, freed when it ends.
     pub permit: Permit,
+    /// Counts the connection as running until its close frame is out.
+    pub live: Live,
 }
 
 /// How a connection ended, for the close frame and the log.
@@ -105,6 +163,7 @@ pub async fn run(connection: Connection) {
         config,
         peer,
         permit,
+        live,
     } = connection;
     let mut bucket = config.rate.map(TokenBucket::new);
     log::info!("{peer} connected ({} online)", board.online());
@@ -201,30 +260,49 @@ pub async fn run(connection: Connection) {
     drop(subscription);
     drop(permit);
     // A close frame is owed to a client still there; one that vanished
-    // needs none. It gets a short deadline: nothing waits on it.
-    let close = match end {
+    // needs none.
+    let (close, reply_expected) = match end {
         // Answer the client's close with its own code, as RFC 6455 asks.
-        End::ClientLeft(reason) => Some(reason.map(|r| CloseReason {
-            code: r.code,
-            description: None,
-        })),
+        End::ClientLeft(reason) => (
+            Some(reason.map(|r| CloseReason {
+                code: r.code,
+                description: None,
+            })),
+            false,
+        ),
         End::Closed(reason) => {
             log::info!(
                 "{peer}: closing ({})",
                 reason.description.as_deref().unwrap_or("")
             );
-            Some(Some(reason))
+            (Some(Some(reason)), true)
         }
-        End::Gone => None,
+        End::Gone => (None, false),
     };
     if let Some(reason) = close {
-        let _ = tokio::time::timeout(CLOSE_DEADLINE, socket.close(reason)).await;
+        // Bounded: a client that does not answer is simply dropped.
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
+            if socket.close(reason).await.is_ok() && reply_expected {
+                // The client answers with its own close frame once it has
+                // read everything before ours. Dropping the connection
+                // sooner would make its kernel reset it and throw away
+                // what the client has not read yet.
+                while let Ok(message) = socket.next().await {
+                    if matches!(message, Incoming::Close(_)) {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
     }
     log::info!("{peer} disconnected ({} online)", board.online());
+    drop(live);
 }
 
-/// How long a close frame may take to go out.
-const CLOSE_DEADLINE: Duration = Duration::from_secs(1);
+/// How long the closing handshake may take: our close frame going out
+/// after whatever was queued before it, and the client's answer.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Writes frames; false when the client is gone or has not taken any data
 /// for `timeout` (a client that stopped reading must not hold its task and

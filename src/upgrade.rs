@@ -88,6 +88,7 @@ pub async fn handle<T: IntoStream>(
         config: state.session,
         peer,
         permit,
+        live: state.sessions.enter(),
     }));
     Ok(())
 }

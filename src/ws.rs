@@ -99,6 +99,7 @@ impl Stream {
     /// Ends the sending side, so the client reads the close frame and then
     /// the end of the stream.
     async fn shutdown(&mut self) {
+        // A client that is already gone needs no end of stream.
         let _ = match self {
             Stream::Tcp(tcp) => tcp.shutdown().await,
             Stream::Other(io) => io.shutdown().await,
@@ -281,11 +282,12 @@ impl Socket {
         Ok(())
     }
 
-    /// Sends a close frame and ends the sending side.
-    pub async fn close(&mut self, reason: Option<CloseReason>) {
-        if self.write([&encode(Message::Close(reason))]).await.is_ok() {
-            self.stream.shutdown().await;
-        }
+    /// Sends a close frame and ends the sending side (the client may still
+    /// send its own close frame).
+    pub async fn close(&mut self, reason: Option<CloseReason>) -> io::Result<()> {
+        self.write([&encode(Message::Close(reason))]).await?;
+        self.stream.shutdown().await;
+        Ok(())
     }
 }
 

@@ -157,21 +157,100 @@ fn a_bad_bind_address_gives_one_clear_line_and_a_failure_exit() {
 #[tokio::test]
 async fn sigterm_closes_every_connection_with_a_close_frame_and_exits_zero() {
     let mut board = Board::start(&[]);
-    let mut client = Client::connect(&board.ws_url()).await;
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        clients.push(Client::connect(&board.ws_url()).await);
+    }
     let pid = board.pid();
     let status = tokio::task::spawn_blocking(move || {
         // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     });
     status.await.unwrap();
-    let close = loop {
-        match tokio::time::timeout(common::WAIT, client.socket.next()).await {
-            Ok(Some(Ok(Frame::Close(frame)))) => break frame,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let close = loop {
+            match tokio::time::timeout(common::WAIT, client.socket.next()).await {
+                Ok(Some(Ok(Frame::Close(frame)))) => break frame,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("client {i}: expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            close.expect("a close reason").code,
+            CloseCode::Away,
+            "client {i}"
+        );
+    }
+    let status = board.wait_for_exit();
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{}",
+        board.stderr()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_delivers_what_each_connection_had_queued_before_its_close_frame() {
+    const POSTS: usize = 800;
+    let mut board = Board::start(&["--rate-limit", "0"]);
+    // Readers with a small receive buffer that read nothing until the board
+    // stops: what the kernel cannot hold waits in the board's queue for each
+    // (800 posts of 3,000 characters: about 2.4 MB each, under the 4 MiB a
+    // connection may have queued before it counts as too slow).
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        socket.connect(&board.addr.into()).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+        let (reader, _) = tokio_tungstenite::client_async(board.ws_url(), stream)
+            .await
+            .unwrap();
+        readers.push(reader);
+    }
+    let mut sender = Client::connect(&board.ws_url()).await;
+    let text = "x".repeat(3000);
+    for ack in 1..=POSTS as u64 {
+        sender.add("load", &text, ack).await;
+    }
+    // Once the sender has its own copy of the last post, every post is queued
+    // to every reader.
+    let mut echoed = 0;
+    while echoed < POSTS {
+        if sender.next().await.expect("a frame")["event"] == "message-added" {
+            echoed += 1;
         }
-    };
-    assert_eq!(close.expect("a close reason").code, CloseCode::Away);
+    }
+    let pid = board.pid();
+    // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    for (i, mut reader) in readers.into_iter().enumerate() {
+        let mut delivered = 0;
+        let close = loop {
+            match tokio::time::timeout(common::WAIT, reader.next()).await {
+                Ok(Some(Ok(Frame::Text(text)))) => {
+                    delivered += usize::from(text.contains(r#""event":"message-added""#));
+                }
+                Ok(Some(Ok(Frame::Close(frame)))) => break frame,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!(
+                    "reader {i} after {delivered} posts: expected a close frame, got {other:?}\n{}",
+                    board.stderr()
+                ),
+            }
+        };
+        assert_eq!(
+            delivered, POSTS,
+            "reader {i} got every post before the close"
+        );
+        assert_eq!(
+            close.expect("a close reason").code,
+            CloseCode::Away,
+            "reader {i}"
+        );
+    }
     let status = board.wait_for_exit();
     assert!(
         status.success(),
