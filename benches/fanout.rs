@@ -96,6 +96,10 @@ const YOUNG_REDIS_BOARD: Duration = Duration::from_millis(1500);
 /// 128, Node's 511), so a full accept queue (whose dropped SYNs come back
 /// only after a 1 s retransmit) does not decide the connect times.
 const CONNECT_CONCURRENCY: usize = 100;
+/// lanboard's `--history` in scenario 5: the smaller board's size, so a new
+/// client receives as many messages from both boards.
+const GROWTH_HISTORY: usize = 100;
+
 /// How long one client may take to connect and receive the history.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the clients of a run may take to be polling, and to stop.
@@ -104,7 +108,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// causes) to settle before the server's memory is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 /// New clients timed on each board of scenario 5.
-const GROWTH_JOINS: usize = 3;
+const GROWTH_JOINS: usize = 11;
 
 /// A throughput scenario: its shape and the messages per sender that make a
 /// run last a few seconds on a 2-core machine.
@@ -525,8 +529,8 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
     }
     if !growth.is_empty() {
         println!(
-            "\nScenario 5, growth (lanboard sends a new client its newest --history \
-             messages, 200 by default; the original sends all it holds):"
+            "\nScenario 5, growth (lanboard runs with --history {GROWTH_HISTORY} and sends a \
+             new client its newest {GROWTH_HISTORY} messages; the original sends all it holds):"
         );
         print!("{}", report::growth_table(&growth));
     }
@@ -600,9 +604,9 @@ impl Bed<'_> {
         match kind {
             Kind::Lanboard => {
                 self.lanboard
-                    .start(Storage::File(&dir.join("b.db")), &log, self.core)
+                    .start(Storage::File(&dir.join("b.db")), &[], &log, self.core)
             }
-            Kind::LanboardMemory => self.lanboard.start(Storage::Memory, &log, self.core),
+            Kind::LanboardMemory => self.lanboard.start(Storage::Memory, &[], &log, self.core),
             Kind::Original => self
                 .original
                 .ok_or("the original board is not installed")?
@@ -642,7 +646,7 @@ impl Bed<'_> {
             let log = dir.join(format!("node-{node}.log"));
             let server = self
                 .lanboard
-                .start(storage, &log, self.core)
+                .start(storage, &[], &log, self.core)
                 .map_err(|why| format!("node {node} of {nodes}: {why}"))?;
             started.push(server);
         }
@@ -1105,7 +1109,14 @@ async fn growth_run(bed: &Bed<'_>, kind: Kind, stored: u64) -> Growth {
             result.fill_s = took.as_secs_f64();
             // The history file is no longer needed; a failed removal only costs disk.
             let _ = std::fs::remove_file(&lines);
-            let server = bed.start(kind, dir.path())?;
+            // A new client gets the newest --history messages: 100 here, as
+            // many as the small board holds, so both boards send the same.
+            let server = bed.lanboard.start(
+                Storage::File(&data),
+                &["--history", &GROWTH_HISTORY.to_string()],
+                &dir.path().join("lanboard.log"),
+                bed.core,
+            )?;
             result.start_s = server.started_in.as_secs_f64();
             server
         };

@@ -436,16 +436,18 @@ impl Lanboard {
         }
     }
 
-    /// Starts a board on a free port, keeping its board in `storage` and
-    /// writing its stderr to `log`.
+    /// Starts a board on a free port, keeping its board in `storage`, with
+    /// `extra` flags, and writing its stderr to `log`.
     pub fn start(
         &self,
         storage: Storage<'_>,
+        extra: &[&str],
         log: &Path,
         core: Option<usize>,
     ) -> Result<Server, String> {
         let mut command = Command::new(&self.binary);
         command.args(["--bind", "127.0.0.1", "--port", "0", "--no-qr"]);
+        command.args(extra);
         match storage {
             Storage::File(path) => {
                 command.arg("--data").arg(path);
