@@ -196,7 +196,7 @@ impl Server {
             guard: Arc::new(Guard::new(config.guard.clone(), secret.as_bytes())),
             sessions: sessions.clone(),
         });
-        let upgrade_state = state.clone();
+        let upgrades = state.clone();
         // The server is assembled from actix-web's own parts rather than
         // `HttpServer`, for one thing `HttpServer` cannot do: hand WebSocket
         // upgrades, with their raw connection, to `upgrade.rs`.
@@ -221,7 +221,6 @@ impl Server {
         if config.workers > 0 {
             builder = builder.workers(config.workers);
         }
-        let upgrades = upgrade_state.clone();
         let builder = match tls {
             Some(tls) => builder.listen("lanboard-https", listener, move || {
                 http_service!(

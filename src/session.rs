@@ -177,6 +177,8 @@ pub async fn run(connection: Connection) {
         if !send(&mut socket, &welcome, deadline).await {
             break 'connection End::Gone;
         }
+        // The history frame can be tens of KiB: an idle connection must not
+        // keep it for the rest of its life.
         drop(welcome);
         loop {
             tokio::select! {

@@ -154,6 +154,21 @@ fn a_bad_bind_address_gives_one_clear_line_and_a_failure_exit() {
     assert!(err.contains("203.0.113.77"), "{err}");
 }
 
+/// Sends SIGTERM to the board without waiting for it to exit.
+fn terminate(board: &Board) {
+    // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
+    unsafe { libc::kill(board.pid() as i32, libc::SIGTERM) };
+}
+
+fn exits_zero(board: &mut Board) {
+    let status = board.wait_for_exit();
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{}",
+        board.stderr()
+    );
+}
+
 #[tokio::test]
 async fn sigterm_closes_every_connection_with_a_close_frame_and_exits_zero() {
     let mut board = Board::start(&[]);
@@ -161,12 +176,7 @@ async fn sigterm_closes_every_connection_with_a_close_frame_and_exits_zero() {
     for _ in 0..300 {
         clients.push(Client::connect(&board.ws_url()).await);
     }
-    let pid = board.pid();
-    let status = tokio::task::spawn_blocking(move || {
-        // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    });
-    status.await.unwrap();
+    terminate(&board);
     for (i, mut client) in clients.into_iter().enumerate() {
         let close = loop {
             match tokio::time::timeout(common::WAIT, client.socket.next()).await {
@@ -181,12 +191,7 @@ async fn sigterm_closes_every_connection_with_a_close_frame_and_exits_zero() {
             "client {i}"
         );
     }
-    let status = board.wait_for_exit();
-    assert!(
-        status.success(),
-        "exit status {status:?}; stderr:\n{}",
-        board.stderr()
-    );
+    exits_zero(&mut board);
 }
 
 #[tokio::test]
@@ -223,9 +228,7 @@ async fn sigterm_delivers_what_each_connection_had_queued_before_its_close_frame
             echoed += 1;
         }
     }
-    let pid = board.pid();
-    // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    terminate(&board);
     for (i, mut reader) in readers.into_iter().enumerate() {
         let mut delivered = 0;
         let close = loop {
@@ -251,12 +254,7 @@ async fn sigterm_delivers_what_each_connection_had_queued_before_its_close_frame
             "reader {i}"
         );
     }
-    let status = board.wait_for_exit();
-    assert!(
-        status.success(),
-        "exit status {status:?}; stderr:\n{}",
-        board.stderr()
-    );
+    exits_zero(&mut board);
 }
 
 #[test]
