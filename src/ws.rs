@@ -217,8 +217,8 @@ impl Socket {
     /// Turns a frame into a message, joining fragments; `None` while a
     /// fragmented message is still arriving.
     fn join(&mut self, frame: Frame) -> Result<Option<Incoming>, ReadError> {
-        let (text, payload) = match frame {
-            Frame::Text(bytes) => (true, bytes),
+        let text = match frame {
+            Frame::Text(bytes) => bytes,
             Frame::Binary(_) => return Ok(Some(Incoming::Binary)),
             Frame::Ping(bytes) => return Ok(Some(Incoming::Ping(bytes))),
             Frame::Pong(_) => return Ok(Some(Incoming::Pong)),
@@ -254,11 +254,10 @@ impl Socket {
                 if !text {
                     return Ok(Some(Incoming::Binary));
                 }
-                (true, bytes.freeze())
+                bytes.freeze()
             }
         };
-        debug_assert!(text);
-        match ByteString::try_from(payload) {
+        match ByteString::try_from(text) {
             Ok(text) => Ok(Some(Incoming::Text(text))),
             Err(_) => Err(broken(CloseCode::Invalid, "text frames must be UTF-8")),
         }
