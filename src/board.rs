@@ -29,7 +29,8 @@ use crate::store::{Log, StoreError};
 use crate::ws;
 
 /// One message as the board keeps it: its id and its `message-added` frame,
-/// as text and as the WebSocket frame every connection writes.
+/// as the WebSocket frame every connection writes and as the text inside it
+/// (one allocation, two views).
 #[derive(Debug)]
 pub struct Entry {
     pub id: u64,
@@ -39,11 +40,16 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(message: &Message) -> Entry {
-        let frame = ByteString::from(protocol::message_added_frame(message));
+        let text = protocol::message_added_frame(message);
+        let len = text.len();
+        let wire = ws::text(text);
+        // The frame ends with its payload, the String just encoded: valid UTF-8.
+        let frame = ByteString::try_from(wire.slice(wire.len() - len..))
+            .expect("a text frame's payload is the text it was made from");
         Entry {
             id: message.id,
-            wire: ws::text(frame.clone()),
             frame,
+            wire,
         }
     }
 

@@ -27,7 +27,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Refusal {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Refusal {
         Refusal {
             status,
             rejection: Rejection::new(code, message),

@@ -147,10 +147,7 @@ enum End {
 }
 
 fn reason(code: CloseCode, description: &str) -> End {
-    End::Closed(CloseReason {
-        code,
-        description: Some(description.to_owned()),
-    })
+    End::Closed(ws::close_reason(code, description))
 }
 
 pub async fn run(connection: Connection) {

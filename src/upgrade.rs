@@ -20,7 +20,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::guard::Refusal;
 use crate::http::AppState;
-use crate::protocol::{Code, Rejection};
+use crate::protocol::Code;
 use crate::session;
 use crate::ws::{IntoStream, Socket};
 
@@ -48,13 +48,13 @@ pub async fn handle<T: IntoStream>(
         .map_or_else(|| "client".to_owned(), |a| a.to_string());
     let admitted = match admit(&request, &state).await {
         Ok(admitted) => admitted,
-        Err((status, rejection)) => {
+        Err(refusal) => {
             log::info!(
                 "{peer}: refused a WebSocket upgrade ({}): {}",
-                status.as_u16(),
-                rejection.message
+                refusal.status.as_u16(),
+                refusal.rejection.message
             );
-            return refuse(&mut io, status, &rejection).await;
+            return refuse(&mut io, &refusal).await;
         }
     };
     let key = request
@@ -100,19 +100,14 @@ struct Admitted {
     permit: crate::guard::Permit,
 }
 
-type Refused = (StatusCode, Rejection);
-
-fn refused(refusal: Refusal) -> Refused {
-    (refusal.status, refusal.rejection)
-}
-
 /// Runs every check, in the order a client can fix them, then joins the
 /// board.
-async fn admit(request: &Request, state: &web::Data<AppState>) -> Result<Admitted, Refused> {
+async fn admit(request: &Request, state: &web::Data<AppState>) -> Result<Admitted, Refusal> {
     if request.path() != PATH {
-        return Err((
+        return Err(Refusal::new(
             StatusCode::NOT_FOUND,
-            Rejection::new(Code::BadRequest, "WebSocket connections are served on /ws"),
+            Code::BadRequest,
+            "WebSocket connections are served on /ws",
         ));
     }
     if let Err(error) = verify_handshake(request.head()) {
@@ -120,22 +115,17 @@ async fn admit(request: &Request, state: &web::Data<AppState>) -> Result<Admitte
             HandshakeError::GetMethodRequired => StatusCode::METHOD_NOT_ALLOWED,
             _ => StatusCode::BAD_REQUEST,
         };
-        return Err((status, Rejection::new(Code::BadRequest, error.to_string())));
+        return Err(Refusal::new(status, Code::BadRequest, error.to_string()));
     }
-    state
-        .guard
-        .check_origin(request.headers())
-        .map_err(refused)?;
-    state.guard.check_auth(request.headers()).map_err(refused)?;
-    let permit = state
-        .guard
-        .admit(request.peer_addr().map(|a| a.ip()))
-        .map_err(refused)?;
+    state.guard.check_origin(request.headers())?;
+    state.guard.check_auth(request.headers())?;
+    let permit = state.guard.admit(request.peer_addr().map(|a| a.ip()))?;
     let query = web::Query::<ResumeQuery>::from_query(request.uri().query().unwrap_or(""))
         .map_err(|_| {
-            (
+            Refusal::new(
                 StatusCode::BAD_REQUEST,
-                Rejection::new(Code::BadRequest, "since must be a message id (an integer)"),
+                Code::BadRequest,
+                "since must be a message id (an integer)",
             )
         })?;
     let web::Query(ResumeQuery { since, epoch }) = query;
@@ -150,14 +140,16 @@ async fn admit(request: &Request, state: &web::Data<AppState>) -> Result<Admitte
         }),
         Ok(Err(error)) => {
             log::error!("could not read history for a new connection: {error}");
-            Err((
+            Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                Rejection::new(Code::StorageError, "history could not be read"),
+                Code::StorageError,
+                "history could not be read",
             ))
         }
-        Err(_) => Err((
+        Err(_) => Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            Rejection::new(Code::Unavailable, "the board is shutting down"),
+            Code::Unavailable,
+            "the board is shutting down",
         )),
     }
 }
@@ -165,10 +157,10 @@ async fn admit(request: &Request, state: &web::Data<AppState>) -> Result<Admitte
 /// Writes an HTTP error response and ends the connection.
 async fn refuse<T: AsyncWrite + Unpin>(
     io: &mut T,
-    status: StatusCode,
-    rejection: &Rejection,
+    refusal: &Refusal,
 ) -> Result<(), actix_web::Error> {
-    let body = rejection.body().to_string();
+    let status = refusal.status;
+    let body = refusal.rejection.body().to_string();
     let mut response = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         status.as_u16(),

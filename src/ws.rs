@@ -136,11 +136,16 @@ pub enum ReadError {
     Broken(CloseReason),
 }
 
-fn broken(code: CloseCode, description: &str) -> ReadError {
-    ReadError::Broken(CloseReason {
+/// A close frame's code and the sentence that explains it.
+pub fn close_reason(code: CloseCode, description: &str) -> CloseReason {
+    CloseReason {
         code,
         description: Some(description.to_owned()),
-    })
+    }
+}
+
+fn broken(code: CloseCode, description: &str) -> ReadError {
+    ReadError::Broken(close_reason(code, description))
 }
 
 /// A message arriving in fragments.
