@@ -28,9 +28,16 @@ use crate::writer::Writer;
 /// keep-alive requests, 1 s to close. (A macro: the service's type is
 /// unnameable.)
 macro_rules! http_service {
-    ($io:ty, $app:expr, $state:expr, $local_addr:expr) => {{
+    ($io:ty, $app:expr, $state:expr, $local_addr:expr, $stopping:expr) => {{
         let state: web::Data<AppState> = $state;
+        let stopping: actix_server::GracefulShutdownSignal = $stopping;
         actix_http::HttpService::build()
+            // At shutdown, idle keep-alive connections close at once instead
+            // of holding the workers for the whole shutdown timeout.
+            .graceful_shutdown_signal(move || {
+                let stopping = stopping.clone();
+                async move { stopping.notified().await }
+            })
             .keep_alive(actix_http::KeepAlive::Timeout(Duration::from_secs(5)))
             .client_request_timeout(Duration::from_secs(5))
             .client_disconnect_timeout(Duration::from_secs(1))
@@ -218,6 +225,7 @@ impl Server {
             // handler would only wait for them.
             .disable_signals()
             .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+        let stopping = builder.graceful_shutdown_signal();
         if config.workers > 0 {
             builder = builder.workers(config.workers);
         }
@@ -227,7 +235,8 @@ impl Server {
                     actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>,
                     app(),
                     upgrades.clone(),
-                    local_addr
+                    local_addr,
+                    stopping.clone()
                 )
                 .rustls_0_23(tls.clone())
             })?,
@@ -236,7 +245,8 @@ impl Server {
                     actix_web::rt::net::TcpStream,
                     app(),
                     upgrades.clone(),
-                    local_addr
+                    local_addr,
+                    stopping.clone()
                 )
                 .tcp()
             })?,

@@ -257,6 +257,29 @@ async fn sigterm_delivers_what_each_connection_had_queued_before_its_close_frame
     exits_zero(&mut board);
 }
 
+#[tokio::test]
+async fn an_idle_keep_alive_connection_does_not_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut board = Board::start(&[]);
+    // A browser keeps the connection it loaded the page over open for more.
+    let mut idle = tokio::net::TcpStream::connect(board.addr).await.unwrap();
+    idle.write_all(format!("GET /api/info HTTP/1.1\r\nHost: {}\r\n\r\n", board.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head[9..12], b"200");
+    let stopping = std::time::Instant::now();
+    terminate(&board);
+    exits_zero(&mut board);
+    // Waiting it out would take the whole 3 s shutdown grace.
+    assert!(
+        stopping.elapsed() < std::time::Duration::from_secs(2),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+}
+
 #[test]
 fn sigint_stops_the_board_with_exit_zero() {
     let mut board = Board::start(&[]);
