@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::guard::{GuardConfig, Rate};
 use crate::protocol::Limits;
 use crate::server::{Config, StartError, Storage};
-use crate::session::SessionConfig;
+use crate::ws::SessionConfig;
 use crate::store::{RedisTarget, SyncMode};
 
 /// A real-time message board for your office network. Run it, share the

@@ -1,6 +1,7 @@
-//! Who may use the board, and how much: the optional passphrase, the Origin
-//! check against cross-site WebSocket hijacking, connections per address,
-//! and the token buckets that limit posting.
+//! Who may use the board, and how much: the optional passphrase and the
+//! budget of wrong guesses at it, the Origin check against cross-site
+//! WebSocket hijacking, connections per address, and the token buckets that
+//! limit posting.
 //!
 //! Every check returns a [`Refusal`]: an HTTP status plus the same
 //! `{"code","message"}` body the `error` event carries.
@@ -72,6 +73,12 @@ impl TokenBucket {
         }
     }
 
+    /// True when a token is there to take, without taking it.
+    fn has_token(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate.per_second >= 1.0
+    }
+
     /// True when the bucket has refilled completely, so forgetting it changes nothing.
     fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
@@ -97,12 +104,96 @@ pub struct GuardConfig {
 /// Remote addresses whose idle buckets are swept away past this many.
 const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
+/// The budget of wrong passphrases (or login cookies) one address may send,
+/// whatever the path: `POST /api/login`, `Authorization: Bearer` on the API,
+/// or the WebSocket upgrade. Twenty covers any amount of honest mistyping;
+/// once spent, the address is refused with 429 on every one of those paths,
+/// and earns one more guess a minute: about 1,400 a day, where an
+/// unlimited API took thousands a second.
+const GUESSES: Rate = Rate {
+    per_second: 1.0 / 60.0,
+    burst: 20.0,
+};
+
+/// Wrong guesses at the passphrase, per address.
+#[derive(Default)]
+struct Guesses {
+    by_address: HashMap<IpAddr, Guesser>,
+}
+
+struct Guesser {
+    budget: TokenBucket,
+    /// True once the refusal has been logged, so a flood of refused guesses
+    /// writes one line, not one per attempt.
+    announced: bool,
+}
+
+impl Guesses {
+    /// True when `ip` has spent its budget (and says so in the log once).
+    fn refuses(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let Some(guesser) = self.by_address.get_mut(&ip) else {
+            return false;
+        };
+        if guesser.budget.has_token(now) {
+            guesser.announced = false;
+            return false;
+        }
+        if !guesser.announced {
+            guesser.announced = true;
+            log::warn!(
+                "{ip}: too many wrong passphrases; refusing it with 429 until its budget refills"
+            );
+        }
+        true
+    }
+
+    /// Counts one wrong guess from `ip`.
+    fn spend(&mut self, ip: IpAddr, now: Instant) {
+        if self.by_address.len() >= MAX_TRACKED_ADDRESSES {
+            self.by_address
+                .retain(|_, guesser| !guesser.budget.is_full(now));
+        }
+        self.by_address
+            .entry(ip)
+            .or_insert_with(|| Guesser {
+                budget: TokenBucket::new(GUESSES),
+                announced: false,
+            })
+            .budget
+            .try_take(now);
+    }
+}
+
+/// The address whose guesses count together: an IPv6 host usually holds a
+/// whole /64, so its guesses count as one address's.
+fn guesser_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
+/// The refusal for an address that spent its budget of wrong guesses.
+fn too_many_guesses() -> Refusal {
+    Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        Code::RateLimited,
+        "too many wrong passphrases from this address; wait a minute and try again",
+    )
+}
+
 pub struct Guard {
     config: GuardConfig,
     /// What a browser's login cookie holds (see [`Guard::new`]).
     session_token: String,
     connections: Mutex<HashMap<IpAddr, usize>>,
     post_buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+    guesses: Mutex<Guesses>,
 }
 
 /// Holds one connection's place in its address's count; dropping it frees the place.
@@ -138,6 +229,7 @@ impl Guard {
             session_token: tag.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
             connections: Mutex::new(HashMap::new()),
             post_buckets: Mutex::new(HashMap::new()),
+            guesses: Mutex::new(Guesses::default()),
         }
     }
 
@@ -176,8 +268,10 @@ impl Guard {
 
     /// Refuses a request without the passphrase, when one is set. Accepts
     /// `Authorization: Bearer <passphrase>` (scripts) or the login cookie
-    /// (browsers, after `POST /api/login`).
-    pub fn check_auth(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// (browsers, after `POST /api/login`). A wrong passphrase or cookie
+    /// counts against `ip`'s budget of guesses; a request without either
+    /// (a page that has not logged in yet) does not.
+    pub fn check_auth(&self, headers: &HeaderMap, ip: Option<IpAddr>) -> Result<(), Refusal> {
         let Some(password) = &self.config.password else {
             return Ok(());
         };
@@ -185,36 +279,42 @@ impl Guard {
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "));
-        let by_bearer =
-            bearer.is_some_and(|given| constant_time_eq(given.as_bytes(), password.as_bytes()));
-        let by_cookie = cookies(headers, SESSION_COOKIE)
-            .any(|value| constant_time_eq(value.as_bytes(), self.session_token.as_bytes()));
-        if by_bearer || by_cookie {
-            Ok(())
-        } else {
-            Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                Code::Unauthorized,
-                "this board needs its passphrase",
-            ))
-        }
+        let mut cookies = cookies(headers, SESSION_COOKIE).peekable();
+        let guessed = bearer.is_some() || cookies.peek().is_some();
+        self.judge(ip, guessed, || {
+            bearer.is_some_and(|given| constant_time_eq(given.as_bytes(), password.as_bytes()))
+                || cookies
+                    .any(|value| constant_time_eq(value.as_bytes(), self.session_token.as_bytes()))
+        })
+        .map_err(|wrong| {
+            wrong.unwrap_or_else(|| {
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    "this board needs its passphrase",
+                )
+            })
+        })
     }
 
-    /// Checks a passphrase given to `POST /api/login`; returns the cookie to set.
+    /// Checks a passphrase given to `POST /api/login` from `ip`; returns the
+    /// cookie to set.
     pub fn login(
         &self,
         given: &str,
+        ip: Option<IpAddr>,
     ) -> Result<Option<actix_web::cookie::Cookie<'static>>, Refusal> {
         let Some(password) = &self.config.password else {
             return Ok(None);
         };
-        if !constant_time_eq(given.as_bytes(), password.as_bytes()) {
-            return Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                Code::Unauthorized,
-                "wrong passphrase",
-            ));
-        }
+        self.judge(ip, true, || {
+            constant_time_eq(given.as_bytes(), password.as_bytes())
+        })
+        .map_err(|wrong| {
+            wrong.unwrap_or_else(|| {
+                Refusal::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, "wrong passphrase")
+            })
+        })?;
         Ok(Some(
             actix_web::cookie::Cookie::build(SESSION_COOKIE, self.session_token.clone())
                 .path("/")
@@ -223,6 +323,32 @@ impl Guard {
                 .same_site(actix_web::cookie::SameSite::Strict)
                 .finish(),
         ))
+    }
+
+    /// The one place a secret is checked: refuses an address that spent its
+    /// budget before looking at what it sent (so a right guess then tells it
+    /// nothing), runs `matches`, and counts a miss when something was
+    /// `guessed`. `Err(Some(refusal))` is the 429; `Err(None)` a plain miss.
+    fn judge(
+        &self,
+        ip: Option<IpAddr>,
+        guessed: bool,
+        matches: impl FnOnce() -> bool,
+    ) -> Result<(), Option<Refusal>> {
+        let now = Instant::now();
+        let ip = ip.map(guesser_address);
+        if let Some(ip) = ip {
+            if self.guesses.lock().refuses(ip, now) {
+                return Err(Some(too_many_guesses()));
+            }
+        }
+        if matches() {
+            return Ok(());
+        }
+        if let (Some(ip), true) = (ip, guessed) {
+            self.guesses.lock().spend(ip, now);
+        }
+        Err(None)
     }
 
     /// Counts a new connection from `ip`, or refuses it when the address

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::board::Board;
 use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
-use crate::session::{SessionConfig, Sessions};
+use crate::ws::{SessionConfig, Sessions};
 use crate::store::Appended;
 use crate::writer::Writer;
 
@@ -107,7 +107,7 @@ fn peer(request: &HttpRequest) -> String {
 /// Runs the checks every API request passes: Origin, then passphrase.
 fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), Refusal> {
     guard.check_origin(request.headers())?;
-    guard.check_auth(request.headers())
+    guard.check_auth(request.headers(), peer_ip(request))
 }
 
 /// `GET /ws` without the WebSocket upgrade headers (upgrades never reach
@@ -237,10 +237,6 @@ async fn login(
     if let Err(refusal) = state.guard.check_origin(request.headers()) {
         return refuse(refusal);
     }
-    // Guesses count against the same per-address budget as posts.
-    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
-        return refuse(refusal);
-    }
     let body = match read_body(payload, 4096).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -251,11 +247,15 @@ async fn login(
             &Rejection::new(Code::BadRequest, "send {\"password\": \"...\"}"),
         );
     };
-    match state.guard.login(&login.password) {
+    // Wrong guesses count against the address's budget in the guard, the
+    // same budget as the API's and the upgrade's passphrase checks.
+    match state.guard.login(&login.password, peer_ip(&request)) {
         Ok(Some(cookie)) => HttpResponse::NoContent().cookie(cookie).finish(),
         Ok(None) => HttpResponse::NoContent().finish(),
         Err(refusal) => {
-            log::info!("{}: wrong passphrase", peer(&request));
+            if refusal.status == StatusCode::UNAUTHORIZED {
+                log::info!("{}: wrong passphrase", peer(&request));
+            }
             refuse(refusal)
         }
     }

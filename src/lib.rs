@@ -5,9 +5,9 @@
 //! - `cli`: the command line and its environment twins, turned into a `Config`.
 //! - `server`: opens the store, binds, wires the routes, runs until shutdown.
 //! - `http`: the routes: page and HTTP API.
-//! - `upgrade`: the WebSocket upgrade's checks and its hand-over to a session.
-//! - `session`: one WebSocket connection from upgrade to close.
-//! - `ws`: the WebSocket wire of one connection: whole messages in, frames out.
+//! - `ws`: the hand-written WebSocket transport: the upgrade, one client's
+//!   socket (whole messages in, ready-made frames out, limits enforced from
+//!   frame headers) and one connection's session from welcome to close.
 //! - `protocol`: the JSON frames and the validation of what clients post.
 //! - `board`: the hub: recent-message window, subscribers, fan-out, presence.
 //! - `writer`: the thread that commits posts in batches and assigns ids.
@@ -38,9 +38,7 @@ pub mod http;
 pub mod net;
 pub mod protocol;
 pub mod server;
-pub mod session;
 pub mod store;
 pub mod transfer;
-pub mod upgrade;
 pub mod writer;
 pub mod ws;

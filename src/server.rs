@@ -16,7 +16,7 @@ use crate::board::{Board, BoardConfig};
 use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::net::{self, ShareUrl};
-use crate::session::{SessionConfig, Sessions};
+use crate::ws::{SessionConfig, Sessions};
 use crate::store::{
     random_token, Access, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
 };
@@ -50,7 +50,7 @@ macro_rules! http_service {
                 move |(request, framed): (
                     actix_http::Request,
                     actix_codec::Framed<$io, actix_http::h1::Codec>,
-                )| { crate::upgrade::handle(request, framed, state.clone()) },
+                )| { crate::ws::upgrade::handle(request, framed, state.clone()) },
             ))
             .finish(actix_service::map_config(
                 $app.into_factory()

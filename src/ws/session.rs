@@ -1,6 +1,6 @@
 //! One WebSocket connection, from upgrade to close.
 //!
-//! The connection task owns its socket (`ws.rs`) and is one `select!` over
+//! The connection task owns its socket (`socket.rs`) and is one `select!` over
 //! four things: frames the board queued for this connection, replies to this
 //! client's own requests (in the order it sent them), messages from the
 //! client, and the heartbeat tick. Board frames are written straight from
@@ -19,11 +19,11 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Notify;
 
-use crate::board::{Board, Subscription};
+use crate::board::{Board, Outgoing, Subscription};
 use crate::guard::{self, Permit, Rate, TokenBucket};
 use crate::protocol::{self, Action, Code, Limits, Rejection};
 use crate::writer::Writer;
-use crate::ws::{self, Incoming, ReadError, Socket};
+use super::socket::{close_reason, ping, pong, text, Incoming, ReadError, Socket};
 
 /// Timing and size settings of every connection.
 #[derive(Debug, Clone, Copy)]
@@ -147,13 +147,15 @@ enum End {
 }
 
 fn reason(code: CloseCode, description: &str) -> End {
-    End::Closed(ws::close_reason(code, description))
+    End::Closed(close_reason(code, description))
 }
 
+/// Runs one connection: welcome, then the conversation, then the closing
+/// handshake.
 pub async fn run(connection: Connection) {
     let Connection {
         mut socket,
-        mut subscription,
+        subscription,
         welcome,
         board,
         writer,
@@ -162,111 +164,192 @@ pub async fn run(connection: Connection) {
         permit,
         live,
     } = connection;
-    let mut bucket = config.rate.map(TokenBucket::new);
     log::info!("{peer} connected ({} online)", board.online());
-    let mut replies: FuturesOrdered<Reply> = FuturesOrdered::new();
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
-    let mut last_heard = Instant::now();
-    let deadline = config.client_timeout;
+    let end = if greet(&mut socket, welcome, config.client_timeout).await {
+        let mut conversation = Conversation {
+            socket: &mut socket,
+            subscription,
+            replies: FuturesOrdered::new(),
+            bucket: config.rate.map(TokenBucket::new),
+            last_heard: Instant::now(),
+            board: &board,
+            writer: &writer,
+            config: &config,
+            peer: &peer,
+        };
+        conversation.run().await
+    } else {
+        End::Gone
+    };
+    // Off the board and out of the address's count before the (bounded)
+    // closing handshake.
+    drop(permit);
+    say_goodbye(&mut socket, end, &peer).await;
+    log::info!("{peer} disconnected ({} online)", board.online());
+    drop(live);
+}
 
-    let end = 'connection: {
-        let welcome: Vec<Bytes> = welcome.into_iter().map(ws::text).collect();
-        if !send(&mut socket, &welcome, deadline).await {
-            break 'connection End::Gone;
-        }
-        // The history frame can be tens of KiB: an idle connection must not
-        // keep it for the rest of its life.
-        drop(welcome);
+/// Sends the first frames; false when the client is already gone.
+async fn greet(socket: &mut Socket, welcome: Vec<String>, deadline: Duration) -> bool {
+    // The history frame can be a MiB: it is dropped on return, so an idle
+    // connection does not keep it for the rest of its life.
+    let welcome: Vec<Bytes> = welcome.into_iter().map(text).collect();
+    send(socket, &welcome, deadline).await
+}
+
+/// The connection's working life: board frames out, the client's requests
+/// answered in order, the heartbeat.
+struct Conversation<'a> {
+    socket: &'a mut Socket,
+    subscription: Subscription,
+    /// Answers to the client's requests, in the order it sent them.
+    replies: FuturesOrdered<Reply>,
+    /// The client's posting budget; `None` when posts are not limited.
+    bucket: Option<TokenBucket>,
+    last_heard: Instant,
+    board: &'a Board,
+    writer: &'a Writer,
+    config: &'a SessionConfig,
+    peer: &'a str,
+}
+
+impl Conversation<'_> {
+    /// Serves the client until the connection ends, and says how.
+    async fn run(&mut self) -> End {
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         loop {
-            tokio::select! {
-                received = subscription.frames.recv() => {
-                    let Some(first) = received else {
-                        break 'connection if board.is_closed() {
-                            reason(CloseCode::Away, "the board is shutting down")
-                        } else {
-                            reason(CloseCode::Again, "too slow to keep up; reconnect with ?since=")
-                        };
-                    };
-                    // Whatever else has queued up goes out in the same
-                    // vectored write: the frames are the board's own shared
-                    // bytes, so a batch costs no copy and no buffer here.
-                    let mut batch = vec![first];
-                    let mut frames = batch[0].len();
-                    while frames < WRITE_BATCH {
-                        let Ok(item) = subscription.frames.try_recv() else { break };
-                        frames += item.len();
-                        batch.push(item);
-                    }
-                    // One deadline covers the whole batch: timing each
-                    // frame would read the clock once per delivery.
-                    if !send(&mut socket, batch.iter().flat_map(|item| item.iter()), deadline).await {
-                        break 'connection End::Gone;
-                    }
-                    for item in &batch {
-                        subscription.written(item);
-                    }
+            let step = tokio::select! {
+                received = self.subscription.frames.recv() => self.forward(received).await,
+                Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
+                    self.reply(reply).await
                 }
-                Some(reply) = replies.next(), if !replies.is_empty() => {
-                    if let Some(frame) = reply {
-                        if !send(&mut socket, [&ws::text(frame)], deadline).await {
-                            break 'connection End::Gone;
-                        }
-                    }
+                message = self.socket.next(), if self.replies.len() < MAX_IN_FLIGHT => {
+                    self.last_heard = Instant::now();
+                    self.hear(message).await
                 }
-                message = socket.next(), if replies.len() < MAX_IN_FLIGHT => {
-                    last_heard = Instant::now();
-                    match message {
-                        Ok(Incoming::Text(text)) => {
-                            replies.push_back(answer(&text, &board, &writer, &config, &peer, bucket.as_mut()));
-                        }
-                        Ok(Incoming::Binary) => {
-                            let rejection = Rejection::new(
-                                Code::BadRequest,
-                                "binary frames are not part of the protocol; send JSON text",
-                            );
-                            log::info!("{peer}: rejected a binary frame");
-                            replies.push_back(ready(protocol::error_frame(&rejection, None)));
-                        }
-                        Ok(Incoming::Ping(payload)) => {
-                            if !send(&mut socket, [&ws::pong(payload)], deadline).await {
-                                break 'connection End::Gone;
-                            }
-                        }
-                        Ok(Incoming::Pong) => {}
-                        Ok(Incoming::Close(reason)) => break 'connection End::ClientLeft(reason),
-                        Err(ReadError::Gone) => break 'connection End::Gone,
-                        Err(ReadError::Broken(reason)) => {
-                            log::info!(
-                                "{peer}: protocol error: {}",
-                                reason.description.as_deref().unwrap_or("")
-                            );
-                            break 'connection End::Closed(reason);
-                        }
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > config.client_timeout {
-                        log::info!("{peer}: no answer to pings for {:?}; dropping", config.client_timeout);
-                        break 'connection End::Gone;
-                    }
-                    if !send(&mut socket, [&ws::ping()], deadline).await {
-                        break 'connection End::Gone;
-                    }
-                }
+                _ = heartbeat.tick() => self.beat().await,
+            };
+            if let Err(end) = step {
+                return end;
             }
         }
-    };
-    drop(subscription);
-    drop(permit);
-    // A close frame is owed to a client still there; one that vanished
-    // needs none.
-    let (close, reply_expected) = match end {
+    }
+
+    /// Writes board frames: `first` and whatever else has queued up, in one
+    /// vectored write. The frames are the board's own shared bytes, so a
+    /// batch costs no copy and no buffer here.
+    async fn forward(&mut self, first: Option<Outgoing>) -> Result<(), End> {
+        let Some(first) = first else {
+            return Err(if self.board.is_closed() {
+                reason(CloseCode::Away, "the board is shutting down")
+            } else {
+                reason(CloseCode::Again, "too slow to keep up; reconnect with ?since=")
+            });
+        };
+        let mut batch = vec![first];
+        let mut frames = batch[0].len();
+        while frames < WRITE_BATCH {
+            let Ok(item) = self.subscription.frames.try_recv() else {
+                break;
+            };
+            frames += item.len();
+            batch.push(item);
+        }
+        // One deadline covers the whole batch: timing each frame would read
+        // the clock once per delivery.
+        let deadline = self.config.client_timeout;
+        if !send(self.socket, batch.iter().flat_map(|item| item.iter()), deadline).await {
+            return Err(End::Gone);
+        }
+        for item in &batch {
+            self.subscription.written(item);
+        }
+        Ok(())
+    }
+
+    /// Writes the answer to one of the client's requests, if it has one.
+    async fn reply(&mut self, reply: Option<String>) -> Result<(), End> {
+        let Some(frame) = reply else {
+            return Ok(());
+        };
+        if send(self.socket, [&text(frame)], self.config.client_timeout).await {
+            Ok(())
+        } else {
+            Err(End::Gone)
+        }
+    }
+
+    /// Takes one message from the client.
+    async fn hear(&mut self, message: Result<Incoming, ReadError>) -> Result<(), End> {
+        match message {
+            Ok(Incoming::Text(text)) => {
+                let reply = answer(
+                    &text,
+                    self.board,
+                    self.writer,
+                    self.config,
+                    self.peer,
+                    self.bucket.as_mut(),
+                );
+                self.replies.push_back(reply);
+            }
+            Ok(Incoming::Binary) => {
+                let rejection = Rejection::new(
+                    Code::BadRequest,
+                    "binary frames are not part of the protocol; send JSON text",
+                );
+                log::info!("{}: rejected a binary frame", self.peer);
+                self.replies
+                    .push_back(ready(protocol::error_frame(&rejection, None)));
+            }
+            Ok(Incoming::Ping(payload)) => {
+                if !send(self.socket, [&pong(payload)], self.config.client_timeout).await {
+                    return Err(End::Gone);
+                }
+            }
+            Ok(Incoming::Pong) => {}
+            Ok(Incoming::Close(reason)) => return Err(End::ClientLeft(reason)),
+            Err(ReadError::Gone) => return Err(End::Gone),
+            Err(ReadError::Broken(reason)) => {
+                log::info!(
+                    "{}: protocol error: {}",
+                    self.peer,
+                    reason.description.as_deref().unwrap_or("")
+                );
+                return Err(End::Closed(reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pings the client, or gives up on one silent for too long.
+    async fn beat(&mut self) -> Result<(), End> {
+        if self.last_heard.elapsed() > self.config.client_timeout {
+            log::info!(
+                "{}: no answer to pings for {:?}; dropping",
+                self.peer,
+                self.config.client_timeout
+            );
+            return Err(End::Gone);
+        }
+        if !send(self.socket, [&ping()], self.config.client_timeout).await {
+            return Err(End::Gone);
+        }
+        Ok(())
+    }
+}
+
+/// The closing handshake: a close frame is owed to a client still there
+/// (one that vanished needs none), and after a close of our own the
+/// client's answer is waited for, bounded.
+async fn say_goodbye(socket: &mut Socket, end: End, peer: &str) {
+    let (reason, reply_expected) = match end {
         // Answer the client's close with its own code, as RFC 6455 asks.
         End::ClientLeft(reason) => (
-            Some(reason.map(|r| CloseReason {
+            reason.map(|r| CloseReason {
                 code: r.code,
                 description: None,
-            })),
+            }),
             false,
         ),
         End::Closed(reason) => {
@@ -274,29 +357,26 @@ pub async fn run(connection: Connection) {
                 "{peer}: closing ({})",
                 reason.description.as_deref().unwrap_or("")
             );
-            (Some(Some(reason)), true)
+            (Some(reason), true)
         }
-        End::Gone => (None, false),
+        End::Gone => return,
     };
-    if let Some(reason) = close {
-        // Bounded: a client that does not answer is simply dropped.
-        let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
-            if socket.close(reason).await.is_ok() && reply_expected {
-                // The client answers with its own close frame once it has
-                // read everything before ours. Dropping the connection
-                // sooner would make its kernel reset it and throw away
-                // what the client has not read yet.
-                while let Ok(message) = socket.next().await {
-                    if matches!(message, Incoming::Close(_)) {
-                        break;
-                    }
+    // Bounded: a client that does not answer is simply dropped.
+    let _ = tokio::time::timeout(CLOSE_DEADLINE, async {
+        if socket.close(reason).await.is_ok() && reply_expected {
+            // The client answers with its own close frame once it has read
+            // everything before ours. Dropping the connection sooner would
+            // make its kernel reset it and throw away what the client has
+            // not read yet. Anything but a whole frame (a client still
+            // sending a frame that was refused) ends the wait at once.
+            while let Ok(message) = socket.next().await {
+                if matches!(message, Incoming::Close(_)) {
+                    break;
                 }
             }
-        })
-        .await;
-    }
-    log::info!("{peer} disconnected ({} online)", board.online());
-    drop(live);
+        }
+    })
+    .await;
 }
 
 /// How long the closing handshake may take: our close frame going out

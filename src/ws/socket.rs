@@ -1,30 +1,33 @@
-//! The WebSocket wire of one connection: reading whole messages from the
-//! client and writing ready-made frames to it.
+//! One client's WebSocket: reading whole messages from the client and
+//! writing ready-made frames to it.
 //!
-//! lanboard drives the socket itself instead of going through a response
-//! body stream, for two reasons that matter when a whole office keeps the
-//! board open all day:
-//! - an idle connection holds no buffer at all: a plain TCP socket is read
+//! - An idle connection holds no buffer at all: a plain TCP socket is read
 //!   only once it is readable, through a stack buffer, and what is left of a
-//!   partial frame is kept only until the frame is whole;
-//! - the board encodes each frame once and every connection writes those
+//!   partial frame is kept only until the frame is whole.
+//! - A frame is measured by its header before its payload is read: one over
+//!   the limit (alone, or with the fragments before it) is refused at once,
+//!   and the read buffer never holds more than the limit plus one header.
+//! - The board encodes each frame once and every connection writes those
 //!   same bytes with one vectored write per batch, with no copy and no
 //!   queue between the connection and its socket.
-//!
-//! Frame parsing (masking, lengths, control frames, fragments) is actix-http's
-//! WebSocket codec, the same one the rest of the actix stack uses.
 
 use std::io::{self, IoSlice};
 
 use actix_codec::{Decoder, Encoder};
 use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, Message, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::header::{self, Header, MAX_CONTROL_PAYLOAD, MAX_HEADER};
+
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4096;
+/// Most payload of a refused frame that is read and dropped so the client
+/// can complete the closing handshake (bounded in time by the session's
+/// close deadline too).
+const MAX_DISCARD: u64 = 16 << 20;
 /// Most slices one vectored write takes (Linux's IOV_MAX is 1024).
 const MAX_SLICES: usize = 512;
 
@@ -59,20 +62,24 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Appends what the socket has to `buf`; 0 means the client closed.
-    /// Cancel-safe: nothing read is ever held outside `buf`.
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    /// Appends what the socket has to `buf`, at most `room` bytes (more than
+    /// 0); 0 means the client closed. Cancel-safe: nothing read is ever held
+    /// outside `buf`.
+    async fn read_into(&mut self, buf: &mut BytesMut, room: usize) -> io::Result<usize> {
+        let room = room.min(READ_CHUNK);
         match self {
             Stream::Tcp(tcp) => loop {
                 tcp.readable().await?;
-                match read_ready(tcp, buf) {
+                match read_ready(tcp, buf, room) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     result => return result,
                 }
             },
             Stream::Other(io) => {
-                buf.reserve(READ_CHUNK);
-                io.read_buf(buf).await
+                buf.reserve(room);
+                // `take` keeps a TLS stream from filling all the spare
+                // capacity `reserve` may have given.
+                (&mut **io).take(room as u64).read_buf(buf).await
             }
         }
     }
@@ -107,11 +114,11 @@ impl Stream {
     }
 }
 
-/// Reads what a readable socket holds through a stack buffer, so only the
-/// bytes that arrived are kept.
-fn read_ready(tcp: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+/// Reads what a readable socket holds (at most `room` bytes) through a
+/// stack buffer, so only the bytes that arrived are kept.
+fn read_ready(tcp: &TcpStream, buf: &mut BytesMut, room: usize) -> io::Result<usize> {
     let mut chunk = [0u8; READ_CHUNK];
-    let n = tcp.try_read(&mut chunk)?;
+    let n = tcp.try_read(&mut chunk[..room])?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n)
 }
@@ -157,12 +164,16 @@ struct Fragments {
 /// One client's WebSocket.
 pub struct Socket {
     stream: Stream,
-    /// Bytes of a frame not yet whole; empty and unallocated between frames.
+    /// Bytes of a frame not yet whole; empty and unallocated between frames,
+    /// never longer than `max_message + MAX_HEADER`.
     unread: BytesMut,
     codec: Codec,
     fragments: Option<Fragments>,
     /// Largest frame, and largest message after joining its fragments.
     max_message: usize,
+    /// Payload bytes of a refused frame still to arrive, dropped as they
+    /// come so the client's close frame after them can be read.
+    skip: u64,
 }
 
 impl Socket {
@@ -175,6 +186,7 @@ impl Socket {
             codec: Codec::new().max_size(max_message),
             fragments: None,
             max_message,
+            skip: 0,
         }
     }
 
@@ -189,7 +201,13 @@ impl Socket {
                 }
             }
             self.release_buffer();
-            match self.stream.read_into(&mut self.unread).await {
+            // A frame within the limit fits in this room whole, and every
+            // whole frame was decoded above, so there is always room left.
+            let room = (self.max_message + MAX_HEADER).saturating_sub(self.unread.len());
+            if room == 0 {
+                return Err(broken(CloseCode::Size, "frame too large"));
+            }
+            match self.stream.read_into(&mut self.unread, room).await {
                 Ok(0) => return Err(ReadError::Gone),
                 Ok(_) => {}
                 Err(error) => {
@@ -201,6 +219,10 @@ impl Socket {
     }
 
     fn decode(&mut self) -> Result<Option<Frame>, ReadError> {
+        self.drop_skipped();
+        if let Some(header) = header::peek(&self.unread) {
+            self.check(header)?;
+        }
         self.codec
             .decode(&mut self.unread)
             .map_err(|error| match error {
@@ -210,6 +232,46 @@ impl Socket {
                     broken(CloseCode::Protocol, "WebSocket protocol error")
                 }
             })
+    }
+
+    /// Refuses a frame by what its header declares, before its payload is
+    /// read: over the limit alone or with the fragments before it (1009), or
+    /// a control frame longer than RFC 6455 allows (1002).
+    fn check(&mut self, header: Header) -> Result<(), ReadError> {
+        if header.is_control() {
+            if header.payload > MAX_CONTROL_PAYLOAD {
+                return Err(broken(CloseCode::Protocol, "control frame too long"));
+            }
+            return Ok(());
+        }
+        let before = match (&self.fragments, header.is_continuation()) {
+            (Some(fragments), true) => fragments.bytes.len() as u64,
+            _ => 0,
+        };
+        if before.saturating_add(header.payload) <= self.max_message as u64 {
+            return Ok(());
+        }
+        self.fragments = None;
+        // A client over the limit by a believable amount (a page pasting a
+        // long text) has its frame's payload dropped as it arrives, never
+        // buffered, so it can finish sending, read the close frame and
+        // answer it. One that declares more is not waited for: its header
+        // stays, so every later read fails, which ends the connection as
+        // soon as it sends more.
+        if header.payload <= MAX_DISCARD {
+            self.unread.advance(header.len);
+            self.skip = header.payload;
+        }
+        Err(broken(CloseCode::Size, "message too large"))
+    }
+
+    /// Drops the buffered part of a refused frame's payload.
+    fn drop_skipped(&mut self) {
+        if self.skip > 0 {
+            let n = self.unread.len().min(self.skip as usize);
+            self.unread.advance(n);
+            self.skip -= n as u64;
+        }
     }
 
     /// An idle connection keeps no read buffer.

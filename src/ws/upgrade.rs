@@ -4,8 +4,12 @@
 //!
 //! The HTTP dispatcher passes every WebSocket upgrade request here, with its
 //! raw connection, instead of to the routes in `http.rs`; that is what lets
-//! a session own its socket (see `ws.rs`). A refused upgrade gets the same
-//! status and `{"code","message"}` body as a refused API request.
+//! a session own its socket (see `socket.rs`). A refused upgrade gets the
+//! same status and `{"code","message"}` body as a refused API request.
+//!
+//! The connection may still owe the client the answer to a request
+//! pipelined ahead of the upgrade: the HTTP layer's unwritten bytes go out
+//! first, so every request is answered, in order.
 
 use actix_codec::Framed;
 use actix_http::h1;
@@ -21,8 +25,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::guard::Refusal;
 use crate::http::AppState;
 use crate::protocol::Code;
-use crate::session;
-use crate::ws::{IntoStream, Socket};
+use super::session;
+use super::socket::{IntoStream, Socket};
 
 /// The one path that takes WebSocket upgrades.
 const PATH: &str = "/ws";
@@ -43,6 +47,11 @@ pub async fn handle<T: IntoStream>(
 ) -> Result<(), actix_web::Error> {
     let parts = framed.into_parts();
     let mut io = parts.io;
+    // Answers to requests pipelined ahead of this one, not yet written.
+    if !parts.write_buf.is_empty() {
+        io.write_all(&parts.write_buf).await?;
+    }
+    drop(parts.write_buf);
     let peer = request
         .peer_addr()
         .map_or_else(|| "client".to_owned(), |a| a.to_string());
@@ -118,7 +127,9 @@ async fn admit(request: &Request, state: &web::Data<AppState>) -> Result<Admitte
         return Err(Refusal::new(status, Code::BadRequest, error.to_string()));
     }
     state.guard.check_origin(request.headers())?;
-    state.guard.check_auth(request.headers())?;
+    state
+        .guard
+        .check_auth(request.headers(), request.peer_addr().map(|a| a.ip()))?;
     let permit = state.guard.admit(request.peer_addr().map(|a| a.ip()))?;
     let query = web::Query::<ResumeQuery>::from_query(request.uri().query().unwrap_or(""))
         .map_err(|_| {
