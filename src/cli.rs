@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::guard::{GuardConfig, Rate};
 use crate::protocol::Limits;
 use crate::server::{Config, StartError, Storage};
-use crate::ws::SessionConfig;
 use crate::store::{RedisTarget, SyncMode};
+use crate::ws::SessionConfig;
 
 /// A real-time message board for your office network. Run it, share the
 /// address it prints, and everyone who opens it sees every message at once.

@@ -312,7 +312,11 @@ impl Guard {
         })
         .map_err(|wrong| {
             wrong.unwrap_or_else(|| {
-                Refusal::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, "wrong passphrase")
+                Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    "wrong passphrase",
+                )
             })
         })?;
         Ok(Some(

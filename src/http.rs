@@ -22,9 +22,9 @@ use serde::Deserialize;
 use crate::board::Board;
 use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
-use crate::ws::{SessionConfig, Sessions};
 use crate::store::Appended;
 use crate::writer::Writer;
+use crate::ws::{SessionConfig, Sessions};
 
 /// Headers on every response, also the upgrade's refusals.
 pub const SECURITY_HEADERS: [(&str, &str); 3] = [

@@ -16,11 +16,11 @@ use crate::board::{Board, BoardConfig};
 use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::net::{self, ShareUrl};
-use crate::ws::{SessionConfig, Sessions};
 use crate::store::{
     random_token, Access, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
 };
 use crate::writer::Writer;
+use crate::ws::{SessionConfig, Sessions};
 
 /// The HTTP/1.1 service of one worker for a connection of type `$io`: the
 /// routes of `$app`, and WebSocket upgrades to `upgrade::handle`. The

@@ -49,5 +49,5 @@ pub mod session;
 pub mod socket;
 pub mod upgrade;
 
-pub use session::{Sessions, SessionConfig};
+pub use session::{SessionConfig, Sessions};
 pub use socket::{close_reason, ping, pong, text, Incoming, IntoStream, ReadError, Socket, Stream};

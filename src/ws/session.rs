@@ -19,11 +19,11 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Notify;
 
+use super::socket::{close_reason, ping, pong, text, Incoming, ReadError, Socket};
 use crate::board::{Board, Outgoing, Subscription};
 use crate::guard::{self, Permit, Rate, TokenBucket};
 use crate::protocol::{self, Action, Code, Limits, Rejection};
 use crate::writer::Writer;
-use super::socket::{close_reason, ping, pong, text, Incoming, ReadError, Socket};
 
 /// Timing and size settings of every connection.
 #[derive(Debug, Clone, Copy)]
@@ -243,7 +243,10 @@ impl Conversation<'_> {
             return Err(if self.board.is_closed() {
                 reason(CloseCode::Away, "the board is shutting down")
             } else {
-                reason(CloseCode::Again, "too slow to keep up; reconnect with ?since=")
+                reason(
+                    CloseCode::Again,
+                    "too slow to keep up; reconnect with ?since=",
+                )
             });
         };
         let mut batch = vec![first];
@@ -258,7 +261,13 @@ impl Conversation<'_> {
         // One deadline covers the whole batch: timing each frame would read
         // the clock once per delivery.
         let deadline = self.config.client_timeout;
-        if !send(self.socket, batch.iter().flat_map(|item| item.iter()), deadline).await {
+        if !send(
+            self.socket,
+            batch.iter().flat_map(|item| item.iter()),
+            deadline,
+        )
+        .await
+        {
             return Err(End::Gone);
         }
         for item in &batch {

@@ -487,6 +487,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_read_buffer_never_holds_more_than_the_limit_and_one_header() {
+        let (mut socket, mut client) = pair(256).await;
+        // 300 pings of 125 bytes, about 39 KiB, sent at once.
+        let pings: Vec<Message> = (0..300)
+            .map(|_| Message::Ping(Bytes::from_static(&[7; 125])))
+            .collect();
+        let bytes = client_frames(pings);
+        let sender = tokio::spawn(async move {
+            client.write_all(&bytes).await.unwrap();
+            client
+        });
+        for _ in 0..300 {
+            match socket.next().await {
+                Ok(Incoming::Ping(payload)) => assert_eq!(payload.len(), 125),
+                other => panic!("expected a ping, got {other:?}"),
+            }
+            assert!(
+                socket.unread.len() <= 256 + MAX_HEADER,
+                "{} bytes buffered",
+                socket.unread.len()
+            );
+        }
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_refused_frame_a_little_over_the_limit_is_dropped_so_the_close_after_it_is_read() {
+        let (mut socket, mut client) = pair(16).await;
+        let mut bytes = client_frames(vec![Message::Text("x".repeat(100).into())]);
+        bytes.extend(client_frames(vec![Message::Close(None)]));
+        client.write_all(&bytes).await.unwrap();
+        match socket.next().await {
+            Err(ReadError::Broken(reason)) => assert_eq!(reason.code, CloseCode::Size),
+            other => panic!("expected 1009, got {other:?}"),
+        }
+        assert!(matches!(socket.next().await, Ok(Incoming::Close(None))));
+    }
+
+    #[tokio::test]
     async fn thousands_of_shared_frames_go_out_whole_and_in_order_across_partial_writes() {
         let (mut socket, mut client) = pair(1024).await;
         let frames: Vec<Bytes> = (0..3000)

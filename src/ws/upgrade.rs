@@ -22,11 +22,11 @@ use actix_web::HttpMessage;
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::session;
+use super::socket::{IntoStream, Socket};
 use crate::guard::Refusal;
 use crate::http::AppState;
 use crate::protocol::Code;
-use super::session;
-use super::socket::{IntoStream, Socket};
 
 /// The one path that takes WebSocket upgrades.
 const PATH: &str = "/ws";
@@ -58,11 +58,15 @@ pub async fn handle<T: IntoStream>(
     let admitted = match admit(&request, &state).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            log::info!(
-                "{peer}: refused a WebSocket upgrade ({}): {}",
-                refusal.status.as_u16(),
-                refusal.rejection.message
-            );
+            // A 429 is logged once by the guard when it begins, not per
+            // attempt: a flood of refused guesses must not flood the log.
+            if refusal.status != StatusCode::TOO_MANY_REQUESTS {
+                log::info!(
+                    "{peer}: refused a WebSocket upgrade ({}): {}",
+                    refusal.status.as_u16(),
+                    refusal.rejection.message
+                );
+            }
             return refuse(&mut io, &refusal).await;
         }
     };
