@@ -3,7 +3,7 @@
 //! | route                    | answer                                           |
 //! |--------------------------|--------------------------------------------------|
 //! | `GET /`, `GET /wall`     | the page                                         |
-//! | `GET /ws[?since=<id>[&epoch=<e>]]` | WebSocket, protocol v1 (`upgrade.rs`, `protocol.rs`) |
+//! | `GET /ws[?since=<id>[&epoch=<e>]]` | WebSocket, protocol v1 (`ws/upgrade.rs`, `protocol.rs`) |
 //! | `GET /api/messages`      | JSON array of messages (`since`, `before`, `limit`) |
 //! | `POST /api/messages`     | 201 with the stored message                      |
 //! | `GET /api/info`          | the board's addresses and limits                 |
@@ -111,7 +111,7 @@ fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), Refusal> {
 }
 
 /// `GET /ws` without the WebSocket upgrade headers (upgrades never reach
-/// the routes: see `upgrade.rs`).
+/// the routes: see `ws/upgrade.rs`).
 async fn not_upgraded() -> HttpResponse {
     reject(
         StatusCode::BAD_REQUEST,

@@ -206,7 +206,7 @@ impl Server {
         let upgrades = state.clone();
         // The server is assembled from actix-web's own parts rather than
         // `HttpServer`, for one thing `HttpServer` cannot do: hand WebSocket
-        // upgrades, with their raw connection, to `upgrade.rs`.
+        // upgrades, with their raw connection, to `ws/upgrade.rs`.
         let app = move || {
             App::new()
                 .app_data(state.clone())
