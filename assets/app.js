@@ -3,8 +3,10 @@
 // src/protocol.rs), reads `/api/info` and `/api/messages` over HTTP, and logs
 // in through `/api/login` when the board has a passphrase. Posts wait in an
 // outbox (kept in localStorage) until the board confirms them, and are sent
-// again with the same cid when their fate is unknown. User text only ever
-// reaches the page through text nodes.
+// again with the same cid when their fate is unknown. The passphrase is never
+// kept: the HttpOnly cookie `/api/login` sets is what opens the board, and a
+// 401 brings the passphrase form back. User text only ever reaches the page
+// through text nodes.
 'use strict';
 
 // ---- Settings (units in the names) -----------------------------------------
@@ -100,10 +102,20 @@ const state = {
   retryTimer: 0,
   /** Whether a `messages-available` has ever arrived (the first is not news). */
   loaded: false,
-  /** Ids of every message shown or shown before; messages are never drawn twice. */
-  seen: new Set(),
-  /** Highest id seen: where a reconnect resumes (`?since=`). */
+  /**
+   * Highest id that came through the board's ordered feed: where a reconnect
+   * resumes (`?since=`), and the line below which a feed message is one
+   * already drawn (see `addMessages`).
+   */
   lastId: 0,
+  /**
+   * Ids above `lastId` drawn from the `ack` of this page's own post, ahead of
+   * their `message-added`. Every other repeat is known by its place in the
+   * feed, so this holds only the posts confirmed ahead of the feed (one or
+   * two at a time) and is emptied as `lastId` passes them: a page open for
+   * weeks keeps no record of every id it has shown.
+   */
+  ahead: new Set(),
   /**
    * The history `lastId` belongs to, as the last `messages-available` named
    * it (Redis boards only). Sent along on a resume, so that a board that lost
@@ -124,6 +136,15 @@ const state = {
   paused: false,
   pausedTimer: 0,
   unread: 0,
+  /**
+   * New messages whose news (unread count, sound, notification, screen
+   * reader) waits while this page has posts the board has not confirmed:
+   * any of them may be one of those posts, and only the ack of a post's cid
+   * tells which message is this page's own. Told once the outbox is empty.
+   */
+  held: [],
+  /** Ids the board gave this page's posts (from their acks) while news was held. */
+  ownIds: new Set(),
   limits: { max_message_chars: 4000, max_name_chars: 64 },
   sound: false,
   notify: false,
@@ -134,9 +155,6 @@ const STORAGE = {
   name: 'lanboard.name',
   sound: 'lanboard.sound',
   notify: 'lanboard.notify',
-  // The board's shared passphrase, so that a restart of the board (which
-  // forgets every login) does not ask everyone again.
-  passphrase: 'lanboard.passphrase',
   // Posts not yet confirmed by the board, so a reload or a closed tab does
   // not lose them: a JSON array of {cid, name, text, createdMs}, oldest first.
   outbox: 'lanboard.outbox',
@@ -158,7 +176,20 @@ const storage = {
       // Not remembered this time; everything else works.
     }
   },
+  remove(key) {
+    try {
+      window.localStorage.removeItem(key);
+    } catch {
+      // Nothing to remove where there is no storage.
+    }
+  },
 };
+
+/**
+ * Keys earlier versions of the page kept and this one must not: the board's
+ * passphrase was once stored in the clear, readable by any script on the page.
+ */
+const RETIRED_KEYS = ['lanboard.passphrase'];
 
 // ---- Outbox -----------------------------------------------------------------
 
@@ -381,9 +412,11 @@ function receive(text) {
     console.warn('lanboard: ignoring a frame that is not JSON', text);
     return;
   }
-  const handler = frame && handlers[frame.event];
-  if (handler) {
-    handler(frame);
+  // An own property only: `constructor`, `__proto__`, `toString` and the
+  // rest of Object.prototype are unknown events, not handlers.
+  const known = frame !== null && typeof frame === 'object' && Object.hasOwn(handlers, frame.event);
+  if (known) {
+    handlers[frame.event](frame);
   } else {
     console.warn('lanboard: ignoring an unknown event', frame && frame.event);
   }
@@ -448,7 +481,7 @@ const handlers = {
     takeRequest(frame.ack);
     const data = frame.data || {};
     const messages = Array.isArray(data.messages) ? data.messages : [];
-    addMessages(messages);
+    addMessages(messages, 'older');
     state.noOlder = data.more === false;
     setOlderLoading(false);
     announce(
@@ -491,24 +524,50 @@ function errorSentence(problem) {
 // ---- The message list -------------------------------------------------------
 
 /**
- * Inserts the messages not seen before, in id order (newest on top); returns
- * them. Drawing is idempotent: a message whose id is already shown is skipped,
- * however often it arrives (its `message-added`, its `ack`, a resume).
+ * Inserts the messages not drawn before, in id order (newest on top); returns
+ * them. Drawing is idempotent: a message already drawn is skipped, however
+ * often it arrives (its `message-added`, its `ack`, a resume).
  *
- * `inFeed` is false for a message that did not come through the board's
- * ordered feed (`messages-available`, `message-added`): the `ack` of a post can
- * overtake the `message-added` of an earlier message, so resuming after its id
- * could skip that one. Such a message is drawn but does not move `lastId`.
+ * Where the messages come from says which ones are repeats, without a record
+ * of every id ever shown:
+ * - `'feed'` (`messages-available`, `message-added`): the board's feed is in
+ *   id order and a resume starts after `lastId`, so a feed message at or
+ *   below `lastId` has been through the feed already; above it, only one
+ *   drawn from an ack (`state.ahead`) is.
+ * - `'ack'`: the reply to this page's own post. It can overtake the
+ *   `message-added` of an earlier message, so resuming after its id could
+ *   skip that one: it is drawn but does not move `lastId`, and is noted in
+ *   `state.ahead` until the feed passes it. Acks come one post at a time, so
+ *   the list itself can be asked whether the message is there.
+ * - `'older'`: a page of history before the oldest message shown; anything
+ *   not below it is shown already.
  */
-function addMessages(messages, { inFeed = true } = {}) {
+function addMessages(messages, source = 'feed') {
   const added = [];
+  const floor = state.lastId;
+  const oldest = state.oldestId;
+  // Repeats inside one batch, which the rules above cannot see.
+  const batch = new Set();
   for (const message of messages) {
-    if (!isMessage(message)) continue;
-    if (inFeed) state.lastId = Math.max(state.lastId, message.id);
-    if (state.seen.has(message.id)) continue;
-    state.seen.add(message.id);
-    insert(renderMessage(message), message.id);
+    if (!isMessage(message) || batch.has(message.id)) continue;
+    batch.add(message.id);
+    const id = message.id;
+    let drawn;
+    if (source === 'feed') {
+      drawn = id <= floor || state.ahead.has(id);
+      state.lastId = Math.max(state.lastId, id);
+    } else if (source === 'ack') {
+      drawn = ui.list.querySelector(`[data-id="${id}"]`) !== null;
+      if (!drawn && id > state.lastId) state.ahead.add(id);
+    } else {
+      drawn = oldest !== 0 && id >= oldest;
+    }
+    if (drawn) continue;
+    insert(renderMessage(message), id);
     added.push(message);
+  }
+  for (const id of state.ahead) {
+    if (id <= state.lastId) state.ahead.delete(id);
   }
   if (WALL) {
     while (ui.list.children.length > WALL_KEEP) ui.list.lastElementChild.remove();
@@ -552,9 +611,12 @@ function insert(item, id) {
   ui.list.append(item);
 }
 
+/** Forgets every message shown: what comes next is drawn as new. */
 function clearMessages() {
   ui.list.replaceChildren();
-  state.seen.clear();
+  state.lastId = 0;
+  state.ahead.clear();
+  forgetHeldNews();
   state.oldestId = 0;
   state.noOlder = false;
 }
@@ -576,7 +638,6 @@ function clearMessages() {
 function startOver(reason) {
   console.info('lanboard: the board started over', reason);
   clearMessages();
-  state.lastId = 0;
   state.epoch = null;
   state.loaded = false;
   state.unread = 0;
@@ -724,28 +785,46 @@ function arrived(messages) {
       setTimeout(() => item.classList.remove('arrived'), ARRIVAL_MS);
     }
   }
-  const fromOthers = messages.filter((message) => !isOwn(message));
+  state.held.push(...messages);
+  tellHeldNews();
+}
+
+/**
+ * Tells the news held in `state.held`, once this page has no unconfirmed
+ * post: by then every post's ack has named its message, and only the others'
+ * messages are news. Deciding by text instead would take someone else's
+ * message that happens to read the same as this page's (a "yes", a "+1") for
+ * its own, and say nothing about it.
+ */
+function tellHeldNews() {
+  if (outbox.posts.length > 0) return;
+  const fromOthers = state.held.filter((message) => !state.ownIds.has(message.id));
+  forgetHeldNews();
+  tell(fromOthers);
+}
+
+function forgetHeldNews() {
+  state.held = [];
+  state.ownIds.clear();
+}
+
+/** Unread count, sound, notification and screen reader for others' new messages. */
+function tell(fromOthers) {
+  if (fromOthers.length === 0) return;
   if (document.hidden) {
     state.unread += fromOthers.length;
     showUnread();
   }
-  if (fromOthers.length > 0) {
-    const latest = fromOthers[fromOthers.length - 1];
-    if (document.hidden || !document.hasFocus()) {
-      beep();
-      desktopNotification(latest, fromOthers.length);
-    }
-    announce(
-      fromOthers.length === 1
-        ? `${latest.name}: ${latest.message}`
-        : `${fromOthers.length} new messages. Latest from ${latest.name}: ${latest.message}`,
-    );
+  const latest = fromOthers[fromOthers.length - 1];
+  if (document.hidden || !document.hasFocus()) {
+    beep();
+    desktopNotification(latest, fromOthers.length);
   }
-}
-
-/** Whether this page is waiting for the board to confirm this very message. */
-function isOwn(message) {
-  return outbox.posts.some((post) => post.text.trim() === message.message.trim());
+  announce(
+    fromOthers.length === 1
+      ? `${latest.name}: ${latest.message}`
+      : `${fromOthers.length} new messages. Latest from ${latest.name}: ${latest.message}`,
+  );
 }
 
 function announce(text) {
@@ -894,7 +973,10 @@ function posted(cid, message) {
   const post = outbox.remove(cid);
   // Usually drawn already from its `message-added`, which may also come just
   // after; drawn here too, so the box never empties before the list shows it.
-  if (isMessage(message)) addMessages([message], { inFeed: false });
+  if (isMessage(message)) {
+    state.ownIds.add(message.id);
+    addMessages([message], 'ack');
+  }
   // Only clear what was sent: text typed since stays.
   if (post && ui.message.value === post.text) {
     ui.message.value = '';
@@ -902,6 +984,7 @@ function posted(cid, message) {
   }
   setPaused(false);
   clearFormError();
+  tellHeldNews();
   sendOutbox();
 }
 
@@ -924,6 +1007,7 @@ function refused(cid, problem) {
   }
   setPaused(false);
   showFormError(errorSentence(problem));
+  tellHeldNews();
   sendOutbox();
 }
 
@@ -1209,18 +1293,15 @@ function setUpNotifications() {
 // ---- Passphrase -------------------------------------------------------------
 
 /**
- * Opens the board: reads `/api/info` (logging in with a remembered
- * passphrase when the board asks for one), then connects. Shows the
- * passphrase form instead when there is no passphrase or it is wrong.
+ * Opens the board: reads `/api/info`, then connects. The browser's login
+ * cookie goes along by itself; when the board answers 401 (no login yet, or
+ * one the board no longer knows), the passphrase form is shown instead.
  */
 async function openBoard() {
-  let result = await fetchInfo();
+  const result = await fetchInfo();
   if (result.access === 'locked') {
-    if ((await logInWithSaved()) !== 'ok') {
-      lock();
-      return;
-    }
-    result = await fetchInfo();
+    lock();
+    return;
   }
   if (result.access === 'open') applyInfo(result.info);
   connect();
@@ -1229,10 +1310,8 @@ async function openBoard() {
 /** After a refused connection: `'locked'` when the passphrase form is shown. */
 async function checkAccess() {
   const result = await fetchInfo();
-  if (result.access !== 'locked') return result.access;
-  if ((await logInWithSaved()) === 'ok') return 'open';
-  lock();
-  return 'locked';
+  if (result.access === 'locked') lock();
+  return result.access;
 }
 
 async function logIn(passphrase) {
@@ -1250,14 +1329,6 @@ async function logIn(passphrase) {
   if (response.status === 401) return 'wrong';
   if (response.status === 429) return 'limited';
   return 'unreachable';
-}
-
-async function logInWithSaved() {
-  const saved = storage.get(STORAGE.passphrase);
-  if (!saved) return 'none';
-  const result = await logIn(saved);
-  if (result === 'wrong') storage.set(STORAGE.passphrase, '');
-  return result;
 }
 
 function lock() {
@@ -1291,7 +1362,7 @@ function setUpLogin() {
       ui.password.select();
       return;
     }
-    storage.set(STORAGE.passphrase, passphrase);
+    // Only the cookie the board just set is kept, never the passphrase.
     ui.password.value = '';
     ui.loginError.hidden = true;
     ui.login.hidden = true;
@@ -1316,6 +1387,11 @@ async function downloadHistory() {
     let since = 0;
     for (;;) {
       const response = await fetch(`/api/messages?since=${since}&limit=${DOWNLOAD_PAGE}`, { cache: 'no-store' });
+      if (response.status === 401) {
+        // The login is gone (the board forgot it): ask for the passphrase.
+        dropSocket();
+        lock();
+      }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const page = await response.json();
       if (!Array.isArray(page) || page.length === 0) break;
@@ -1348,6 +1424,7 @@ async function downloadHistory() {
 
 function start() {
   document.title = BASE_TITLE;
+  for (const key of RETIRED_KEYS) storage.remove(key);
   if (WALL) {
     document.documentElement.classList.add('wall');
     // Read-only: the form leaves the page rather than hiding in it.

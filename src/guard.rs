@@ -325,6 +325,10 @@ impl Guard {
                 .http_only(true)
                 .secure(self.config.tls)
                 .same_site(actix_web::cookie::SameSite::Strict)
+                // The page no longer keeps the passphrase, so the cookie is
+                // what keeps a browser logged in: past a browser restart
+                // too, up to the 400 days browsers allow.
+                .max_age(actix_web::cookie::time::Duration::days(400))
                 .finish(),
         ))
     }

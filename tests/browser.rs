@@ -594,6 +594,112 @@ async fn record_websockets(page: &Page) {
     page.run(RECORDER).await;
 }
 
+/// Reloads the page with its WebSockets kept in `window.__sockets`, its
+/// console warnings in `window.__warnings` and its uncaught errors in
+/// `window.__errors`, in this document and every one it loads later; waits
+/// for the page to connect.
+async fn watch_page(page: &Page, url: &str) {
+    const WATCHER: &str = "
+        window.__sockets = [];
+        window.__warnings = [];
+        window.__errors = [];
+        window.WebSocket = class extends WebSocket {
+            constructor(url, protocols) {
+                super(url, protocols);
+                window.__sockets.push(this);
+            }
+        };
+        const warn = console.warn;
+        console.warn = (...args) => {
+            window.__warnings.push(args.map(String).join(' '));
+            warn.apply(console, args);
+        };
+        window.addEventListener('error', (e) => window.__errors.push(String(e.message)));
+        window.addEventListener('unhandledrejection', (e) => window.__errors.push(String(e.reason)));";
+    page.cdp(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": WATCHER }),
+    )
+    .await;
+    page.goto(url).await;
+    page.wait_connected().await;
+}
+
+/// Hands `frames` (JSON values) to the page as if its open WebSocket had
+/// received them from the board; needs `watch_page`.
+async fn deliver(page: &Page, frames: &[Value]) {
+    let texts: Vec<String> = frames.iter().map(Value::to_string).collect();
+    page.run_with(
+        "const socket = window.__sockets.filter(s => s.readyState === WebSocket.OPEN).at(-1);
+         for (const data of arguments[0]) socket.dispatchEvent(new MessageEvent('message', {data}));",
+        json!([texts]),
+    )
+    .await;
+}
+
+/// Makes the page keep the `add-message` frames it sends in `window.__held`
+/// instead of sending them, until `release_posts`: its posts stay on their
+/// way for as long as a test needs.
+async fn hold_posts(page: &Page) {
+    page.run(
+        "window.__held = [];
+         const send = WebSocket.prototype.send;
+         window.__release = () => {
+             for (const [socket, data] of window.__held.splice(0)) send.call(socket, data);
+         };
+         WebSocket.prototype.send = function (data) {
+             if (JSON.parse(data).event === 'add-message') window.__held.push([this, data]);
+             else send.call(this, data);
+         };",
+    )
+    .await;
+}
+
+async fn release_posts(page: &Page) {
+    page.run("window.__release()").await;
+}
+
+/// The sizes of the largest `Set` and the largest `Map` alive in the page,
+/// found through DevTools (after the garbage collection that
+/// `Runtime.queryObjects` does), without the page exposing anything.
+async fn largest_collections(page: &Page) -> (u64, u64) {
+    let mut sizes = [0, 0];
+    for (size, class) in sizes.iter_mut().zip(["Set", "Map"]) {
+        let prototype = page
+            .cdp(
+                "Runtime.evaluate",
+                json!({ "expression": format!("{class}.prototype") }),
+            )
+            .await;
+        let prototype = prototype["result"]["objectId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{class}.prototype has an object id: {prototype}"));
+        let found = page
+            .cdp(
+                "Runtime.queryObjects",
+                json!({ "prototypeObjectId": prototype }),
+            )
+            .await;
+        let found = found["objects"]["objectId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("queryObjects returns an array: {found}"));
+        let largest = page
+            .cdp(
+                "Runtime.callFunctionOn",
+                json!({
+                    "objectId": found,
+                    "functionDeclaration": "function () { return Math.max(0, ...this.map(c => c.size)); }",
+                    "returnByValue": true,
+                }),
+            )
+            .await;
+        *size = largest["result"]["value"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a size: {largest}"));
+    }
+    (sizes[0], sizes[1])
+}
+
 /// The `data` of every `add-message` the page sent since it was loaded.
 async fn sent_posts(page: &Page) -> Vec<Value> {
     let posts = page
@@ -1254,7 +1360,7 @@ async fn download_saves_the_whole_history_as_a_json_file() {
 }
 
 #[tokio::test]
-async fn a_board_with_a_passphrase_asks_for_it_once_even_across_a_restart() {
+async fn a_board_with_a_passphrase_asks_for_it_once_and_the_browser_keeps_only_its_login_cookie() {
     const PASSPHRASE: &str = "correct horse battery";
     let Some(chrome) = chrome() else { return };
     let mut board = Board::start(&["--password", PASSPHRASE]);
@@ -1264,15 +1370,29 @@ async fn a_board_with_a_passphrase_asks_for_it_once_even_across_a_restart() {
         form: document.getElementById('create-message').getClientRects().length > 0,
         state: document.getElementById('status').dataset.state,
     }";
-    page.wait_for(
-        "the passphrase form",
-        "return document.getElementById('login').getClientRects().length > 0",
-    )
-    .await;
+    let login_form = "return document.getElementById('login').getClientRects().length > 0";
+    page.wait_for("the passphrase form", login_form).await;
     assert_eq!(
         page.run(locked).await,
         json!({"login": true, "form": false, "state": "locked"})
     );
+
+    // A passphrase an earlier version of the page stored is deleted, not used.
+    page.run_with(
+        "localStorage.setItem('lanboard.passphrase', arguments[0])",
+        json!([PASSPHRASE]),
+    )
+    .await;
+    page.goto(&board.url()).await;
+    page.wait_for("the passphrase form after the reload", login_form)
+        .await;
+    assert_eq!(
+        page.run("return localStorage.getItem('lanboard.passphrase')")
+            .await,
+        Value::Null,
+        "the stored passphrase is deleted on load"
+    );
+    assert_eq!(page.run(locked).await["state"], "locked");
 
     page.type_into("#password", &format!("guess{ENTER}")).await;
     let error = page
@@ -1304,13 +1424,51 @@ async fn a_board_with_a_passphrase_asks_for_it_once_even_across_a_restart() {
     )
     .await;
 
-    // A reload does not ask again.
+    // The browser holds the login as an HttpOnly cookie; no storage a
+    // script can read holds the passphrase, under any key.
+    let kept = page
+        .run_with(
+            "const found = [];
+             for (const store of [localStorage, sessionStorage]) {
+                 for (let i = 0; i < store.length; i++) {
+                     const key = store.key(i);
+                     if (key.includes(arguments[0]) || store.getItem(key).includes(arguments[0])) found.push(key);
+                 }
+             }
+             return {found, cookies: document.cookie};",
+            json!([PASSPHRASE]),
+        )
+        .await;
+    assert_eq!(kept, json!({"found": [], "cookies": ""}), "{kept}");
+    let cookie = page
+        .must("GET", "/cookie/lanboard_session", Value::Null)
+        .await;
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    let cookie_value = cookie["value"].as_str().expect("a cookie value").to_owned();
+    assert!(!cookie_value.contains(PASSPHRASE), "{cookie}");
+
+    // A reload does not ask again: the cookie opens the board.
     page.goto(&board.url()).await;
     page.wait_connected().await;
     assert_eq!(page.run(locked).await["login"], false);
 
-    // A restarted board has forgotten every login; the page logs in again by itself.
+    // Whether a login outlives a restart is the board's business (the key
+    // of its cookie); the page's is to carry on when it does, and to ask
+    // again, once, when the board answers 401.
     board.restart();
+    let still_good = common::http(
+        board.addr,
+        "GET",
+        "/api/info",
+        &[(
+            "Cookie",
+            format!("lanboard_session={cookie_value}").as_str(),
+        )],
+        "",
+    )
+    .await
+    .status
+        == 200;
     let auth = format!("Bearer {PASSPHRASE}");
     let body = json!({"name": "Script", "message": "after the restart"}).to_string();
     let posted = common::http(
@@ -1322,6 +1480,13 @@ async fn a_board_with_a_passphrase_asks_for_it_once_even_across_a_restart() {
     )
     .await;
     assert_eq!(posted.status, 201, "{}", posted.body);
+    if !still_good {
+        page.wait_for("the passphrase form after the restart", login_form)
+            .await;
+        assert_eq!(page.run(locked).await["state"], "locked");
+        page.type_into("#password", &format!("{PASSPHRASE}{ENTER}"))
+            .await;
+    }
     page.wait_for(
         "the message posted after the restart",
         "return document.querySelector('#messages > * .body')?.textContent === 'after the restart'",
@@ -1695,5 +1860,221 @@ async fn a_page_away_while_the_board_was_lost_starts_over_when_it_comes_back() {
                 .all(|s| s.starts_with("?since=2&epoch=") && s.len() > "?since=2&epoch=".len()),
         "the page resumed naming the lost history's epoch, and the board's answer \
          needed no second, fresh connection: {searches:?}"
+    );
+}
+
+#[tokio::test]
+async fn frames_named_after_object_prototype_members_are_unknown_events_and_break_nothing() {
+    const INHERITED: [&str; 7] = [
+        "constructor",
+        "__proto__",
+        "toString",
+        "hasOwnProperty",
+        "valueOf",
+        "isPrototypeOf",
+        "__defineGetter__",
+    ];
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    watch_page(&page, &board.url()).await;
+
+    // A board never sends these; a page must still not take them for its
+    // handlers, whatever the name finds on Object.prototype.
+    let frames: Vec<Value> = INHERITED
+        .iter()
+        .map(|name| json!({"event": name, "data": {"id": 1, "name": "x", "message": "y"}}))
+        .collect();
+    deliver(&page, &frames).await;
+    let seen = page
+        .run(
+            "return {
+                errors: window.__errors,
+                unknown: window.__warnings.filter(w => w.includes('unknown event')),
+                polluted: Object.prototype.id !== undefined || typeof Object.prototype.message !== 'undefined',
+                state: document.getElementById('status').dataset.state,
+                messages: document.querySelectorAll('#messages > *').length,
+            }",
+        )
+        .await;
+    let warned: Vec<String> = INHERITED
+        .iter()
+        .map(|name| format!("lanboard: ignoring an unknown event {name}"))
+        .collect();
+    assert_eq!(
+        seen,
+        json!({
+            "errors": [],
+            "unknown": warned,
+            "polluted": false,
+            "state": "connected",
+            "messages": 0,
+        }),
+        "each is warned about and ignored"
+    );
+
+    // The page goes on as before.
+    post(&board, "Colleague", "still listening").await;
+    page.wait_for(
+        "the next message",
+        &format!("{TOP_MESSAGE} return m && m.body === 'still listening';"),
+    )
+    .await;
+    assert_eq!(page.run("return window.__errors").await, json!([]));
+}
+
+#[tokio::test]
+async fn two_pages_posting_the_same_text_each_take_only_their_own_post_for_theirs() {
+    const TEXT: &str = "yes";
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    let bob = chrome.open(&board.url(), Screen::Desktop).await;
+    for (page, name) in [(&alice, "Alice"), (&bob, "Bob")] {
+        page.wait_connected().await;
+        hold_posts(page).await;
+        page.type_into("#name", name).await;
+        page.type_into("#message", &format!("{TEXT}{ENTER}")).await;
+        page.wait_for(
+            "the post to be on its way",
+            "return window.__held.length === 1",
+        )
+        .await;
+    }
+    let box_and_outbox = format!(
+        "return {{
+            box: document.getElementById('message').value,
+            outbox: {}.map(p => p.text),
+            announced: document.getElementById('announcer').textContent,
+        }}",
+        STORED_OUTBOX.trim_start_matches("return ")
+    );
+
+    // Bob's post goes first: his page clears its box; Alice's, where a
+    // message reading the same has just arrived, keeps hers.
+    release_posts(&bob).await;
+    bob.wait_for(
+        "Bob's box to empty",
+        "return document.getElementById('message').value === ''",
+    )
+    .await;
+    alice
+        .wait_for(
+            "Bob's message on Alice's page",
+            "return document.querySelectorAll('#messages > *').length === 1",
+        )
+        .await;
+    let kept = alice.run(&box_and_outbox).await;
+    assert_eq!(kept["box"], TEXT, "{kept}");
+    assert_eq!(kept["outbox"], json!([TEXT]), "{kept}");
+
+    release_posts(&alice).await;
+    alice
+        .wait_for(
+            "Alice's box to empty",
+            "return document.getElementById('message').value === ''",
+        )
+        .await;
+    bob.wait_for(
+        "Alice's message on Bob's page",
+        "return document.querySelectorAll('#messages > *').length === 2",
+    )
+    .await;
+    // Each page tells of the other's message, and of its own not at all.
+    let alice_sees = alice.run(&box_and_outbox).await;
+    let bob_sees = bob.run(&box_and_outbox).await;
+    assert_eq!(
+        alice_sees,
+        json!({"box": "", "outbox": [], "announced": format!("Bob: {TEXT}")})
+    );
+    assert_eq!(
+        bob_sees,
+        json!({"box": "", "outbox": [], "announced": format!("Alice: {TEXT}")})
+    );
+    assert_eq!(alice.ids().await, [2, 1]);
+    assert_eq!(bob.ids().await, [2, 1]);
+}
+
+#[tokio::test]
+async fn a_page_left_open_keeps_no_record_of_every_id_and_still_drops_repeats() {
+    const TOTAL: u64 = 1000;
+    let Some(chrome) = chrome() else { return };
+    // The rate limit is off: a thousand posts from one connection.
+    let mut board = Board::start(&["--rate-limit", "0"]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    watch_page(&page, &board.url()).await;
+    let wall = chrome
+        .open(&format!("{}/wall", board.url()), Screen::Desktop)
+        .await;
+    wall.wait_connected().await;
+
+    post_many(&board, TOTAL).await;
+    page.type_into("#message", &format!("mine{ENTER}")).await;
+    page.wait_for(
+        "every message",
+        &format!(
+            "return document.querySelectorAll('#messages > *').length === {}",
+            TOTAL + 1
+        ),
+    )
+    .await;
+    wall.wait_for(
+        "the newest on the wall",
+        &format!(
+            "return document.querySelector('#messages > *')?.dataset.id === '{}'",
+            TOTAL + 1
+        ),
+    )
+    .await;
+    // Neither page keeps a collection that grows with the messages shown.
+    for (which, page) in [("page", &page), ("wall", &wall)] {
+        let (set, map) = largest_collections(page).await;
+        assert!(
+            set <= 10 && map <= 10,
+            "the {which}'s largest Set holds {set} entries and its largest Map {map}"
+        );
+    }
+
+    // Messages the board sends again are not drawn again.
+    let old: Vec<Value> = (1..=5)
+        .map(|id| json!({"id": id, "name": "Logger", "message": format!("entry {id}"), "time": 0}))
+        .collect();
+    deliver(
+        &page,
+        &[
+            json!({"event": "messages-available", "data": old}),
+            json!({"event": "message-added", "data": old[2]}),
+            json!({"event": "message-added", "data": {"id": TOTAL + 1, "name": "", "message": "mine", "time": 0}}),
+        ],
+    )
+    .await;
+
+    // Nor after a restart, with messages written while the page was away.
+    board.restart();
+    post(&board, "During", "written while the page was away").await;
+    page.wait_for(
+        "the message of the outage",
+        &format!("{TOP_MESSAGE} return m && m.body === 'written while the page was away';"),
+    )
+    .await;
+    page.type_into("#message", &format!("mine again{ENTER}"))
+        .await;
+    page.wait_for(
+        "the page's second post",
+        &format!("{TOP_MESSAGE} return m && m.body === 'mine again';"),
+    )
+    .await;
+    // A late duplicate would come within a moment; give it one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        page.ids().await,
+        (1..=TOTAL + 3).rev().collect::<Vec<_>>(),
+        "every message exactly once"
+    );
+    assert_eq!(page.run("return window.__errors").await, json!([]));
+    let (set, map) = largest_collections(&page).await;
+    assert!(
+        set <= 10 && map <= 10,
+        "after the resume: Set {set}, Map {map}"
     );
 }
