@@ -355,12 +355,11 @@ impl Log for SqliteLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Limits;
 
     fn drafts(texts: &[&str]) -> Vec<Draft> {
         texts
             .iter()
-            .map(|t| Draft::new("n", t, Limits::default()).unwrap())
+            .map(|t| Draft::new("n", t, crate::cli::default_config().session.limits).unwrap())
             .collect()
     }
 
@@ -425,9 +424,11 @@ mod tests {
         let log = open(&path);
         assert_eq!(log.after(0, 10).unwrap()[0].message, "from version 1");
         let cid = |text| {
-            vec![Draft::new("n", text, Limits::default())
-                .unwrap()
-                .with_cid(Some("c1".into()))]
+            vec![
+                Draft::new("n", text, crate::cli::default_config().session.limits)
+                    .unwrap()
+                    .with_cid(Some("c1".into())),
+            ]
         };
         assert_eq!(ids(&log.append(cid("new"), 6).unwrap()), [2]);
         assert!(matches!(
