@@ -1309,7 +1309,7 @@ async fn a_board_with_a_passphrase_asks_for_it_once_even_across_a_restart() {
     page.wait_connected().await;
     assert_eq!(page.run(locked).await["login"], false);
 
-    // A restarted board has forgotten every login; the page logs in again by itself.
+    // A restarted board still knows the page's login (its secret is in the file).
     board.restart();
     let auth = format!("Bearer {PASSPHRASE}");
     let body = json!({"name": "Script", "message": "after the restart"}).to_string();
