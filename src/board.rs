@@ -521,3 +521,80 @@ impl Hub {
         before - self.subscribers.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryLog;
+
+    fn board() -> Board {
+        Board::open(
+            Arc::new(MemoryLog::default()),
+            BoardConfig::with_history(10),
+        )
+        .expect("a memory log always opens")
+    }
+
+    /// `recent` messages all named `name`, as a new history after a reset.
+    fn history(name: &str, count: u64) -> Vec<Message> {
+        (1..=count)
+            .map(|id| Message {
+                id,
+                name: name.into(),
+                message: format!("message {id}"),
+                time: 0,
+            })
+            .collect()
+    }
+
+    /// The epoch of a `messages-available` frame and the names in it.
+    fn welcome(frame: &str) -> (Option<String>, Vec<String>) {
+        let frame: serde_json::Value = serde_json::from_str(frame).expect("frames are JSON");
+        assert_eq!(frame["event"], "messages-available");
+        let names = frame["data"]
+            .as_array()
+            .expect("the data is a list of messages")
+            .iter()
+            .map(|m| m["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (frame["epoch"].as_str().map(str::to_owned), names)
+    }
+
+    #[test]
+    fn a_client_with_the_old_epoch_gets_a_reset_and_the_new_window_with_the_new_epoch() {
+        let board = board();
+        board.reset(&history("b", 2), Some("b".into()));
+        let (_subscription, frames) = board.subscribe(Some(7), Some("a")).unwrap();
+        assert!(frames[0].contains("board-reset"), "{frames:?}");
+        assert_eq!(welcome(&frames[1]), (Some("b".into()), vec!["b".into(); 2]));
+    }
+
+    #[test]
+    fn a_client_joining_during_resets_never_gets_one_window_with_another_epoch() {
+        let board = board();
+        board.reset(&history("a", 3), Some("a".into()));
+        let resetting = {
+            let board = board.clone();
+            std::thread::spawn(move || {
+                for round in 0..20_000 {
+                    let epoch = if round % 2 == 0 { "b" } else { "a" };
+                    board.reset(&history(epoch, 3), Some(epoch.into()));
+                }
+            })
+        };
+        while !resetting.is_finished() {
+            let (_subscription, frames) = board.subscribe(None, None).unwrap();
+            // Cheaper than parsing, so more joins land amid the resets.
+            let labelled_a = frames[0].ends_with(r#""epoch":"a"}"#);
+            assert_eq!(
+                labelled_a,
+                frames[0].contains(r#""name":"a""#),
+                "one window, another's epoch: {}",
+                frames[0]
+            );
+        }
+        let (_subscription, frames) = board.subscribe(None, None).unwrap();
+        assert_eq!(welcome(&frames[0]), (Some("a".into()), vec!["a".into(); 3]));
+        resetting.join().expect("the resetting thread ends");
+    }
+}

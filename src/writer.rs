@@ -164,3 +164,78 @@ fn run(log: &dyn Log, board: &Board, feed: Feed, mut queue: mpsc::Receiver<Job>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::board::BoardConfig;
+    use crate::protocol::Message;
+    use crate::store::MemoryLog;
+
+    /// A memory log whose first `append` panics, as a store with a bug might.
+    #[derive(Default)]
+    struct PanicsOnce {
+        log: MemoryLog,
+        panicked: AtomicBool,
+    }
+
+    impl Log for PanicsOnce {
+        fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+            if !self.panicked.swap(true, Ordering::SeqCst) {
+                panic!("the store broke");
+            }
+            self.log.append(drafts, time)
+        }
+        fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+            self.log.after(id, limit)
+        }
+        fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+            self.log.before(id, limit)
+        }
+        fn last_id(&self) -> Result<u64, StoreError> {
+            self.log.last_id()
+        }
+        fn import(&self, messages: &[Message]) -> Result<usize, StoreError> {
+            self.log.import(messages)
+        }
+        fn describe(&self) -> String {
+            "a log that panics once".into()
+        }
+    }
+
+    fn draft(text: &str) -> Draft {
+        Draft::new("n", text, crate::cli::default_config().session.limits)
+            .expect("a short message is valid")
+    }
+
+    fn start(log: Arc<dyn Log>) -> (Writer, Board) {
+        let board = Board::open(log.clone(), BoardConfig::with_history(10))
+            .expect("a memory log always opens");
+        (Writer::start(log, board.clone(), Feed::Writer), board)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_store_fails_only_its_batch_and_later_posts_are_stored() {
+        let (writer, board) = start(Arc::new(PanicsOnce::default()));
+        let refused = writer.post(draft("lost")).await.unwrap_err();
+        assert_eq!(refused.code, Code::StorageError);
+        let stored = writer
+            .post(draft("kept"))
+            .await
+            .expect("the writer goes on");
+        assert_eq!(stored.message().id, 1);
+        assert_eq!(board.last_id(), 1, "and the board has it");
+    }
+
+    #[tokio::test]
+    async fn stopped_completes_once_the_thread_has_ended() {
+        let (writer, _board) = start(Arc::new(MemoryLog::default()));
+        let mut running = writer.running.clone();
+        drop(writer);
+        let ended = tokio::time::timeout(Duration::from_secs(5), running.changed()).await;
+        assert!(matches!(ended, Ok(Err(_))), "the thread ended: {ended:?}");
+    }
+}
