@@ -1013,6 +1013,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_call_whose_future_panics_fails_as_unavailable_and_the_next_call_works() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime starts");
+        let failed = run_on::<()>(runtime.handle(), async { panic!("a fault in the client") });
+        assert!(
+            matches!(&failed, Err(e) if e.is_unavailable()),
+            "{failed:?}"
+        );
+        assert_eq!(run_on(runtime.handle(), async { Ok(7) }).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_task_that_panics_is_restarted_until_it_ends_by_itself() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime starts");
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = runs.clone();
+        runtime.block_on(supervise("a test task", move || {
+            let runs = counted.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("the first run fails");
+                }
+            }
+        }));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
     fn versions_from_6_2_on_are_accepted() {
         assert!(at_least_6_2("6.2.0"));
         assert!(at_least_6_2("7.0.15"));
