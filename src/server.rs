@@ -95,7 +95,8 @@ pub struct Config {
 /// How long open connections get to finish at shutdown (not a flag).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// Why the board could not start: each message names the flag or path.
+/// Why the board could not start (each message names the flag or path), or
+/// why it stopped by itself.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("--bind {address:?} is not an IP address (try 0.0.0.0, 127.0.0.1 or ::)")]
@@ -139,8 +140,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store and binds the socket. Must be called inside the actix
-    /// runtime (`#[actix_web::main]` or `actix_web::rt::System`).
+    /// Opens the store, the board and its feed, starts the writer, makes the
+    /// guard, binds the socket and wires the routes, in that order. Must be
+    /// called inside the actix runtime (`#[actix_web::main]` or
+    /// `actix_web::rt::System`).
     pub fn build(config: Config) -> Result<Server, StartError> {
         let store = Store::open(&config.storage, config.sync)?;
         let storage = store.log.describe();
