@@ -446,6 +446,7 @@ impl Drop for RedisLog {
         let _ = self.call(async move {
             let mut conn = shared.commands.clone();
             let key = format!("{}{}", shared.keys.node, shared.node);
+            // A node entry left behind expires by itself within PRESENCE_TTL.
             let _ = tokio::time::timeout(Duration::from_millis(300), conn.del::<_, ()>(key)).await;
             Ok(())
         });
