@@ -11,8 +11,10 @@
 //!
 //! Messages enter only through [`Board::publish`], called once the store has
 //! committed them: by the writer thread when this process is the store's only
-//! writer (see `writer.rs`), or by the store's follower when several
-//! processes share it (see `store/redis.rs`). Either way in id order.
+//! writer (see `writer.rs`), or by the store's tail when several processes
+//! share it (see `store/redis.rs`), which sees the board only as the
+//! [`Follower`] it implements here. Either way in id order. The board reads
+//! its [`Log`] for history older than its window and never writes to it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,7 +27,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::{self, Message};
-use crate::store::{Log, StoreError};
+use crate::store::{Follower, Log, StoreError};
 use crate::ws;
 
 /// One message as the board keeps it: its id and its `message-added` frame,
@@ -120,10 +122,6 @@ struct Shared {
     presence_changed: Notify,
     /// Connections on the board's other nodes (a Redis board), as last reported.
     elsewhere: AtomicUsize,
-    /// The history's epoch, for a store that can lose its history and begin
-    /// anew (Redis): sent in `messages-available`, so a client resuming with
-    /// an older one learns that what it shows is gone.
-    epoch: Mutex<Option<String>>,
 }
 
 struct Hub {
@@ -133,6 +131,11 @@ struct Hub {
     complete: bool,
     /// Id of the newest message published.
     last_id: u64,
+    /// The history's epoch, for a store that can lose its history and begin
+    /// anew (Redis): sent in `messages-available`, so a client resuming with
+    /// an older one learns that what it shows is gone. Kept beside the window
+    /// it labels, so a new client never gets one window with another's epoch.
+    epoch: Option<String>,
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
 }
@@ -172,11 +175,13 @@ impl Drop for Subscription {
 }
 
 impl Board {
-    /// Opens the board on `log`, loading the newest messages into the window.
+    /// Opens the board on `log`, loading the newest messages (and the
+    /// history's epoch) into the window.
     pub fn open(log: Arc<dyn Log>, config: BoardConfig) -> Result<Board, StoreError> {
         let window_len = config.window.max(config.history);
         let recent = log.before(u64::MAX, window_len)?;
         let last_id = log.last_id()?;
+        let epoch = log.epoch();
         let complete = recent.len() < window_len;
         let board = Board {
             shared: Arc::new(Shared {
@@ -184,6 +189,7 @@ impl Board {
                     window: recent.iter().map(|m| Arc::new(Entry::new(m))).collect(),
                     complete,
                     last_id,
+                    epoch,
                     subscribers: HashMap::new(),
                     next_subscriber: 0,
                 }),
@@ -195,7 +201,6 @@ impl Board {
                 closed: AtomicBool::new(false),
                 presence_changed: Notify::new(),
                 elsewhere: AtomicUsize::new(0),
-                epoch: Mutex::new(None),
             }),
         };
         Ok(board)
@@ -205,14 +210,10 @@ impl Board {
         &self.shared.config
     }
 
-    pub fn log(&self) -> &Arc<dyn Log> {
-        &self.shared.log
-    }
-
     /// Adds committed messages, in id order, to the window and queues each to
     /// every subscriber. Called only by the store's feed (the writer thread or
-    /// the store's follower), which delivers in id order, so all subscribers
-    /// see one order.
+    /// the store's tail), which delivers in id order, so all subscribers see
+    /// one order.
     pub fn publish<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
         let entries: Vec<Arc<Entry>> = messages
             .into_iter()
@@ -246,11 +247,12 @@ impl Board {
         epoch: Option<&str>,
     ) -> Result<(Subscription, Vec<String>), StoreError> {
         let config = self.shared.config;
-        let current = self.shared.epoch.lock().clone();
-        let stale = matches!((epoch, &current), (Some(theirs), Some(ours)) if theirs != ours);
-        let since = if stale { None } else { since };
-        let (subscription, from_window, reaches_since) = {
+        let (subscription, from_window, reaches_since, current, stale, since) = {
             let mut hub = self.shared.hub.lock();
+            // Read under the same lock as the window: a reset changes both at once.
+            let current = hub.epoch.clone();
+            let stale = matches!((epoch, &current), (Some(theirs), Some(ours)) if theirs != ours);
+            let since = if stale { None } else { since };
             let (id, frames, queued) = hub.add_subscriber(config.queue);
             let subscription = Subscription {
                 id,
@@ -272,7 +274,14 @@ impl Board {
                     (hub.window.range(start..).cloned().collect(), reaches)
                 }
             };
-            (subscription, from_window, reaches_since)
+            (
+                subscription,
+                from_window,
+                reaches_since,
+                current,
+                stale,
+                since,
+            )
         };
         self.shared.presence_changed.notify_one();
 
@@ -333,11 +342,6 @@ impl Board {
         }
     }
 
-    /// Records the history's epoch (see [`Board::reset`] for a change of it).
-    pub fn set_epoch(&self, epoch: Option<String>) {
-        *self.shared.epoch.lock() = epoch;
-    }
-
     /// The id of the newest message published.
     pub fn last_id(&self) -> u64 {
         self.shared.hub.lock().last_id
@@ -348,8 +352,8 @@ impl Board {
     /// every connection is told with `board-reset` that what it shows is gone.
     pub fn reset(&self, recent: &[Message], epoch: Option<String>) {
         let item: Outgoing = Arc::new([ws::text(protocol::board_reset_frame(RESET_MESSAGE))]);
-        *self.shared.epoch.lock() = epoch;
         let mut hub = self.shared.hub.lock();
+        hub.epoch = epoch;
         hub.window = recent.iter().map(|m| Arc::new(Entry::new(m))).collect();
         hub.complete = recent.len() < self.shared.config.window;
         hub.last_id = recent.last().map_or(0, |m| m.id);
@@ -449,6 +453,37 @@ impl Board {
     }
 }
 
+/// What the tail of a shared store sees of the board.
+impl Follower for Board {
+    fn publish(&self, messages: &[Message]) {
+        Board::publish(self, messages);
+    }
+
+    fn reset(&self, recent: &[Message], epoch: String) {
+        Board::reset(self, recent, Some(epoch));
+    }
+
+    fn window(&self) -> usize {
+        self.shared.config.window
+    }
+
+    fn last_id(&self) -> u64 {
+        Board::last_id(self)
+    }
+
+    fn local_online(&self) -> usize {
+        Board::local_online(self)
+    }
+
+    fn set_elsewhere(&self, count: usize) {
+        Board::set_elsewhere(self, count);
+    }
+
+    fn is_closed(&self) -> bool {
+        Board::is_closed(self)
+    }
+}
+
 impl Hub {
     fn add_subscriber(
         &mut self,
@@ -484,5 +519,82 @@ impl Hub {
             sent
         });
         before - self.subscribers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryLog;
+
+    fn board() -> Board {
+        Board::open(
+            Arc::new(MemoryLog::default()),
+            BoardConfig::with_history(10),
+        )
+        .expect("a memory log always opens")
+    }
+
+    /// `recent` messages all named `name`, as a new history after a reset.
+    fn history(name: &str, count: u64) -> Vec<Message> {
+        (1..=count)
+            .map(|id| Message {
+                id,
+                name: name.into(),
+                message: format!("message {id}"),
+                time: 0,
+            })
+            .collect()
+    }
+
+    /// The epoch of a `messages-available` frame and the names in it.
+    fn welcome(frame: &str) -> (Option<String>, Vec<String>) {
+        let frame: serde_json::Value = serde_json::from_str(frame).expect("frames are JSON");
+        assert_eq!(frame["event"], "messages-available");
+        let names = frame["data"]
+            .as_array()
+            .expect("the data is a list of messages")
+            .iter()
+            .map(|m| m["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (frame["epoch"].as_str().map(str::to_owned), names)
+    }
+
+    #[test]
+    fn a_client_with_the_old_epoch_gets_a_reset_and_the_new_window_with_the_new_epoch() {
+        let board = board();
+        board.reset(&history("b", 2), Some("b".into()));
+        let (_subscription, frames) = board.subscribe(Some(7), Some("a")).unwrap();
+        assert!(frames[0].contains("board-reset"), "{frames:?}");
+        assert_eq!(welcome(&frames[1]), (Some("b".into()), vec!["b".into(); 2]));
+    }
+
+    #[test]
+    fn a_client_joining_during_resets_never_gets_one_window_with_another_epoch() {
+        let board = board();
+        board.reset(&history("a", 3), Some("a".into()));
+        let resetting = {
+            let board = board.clone();
+            std::thread::spawn(move || {
+                for round in 0..20_000 {
+                    let epoch = if round % 2 == 0 { "b" } else { "a" };
+                    board.reset(&history(epoch, 3), Some(epoch.into()));
+                }
+            })
+        };
+        while !resetting.is_finished() {
+            let (_subscription, frames) = board.subscribe(None, None).unwrap();
+            // Cheaper than parsing, so more joins land amid the resets.
+            let labelled_a = frames[0].ends_with(r#""epoch":"a"}"#);
+            assert_eq!(
+                labelled_a,
+                frames[0].contains(r#""name":"a""#),
+                "one window, another's epoch: {}",
+                frames[0]
+            );
+        }
+        let (_subscription, frames) = board.subscribe(None, None).unwrap();
+        assert_eq!(welcome(&frames[0]), (Some("a".into()), vec!["a".into(); 3]));
+        resetting.join().expect("the resetting thread ends");
     }
 }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::guard::{GuardConfig, Rate};
 use crate::protocol::Limits;
-use crate::server::{Config, StartError, Storage};
+use crate::server::{Config, StartError, Storage, SHUTDOWN_GRACE};
 use crate::store::{RedisTarget, SyncMode};
 use crate::ws::SessionConfig;
 
@@ -358,7 +358,32 @@ impl ServeArgs {
                 post_rate: rate,
             },
             tls: self.tls_cert.zip(self.tls_key),
-            ..Config::default()
+            shutdown_grace: SHUTDOWN_GRACE,
         })
+    }
+}
+
+/// The configuration of a plain `lanboard`: every flag at the default written
+/// in its attribute above, the one place defaults live. For tests and
+/// benchmarks; like the binary, it reads the `LANBOARD_*` environment twins.
+pub fn default_config() -> Config {
+    Cli::parse_from(["lanboard"])
+        .serve
+        .into_config()
+        // The defaults are valid flags: `defaults_make_a_valid_config` checks it.
+        .expect("the default flags make a valid configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_make_a_valid_config() {
+        let config = default_config();
+        assert!(matches!(config.storage, Storage::File(_)));
+        assert!(config.guard.password.is_none(), "a default board is open");
+        // One rate flag limits both the WebSocket and the HTTP API.
+        assert_eq!(config.guard.post_rate, config.session.rate);
     }
 }

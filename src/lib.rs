@@ -3,15 +3,19 @@
 //!
 //! # Layout
 //! - `cli`: the command line and its environment twins, turned into a `Config`.
-//! - `server`: opens the store, binds, wires the routes, runs until shutdown.
+//! - `server`: starts a board step by step (store, board and its feed,
+//!   writer, guard, socket, routes) and runs it until shutdown.
 //! - `http`: the routes: page and HTTP API.
 //! - `ws`: the hand-written WebSocket transport: the upgrade, one client's
 //!   socket (whole messages in, ready-made frames out, limits enforced from
 //!   frame headers) and one connection's session from welcome to close.
 //! - `protocol`: the JSON frames and the validation of what clients post.
-//! - `board`: the hub: recent-message window, subscribers, fan-out, presence.
-//! - `writer`: the thread that commits posts in batches and assigns ids.
-//! - `store`: the history log and its live feed, in SQLite, memory or Redis.
+//! - `board`: the hub: recent-message window and its epoch, subscribers,
+//!   fan-out, presence; the `Follower` a shared store's tail feeds.
+//! - `writer`: the thread that owns the log's writing end: commits posts in
+//!   batches, survives a failing store, tells the server if it ever stops.
+//! - `store`: the history log (`Log`, persistence only) in SQLite, memory or
+//!   Redis, and the Redis tail that feeds a `Follower`.
 //! - `transfer`: `export` and `import` as JSON Lines.
 //! - `guard`: passphrase, Origin check, per-address limits, token buckets.
 //! - `net`: the addresses to share, and their QR codes.

@@ -26,15 +26,6 @@ pub struct Limits {
     pub max_message_chars: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_name_chars: 64,
-            max_message_chars: 4000,
-        }
-    }
-}
-
 /// The name shown for a client that leaves the Name field empty.
 pub const ANONYMOUS: &str = "Anonymous";
 
@@ -418,8 +409,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The limits of a board started without flags (`--max-*-chars`).
+    fn default_limits() -> Limits {
+        crate::cli::default_config().session.limits
+    }
+
     fn draft(name: &str, message: &str) -> Result<Draft, Rejection> {
-        Draft::new(name, message, Limits::default())
+        Draft::new(name, message, default_limits())
     }
 
     #[test]
@@ -430,7 +426,7 @@ mod tests {
 
     #[test]
     fn a_cid_is_kept_when_valid_and_refused_when_not() {
-        let parse = |data| Draft::parse(&data, Limits::default());
+        let parse = |data| Draft::parse(&data, default_limits());
         let ok = parse(json!({"name": "a", "message": "hi", "cid": "7f3a"})).unwrap();
         assert_eq!(ok.cid(), Some("7f3a"));
         assert_eq!(parse(json!({"message": "hi"})).unwrap().cid(), None);
@@ -460,7 +456,7 @@ mod tests {
 
     #[test]
     fn limits_count_characters_not_bytes() {
-        let limits = Limits::default();
+        let limits = default_limits();
         assert!(draft(&"é".repeat(64), &"ü".repeat(4000)).is_ok());
         assert_eq!(
             draft(&"é".repeat(65), "x").unwrap_err().code,
@@ -492,14 +488,14 @@ mod tests {
     fn add_message_parses_with_and_without_ack() {
         let request = parse_request(
             r#"{"event":"add-message","data":{"name":"a","message":"b","extra":1},"ack":7,"future":true}"#,
-            Limits::default(),
+            default_limits(),
         )
         .unwrap();
         assert_eq!(request.ack, Some(7));
         assert_eq!(request.action, Action::AddMessage(draft("a", "b").unwrap()));
         let request = parse_request(
             r#"{"event":"add-message","data":{"message":"b"}}"#,
-            Limits::default(),
+            default_limits(),
         )
         .unwrap();
         assert_eq!(request.ack, None);
@@ -507,7 +503,7 @@ mod tests {
 
     #[test]
     fn malformed_frames_get_the_right_code_and_keep_the_ack() {
-        let code = |text: &str| parse_request(text, Limits::default()).unwrap_err();
+        let code = |text: &str| parse_request(text, default_limits()).unwrap_err();
         assert_eq!(code("{nope").1.code, Code::BadJson);
         assert_eq!(code("[1,2]").1.code, Code::BadRequest);
         assert_eq!(code(r#"{"data":{}}"#).1.code, Code::BadRequest);
@@ -530,7 +526,7 @@ mod tests {
     fn load_older_requires_a_bounded_limit() {
         let ok = parse_request(
             r#"{"event":"load-older","data":{"before":10,"limit":500}}"#,
-            Limits::default(),
+            default_limits(),
         )
         .unwrap();
         assert_eq!(
@@ -546,7 +542,7 @@ mod tests {
             r#"{"event":"load-older","data":{"limit":5}}"#,
         ] {
             assert_eq!(
-                parse_request(bad, Limits::default()).unwrap_err().1.code,
+                parse_request(bad, default_limits()).unwrap_err().1.code,
                 Code::BadRequest
             );
         }

@@ -1,9 +1,11 @@
-//! Starting and stopping a board: opens the store, binds the socket (so
-//! `--port 0` knows its port before anything is printed), wires the routes,
-//! and runs until a shutdown future fires.
+//! Starting and stopping a board. [`Server::build`] goes step by step: opens
+//! the store the flags chose, opens the board on it with its live feed,
+//! starts the writer, makes the guard, binds the socket (so `--port 0` knows
+//! its port before anything is printed) and wires the routes. [`Server::run`]
+//! then serves until a shutdown future fires (or the writer thread fails).
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,8 @@ use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::net::{self, ShareUrl};
 use crate::store::{
-    random_token, Access, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
+    random_token, Access, Feed, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError,
+    SyncMode,
 };
 use crate::writer::Writer;
 use crate::ws::{SessionConfig, Sessions};
@@ -69,7 +72,8 @@ pub enum Storage {
     Redis(RedisTarget),
 }
 
-/// Everything a server needs to start; `cli.rs` builds it from the flags.
+/// Everything a server needs to start; `cli.rs` builds it from the flags, and
+/// is the one place their defaults are written (`cli::default_config`).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: IpAddr,
@@ -88,29 +92,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 4000,
-            history: 200,
-            storage: Storage::File("lanboard.db".into()),
-            sync: SyncMode::Normal,
-            qr: true,
-            workers: 0,
-            session: SessionConfig::default(),
-            guard: GuardConfig {
-                max_connections_per_ip: 64,
-                post_rate: SessionConfig::default().rate,
-                ..GuardConfig::default()
-            },
-            tls: None,
-            shutdown_grace: Duration::from_secs(3),
-        }
-    }
-}
+/// How long open connections get to finish at shutdown (not a flag).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// Why the board could not start: each message names the flag or path.
+/// Why the board could not start (each message names the flag or path), or
+/// why it stopped by itself.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("--bind {address:?} is not an IP address (try 0.0.0.0, 127.0.0.1 or ::)")]
@@ -131,6 +117,11 @@ pub enum StartError {
     Tls(String),
     #[error("cannot open the history: {0}")]
     Store(#[from] StoreError),
+    #[error(
+        "the writer thread stopped, so no post can be stored any more; \
+         stopping the board so that it can be restarted"
+    )]
+    WriterStopped,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -139,6 +130,7 @@ pub enum StartError {
 pub struct Server {
     server: actix_web::dev::Server,
     board: Board,
+    writer: Writer,
     sessions: Sessions,
     urls: Vec<ShareUrl>,
     local_addr: SocketAddr,
@@ -148,34 +140,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store and binds the socket. Must be called inside the actix
-    /// runtime (`#[actix_web::main]` or `actix_web::rt::System`).
+    /// Opens the store, the board and its feed, starts the writer, makes the
+    /// guard, binds the socket and wires the routes, in that order. Must be
+    /// called inside the actix runtime (`#[actix_web::main]` or
+    /// `actix_web::rt::System`).
     pub fn build(config: Config) -> Result<Server, StartError> {
-        let log: Arc<dyn Log> = match &config.storage {
-            Storage::Memory => Arc::new(MemoryLog::default()),
-            Storage::File(path) => Arc::new(SqliteLog::open(path, Access::Write, config.sync)?),
-            Storage::Redis(target) => Arc::new(RedisLog::open(target)?),
-        };
-        let storage = log.describe();
-        let secret = log.shared_secret(&random_token())?;
-        let board = Board::open(log.clone(), BoardConfig::with_history(config.history))?;
-        let feed = log.follow(&board)?;
-        let writer = Writer::start(board.clone(), feed);
-
-        let listener = listen(SocketAddr::new(config.bind, config.port)).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AddrInUse {
-                StartError::PortInUse {
-                    bind: config.bind,
-                    port: config.port,
-                }
-            } else {
-                StartError::Bind {
-                    bind: config.bind,
-                    port: config.port,
-                    source,
-                }
-            }
-        })?;
+        let store = Store::open(&config.storage, config.sync)?;
+        let storage = store.log.describe();
+        let (board, feed) = store.open_board(config.history)?;
+        let writer = Writer::start(store.log.clone(), board.clone(), feed);
+        let guard = make_guard(&config.guard, &*store.log)?;
+        let listener = bind(config.bind, config.port)?;
         let local_addr = listener.local_addr()?;
         let scheme = if config.tls.is_some() {
             "https"
@@ -200,61 +175,15 @@ impl Server {
             writer,
             session: config.session,
             urls: urls.iter().map(|u| u.url.clone()).collect(),
-            guard: Arc::new(Guard::new(config.guard.clone(), secret.as_bytes())),
+            guard,
             sessions: sessions.clone(),
         });
-        let upgrades = state.clone();
-        // The server is assembled from actix-web's own parts rather than
-        // `HttpServer`, for one thing `HttpServer` cannot do: hand WebSocket
-        // upgrades, with their raw connection, to `ws/upgrade.rs`.
-        let app = move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(config.session.max_frame_bytes))
-                .wrap(
-                    DefaultHeaders::new()
-                        .add(http::SECURITY_HEADERS[0])
-                        .add(http::SECURITY_HEADERS[1])
-                        .add(http::SECURITY_HEADERS[2]),
-                )
-                .configure(http::routes)
-        };
-        let mut builder = actix_server::Server::build()
-            // Signals are handled by the caller's shutdown future, which
-            // first closes every WebSocket with a close frame; actix's own
-            // handler would only wait for them.
-            .disable_signals()
-            .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
-        let stopping = builder.graceful_shutdown_signal();
-        if config.workers > 0 {
-            builder = builder.workers(config.workers);
-        }
-        let builder = match tls {
-            Some(tls) => builder.listen("lanboard-https", listener, move || {
-                http_service!(
-                    actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>,
-                    app(),
-                    upgrades.clone(),
-                    local_addr,
-                    stopping.clone()
-                )
-                .rustls_0_23(tls.clone())
-            })?,
-            None => builder.listen("lanboard-http", listener, move || {
-                http_service!(
-                    actix_web::rt::net::TcpStream,
-                    app(),
-                    upgrades.clone(),
-                    local_addr,
-                    stopping.clone()
-                )
-                .tcp()
-            })?,
-        };
-        let server = builder.run();
+        let writer = state.writer.clone();
+        let server = serve(listener, tls, state, &config)?;
         Ok(Server {
             server,
             board,
+            writer,
             sessions,
             urls,
             local_addr,
@@ -288,6 +217,7 @@ impl Server {
         let handle = self.server.handle();
         let presence = actix_web::rt::spawn(self.board.clone().run_presence());
         let mut server = actix_web::rt::spawn(self.server);
+        let mut outcome = Ok(());
         tokio::select! {
             result = &mut server => {
                 // The server ended by itself (it only does on an I/O failure).
@@ -297,6 +227,11 @@ impl Server {
                     Err(_) => Ok(()),
                 };
             }
+            // The server holds a handle, so the thread cannot have ended for
+            // want of posters: it failed. A board that can no longer store
+            // anything stops, with a clear reason, instead of running on
+            // and refusing every post.
+            () = self.writer.stopped() => outcome = Err(StartError::WriterStopped),
             () = shutdown => {}
         }
         log::info!("shutting down");
@@ -311,8 +246,131 @@ impl Server {
         // keeps a stuck connection from holding the process.
         let _ = tokio::time::timeout(self.grace + Duration::from_secs(1), stop).await;
         presence.abort();
-        Ok(())
+        outcome
     }
+}
+
+/// Wires the routes and WebSocket upgrades to the bound `listener` and starts
+/// the HTTP workers (they serve once the runtime runs).
+fn serve(
+    listener: std::net::TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    state: web::Data<AppState>,
+    config: &Config,
+) -> Result<actix_web::dev::Server, StartError> {
+    let local_addr = listener.local_addr()?;
+    let max_frame_bytes = config.session.max_frame_bytes;
+    let upgrades = state.clone();
+    // The server is assembled from actix-web's own parts rather than
+    // `HttpServer`, for one thing `HttpServer` cannot do: hand WebSocket
+    // upgrades, with their raw connection, to `ws/upgrade.rs`.
+    let app = move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(max_frame_bytes))
+            .wrap(
+                DefaultHeaders::new()
+                    .add(http::SECURITY_HEADERS[0])
+                    .add(http::SECURITY_HEADERS[1])
+                    .add(http::SECURITY_HEADERS[2]),
+            )
+            .configure(http::routes)
+    };
+    let mut builder = actix_server::Server::build()
+        // Signals are handled by the caller's shutdown future, which
+        // first closes every WebSocket with a close frame; actix's own
+        // handler would only wait for them.
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+    let stopping = builder.graceful_shutdown_signal();
+    if config.workers > 0 {
+        builder = builder.workers(config.workers);
+    }
+    let builder = match tls {
+        Some(tls) => builder.listen("lanboard-https", listener, move || {
+            http_service!(
+                actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>,
+                app(),
+                upgrades.clone(),
+                local_addr,
+                stopping.clone()
+            )
+            .rustls_0_23(tls.clone())
+        })?,
+        None => builder.listen("lanboard-http", listener, move || {
+            http_service!(
+                actix_web::rt::net::TcpStream,
+                app(),
+                upgrades.clone(),
+                local_addr,
+                stopping.clone()
+            )
+            .tcp()
+        })?,
+    };
+    Ok(builder.run())
+}
+
+/// The store the flags chose, opened, and the Redis board behind it if any:
+/// the one store whose messages reach the board through a tail of its own.
+struct Store {
+    log: Arc<dyn Log>,
+    shared: Option<Arc<RedisLog>>,
+}
+
+impl Store {
+    fn open(storage: &Storage, sync: SyncMode) -> Result<Store, StoreError> {
+        Ok(match storage {
+            Storage::Memory => Store {
+                log: Arc::new(MemoryLog::default()),
+                shared: None,
+            },
+            Storage::File(path) => Store {
+                log: Arc::new(SqliteLog::open(path, Access::Write, sync)?),
+                shared: None,
+            },
+            Storage::Redis(target) => {
+                let redis = Arc::new(RedisLog::open(target)?);
+                Store {
+                    log: redis.clone(),
+                    shared: Some(redis),
+                }
+            }
+        })
+    }
+
+    /// Opens the board on the store and starts its live feed: a Redis
+    /// board's tail, or else the writer thread itself ([`Feed::Writer`]).
+    fn open_board(&self, history: usize) -> Result<(Board, Feed), StoreError> {
+        let board = Board::open(self.log.clone(), BoardConfig::with_history(history))?;
+        let feed = match &self.shared {
+            Some(redis) => redis.follow(Arc::new(board.clone())),
+            None => Feed::Writer,
+        };
+        Ok((board, feed))
+    }
+}
+
+/// The access rules, keyed by the board's secret: kept in the store (so a
+/// login outlives a restart and is good on every node), fresh for memory.
+fn make_guard(config: &GuardConfig, log: &dyn Log) -> Result<Arc<Guard>, StoreError> {
+    let secret = log.shared_secret(&random_token())?;
+    Ok(Arc::new(Guard::new(config.clone(), secret.as_bytes())))
+}
+
+/// Binds the board's socket, naming the port when it is taken.
+fn bind(ip: IpAddr, port: u16) -> Result<std::net::TcpListener, StartError> {
+    listen(SocketAddr::new(ip, port)).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            StartError::PortInUse { bind: ip, port }
+        } else {
+            StartError::Bind {
+                bind: ip,
+                port,
+                source,
+            }
+        }
+    })
 }
 
 /// Connections waiting to be accepted. The standard library's 128 drops

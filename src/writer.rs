@@ -8,15 +8,23 @@
 //! assigned in commit order, and a burst of posts costs one commit, not one
 //! each. The store's blocking calls stay on this thread, off the async
 //! workers. On a shared store ([`Feed::Tail`]) the board hears of the batch
-//! from the store's follower instead, like every other node.
+//! from the store's tail instead, like every other node.
+//!
+//! The thread owns the log's writing end: it is started with the log itself,
+//! not reached through the board. A store call that panics fails only its
+//! batch (`storage-error`) and the thread goes on; should the thread end
+//! anyway, [`Writer::stopped`] tells the server, which stops the process
+//! rather than answer every post that the board is shutting down.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::board::Board;
 use crate::protocol::{Code, Draft, Rejection};
-use crate::store::{Appended, Feed};
+use crate::store::{Appended, Feed, Log, StoreError};
 
 /// Posts taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
@@ -36,19 +44,37 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// Closed when the thread ends, however it ends: the thread holds the
+    /// sending half and drops it on the way out, unwinding included.
+    running: watch::Receiver<()>,
 }
 
 impl Writer {
-    /// Starts the writer thread. It ends once every `Writer` handle is dropped
-    /// and the queue is drained, so no accepted post is lost at shutdown.
-    pub fn start(board: Board, feed: Feed) -> Writer {
+    /// Starts the writer thread, which appends to `log` and (when `feed` is
+    /// [`Feed::Writer`]) publishes to `board`. It ends once every `Writer`
+    /// handle is dropped and the queue is drained, so no accepted post is
+    /// lost at shutdown.
+    pub fn start(log: Arc<dyn Log>, board: Board, feed: Feed) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
+        let (alive, running) = watch::channel(());
         std::thread::Builder::new()
             .name("lanboard-writer".into())
-            .spawn(move || run(board, feed, queue))
+            .spawn(move || {
+                let _alive = alive;
+                run(&*log, &board, feed, queue);
+            })
             // Spawning a thread fails only when the OS is out of resources at start.
             .expect("the writer thread starts");
-        Writer { jobs }
+        Writer { jobs, running }
+    }
+
+    /// Completes once the writer thread has ended: at shutdown, after every
+    /// handle is gone, or (a bug) while the board still runs.
+    pub async fn stopped(&self) {
+        let mut running = self.running.clone();
+        // `changed` fails only once the thread dropped the sender; nothing
+        // else is ever sent.
+        while running.changed().await.is_ok() {}
     }
 
     /// Posts a message and waits until it is committed and published.
@@ -69,7 +95,22 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn run(board: Board, feed: Feed, mut queue: mpsc::Receiver<Job>) {
+/// Appends one batch, turning a panic inside the store into an error for
+/// this batch alone: the thread, and every later post, carry on.
+fn append(log: &dyn Log, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+    // The log is only read through `&self` and its own locks do not poison
+    // (parking_lot), so it is as usable after the panic as before.
+    catch_unwind(AssertUnwindSafe(|| log.append(drafts, time))).unwrap_or_else(|panic| {
+        let text = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(StoreError::Panicked(text.to_owned()))
+    })
+}
+
+fn run(log: &dyn Log, board: &Board, feed: Feed, mut queue: mpsc::Receiver<Job>) {
     let mut drafts = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
@@ -84,7 +125,7 @@ fn run(board: Board, feed: Feed, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match board.log().append(std::mem::take(&mut drafts), now_ms()) {
+        match append(log, std::mem::take(&mut drafts), now_ms()) {
             Ok(appended) => {
                 if feed == Feed::Writer {
                     // A repeated cid is answered with the original, which
@@ -121,5 +162,80 @@ fn run(board: Board, feed: Feed, mut queue: mpsc::Receiver<Job>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::board::BoardConfig;
+    use crate::protocol::Message;
+    use crate::store::MemoryLog;
+
+    /// A memory log whose first `append` panics, as a store with a bug might.
+    #[derive(Default)]
+    struct PanicsOnce {
+        log: MemoryLog,
+        panicked: AtomicBool,
+    }
+
+    impl Log for PanicsOnce {
+        fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+            if !self.panicked.swap(true, Ordering::SeqCst) {
+                panic!("the store broke");
+            }
+            self.log.append(drafts, time)
+        }
+        fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+            self.log.after(id, limit)
+        }
+        fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+            self.log.before(id, limit)
+        }
+        fn last_id(&self) -> Result<u64, StoreError> {
+            self.log.last_id()
+        }
+        fn import(&self, messages: &[Message]) -> Result<usize, StoreError> {
+            self.log.import(messages)
+        }
+        fn describe(&self) -> String {
+            "a log that panics once".into()
+        }
+    }
+
+    fn draft(text: &str) -> Draft {
+        Draft::new("n", text, crate::cli::default_config().session.limits)
+            .expect("a short message is valid")
+    }
+
+    fn start(log: Arc<dyn Log>) -> (Writer, Board) {
+        let board = Board::open(log.clone(), BoardConfig::with_history(10))
+            .expect("a memory log always opens");
+        (Writer::start(log, board.clone(), Feed::Writer), board)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_store_fails_only_its_batch_and_later_posts_are_stored() {
+        let (writer, board) = start(Arc::new(PanicsOnce::default()));
+        let refused = writer.post(draft("lost")).await.unwrap_err();
+        assert_eq!(refused.code, Code::StorageError);
+        let stored = writer
+            .post(draft("kept"))
+            .await
+            .expect("the writer goes on");
+        assert_eq!(stored.message().id, 1);
+        assert_eq!(board.last_id(), 1, "and the board has it");
+    }
+
+    #[tokio::test]
+    async fn stopped_completes_once_the_thread_has_ended() {
+        let (writer, _board) = start(Arc::new(MemoryLog::default()));
+        let mut running = writer.running.clone();
+        drop(writer);
+        let ended = tokio::time::timeout(Duration::from_secs(5), running.changed()).await;
+        assert!(matches!(ended, Ok(Err(_))), "the thread ended: {ended:?}");
     }
 }

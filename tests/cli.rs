@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{binary, run, Board, Client};
+use common::{binary, get, http, post, run, Board, Client};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -285,4 +285,34 @@ fn sigint_stops_the_board_with_exit_zero() {
     let mut board = Board::start(&[]);
     let status = board.stop_with(libc::SIGINT);
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_login_survives_a_restart_on_the_same_file() {
+    let mut board = Board::start(&["--password", "correct horse"]);
+    let login = post(board.addr, "/api/login", r#"{"password":"correct horse"}"#).await;
+    assert_eq!(login.status, 204);
+    let cookie = login
+        .header("set-cookie")
+        .expect("a login cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    board.restart();
+    let listed = http(
+        board.addr,
+        "GET",
+        "/api/messages",
+        &[("Cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        listed.status, 200,
+        "the cookie from before the restart still works: {}",
+        listed.body
+    );
+    let without = get(board.addr, "/api/messages").await;
+    assert_eq!(without.status, 401, "and the board is still protected");
 }

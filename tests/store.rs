@@ -6,13 +6,13 @@ mod common;
 use std::path::Path;
 
 use common::redis::{Persistence, Redis};
-use lanboard::protocol::{Draft, Limits, Message};
+use lanboard::protocol::{Draft, Message};
 use lanboard::store::{
     Access, Appended, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
 };
 
 fn draft(text: &str, cid: Option<&str>) -> Draft {
-    Draft::new("n", text, Limits::default())
+    Draft::new("n", text, lanboard::cli::default_config().session.limits)
         .unwrap()
         .with_cid(cid.map(str::to_owned))
 }

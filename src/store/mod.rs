@@ -1,9 +1,9 @@
 //! The board's history: a durable, totally ordered log of messages, and the
-//! live feed that brings newly committed messages to the board.
+//! live feed that brings newly committed messages to whoever serves them.
 //!
-//! [`Log`] is the seam between the board and where its history lives. The hub,
-//! the sessions and the HTTP API only ever see a `dyn Log`. Three logs
-//! implement it:
+//! [`Log`] is the seam between the board and where its history lives: it
+//! persists and reads, and knows nothing of the board. The hub, the writer
+//! and the HTTP API only ever see a `dyn Log`. Three logs implement it:
 //! - [`SqliteLog`] (`sqlite.rs`): one SQLite file, the default (`lanboard.db`
 //!   in the working directory, or `--data PATH`);
 //! - [`MemoryLog`] (`memory.rs`): `--memory`, forgets everything on exit as
@@ -15,11 +15,13 @@
 //! process as their only writer, so the writer thread publishes each batch it
 //! commits ([`Feed::Writer`]); a Redis board has many writers, so every node
 //! publishes only what it reads back from the stream ([`Feed::Tail`]), which
-//! gives all nodes one order.
+//! gives all nodes one order. That tail talks to the board through
+//! [`Follower`], the store's own small interface, so the store never names
+//! the board: the server starts it when it chooses a Redis store.
 //!
-//! Threading: every method blocks. The board calls `append` only from its
-//! single writer thread (see `writer.rs`) and the read methods from actix's
-//! blocking pool, never on an async worker.
+//! Threading: every method blocks. `append` is called only from the single
+//! writer thread that owns the log's writing end (see `writer.rs`), the read
+//! methods from actix's blocking pool, never on an async worker.
 
 mod memory;
 mod redis;
@@ -31,7 +33,6 @@ pub use memory::MemoryLog;
 pub use redis::{RedisLog, RedisTarget};
 pub use sqlite::{Access, SqliteLog, SyncMode};
 
-use crate::board::Board;
 use crate::protocol::{Draft, Message};
 
 /// How long a client's `cid` is remembered: a resend within this time is
@@ -66,10 +67,32 @@ pub trait Log: Send + Sync + 'static {
     fn shared_secret(&self, fresh: &str) -> Result<String, StoreError> {
         Ok(fresh.to_owned())
     }
-    /// Starts the live feed into `board` and says how new messages will reach it.
-    fn follow(&self, _board: &Board) -> Result<Feed, StoreError> {
-        Ok(Feed::Writer)
+    /// The history's epoch, for a store that can lose its history and begin
+    /// anew (Redis): a client that saw another epoch must start over.
+    fn epoch(&self) -> Option<String> {
+        None
     }
+}
+
+/// What a shared store's live feed needs from whoever serves its messages
+/// (the board implements it): the store's tail publishes through this and
+/// nothing else, so the store depends on no module above it.
+pub trait Follower: Send + Sync + 'static {
+    /// Committed messages, in id order, newer than any published before.
+    fn publish(&self, messages: &[Message]);
+    /// The store lost its history and began anew as epoch `epoch`, whose
+    /// newest messages (oldest first) are `recent`.
+    fn reset(&self, recent: &[Message], epoch: String);
+    /// How many of the newest messages [`Follower::reset`] wants.
+    fn window(&self) -> usize;
+    /// The id of the newest message published: where a feed resumes.
+    fn last_id(&self) -> u64;
+    /// How many connections this process serves.
+    fn local_online(&self) -> usize;
+    /// How many connections the store's other processes serve.
+    fn set_elsewhere(&self, count: usize);
+    /// True once the follower is closed: the feed stops.
+    fn is_closed(&self) -> bool;
 }
 
 /// How committed messages reach this process's board.
@@ -78,8 +101,9 @@ pub enum Feed {
     /// This process is the log's only writer: the writer thread publishes
     /// each batch as soon as it is committed.
     Writer,
-    /// Other processes append too: the log's own follower publishes what it
-    /// reads back, in log order, and the writer publishes nothing.
+    /// Other processes append too: the log's own tail publishes what it
+    /// reads back, in log order, to a [`Follower`], and the writer publishes
+    /// nothing.
     Tail,
 }
 
@@ -174,6 +198,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("Redis error: {0}")]
     Redis(String),
+    /// The store failed inside (a bug in it or a library it uses) rather
+    /// than answer: nothing is known to be stored.
+    #[error("the store failed: {0}")]
+    Panicked(String),
     /// The Redis board was just begun and takes posts after this wait.
     #[error("the board is starting; posts are taken in {0:?}")]
     Young(std::time::Duration),

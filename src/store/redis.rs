@@ -19,12 +19,17 @@
 //! message the next id as its stream id, atomically, so id order is commit
 //! order on every node. No node publishes from its write path: each one tails
 //! the stream (`XREAD BLOCK` on its own connection) and publishes what it
-//! reads back ([`Feed::Tail`]), so every client on every node sees one order.
+//! reads back to its [`Follower`] ([`RedisLog::follow`], [`Feed::Tail`]), so
+//! every client on every node sees one order.
 //!
 //! Threading: the redis crate is async, and the [`Log`] methods block, so the
 //! log owns a small tokio runtime; a blocking call hands its future to that
 //! runtime and waits on a channel, which works from the writer thread,
-//! actix's blocking pool and even (at startup) an async worker alike.
+//! actix's blocking pool and even (at startup) an async worker alike. A call
+//! whose future panics, or that the runtime does not answer in time, fails
+//! with [`StoreError::Unavailable`] instead of taking its caller down, and the
+//! tail and presence tasks are restarted when they panic, so a fault in the
+//! client costs some posts a `storage-unavailable`, never the node.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -36,8 +41,9 @@ use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
-use super::{check_import_order, random_token, Appended, Feed, Log, StoreError, CID_MEMORY_MS};
-use crate::board::Board;
+use super::{
+    check_import_order, random_token, Appended, Feed, Follower, Log, StoreError, CID_MEMORY_MS,
+};
 use crate::protocol::{Draft, Message};
 
 /// How long one Redis command may take before lanboard gives up on it: a
@@ -66,6 +72,14 @@ const YOUNG_BOARD: Duration = Duration::from_millis(1200);
 const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 /// Messages an import sends in one script call.
 const IMPORT_CHUNK: usize = 500;
+/// How long a blocking call waits for the runtime's answer before it fails
+/// as unavailable: longer than any call takes when the runtime is healthy
+/// (an append is at most two [`COMMAND_TIMEOUT`]s: the young-board wait,
+/// then one try), so only a stuck runtime reaches it.
+const CALL_LIMIT: Duration = Duration::from_secs(6);
+/// How long a panicked tail or presence task rests before it runs again, so a
+/// fault that repeats does not spin.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
 
 /// Which Redis board to use: `--redis URL` and `--redis-prefix P`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,10 +314,17 @@ impl RedisLog {
             async move { ConnectionManager::new_with_config(client, manager_config(None)).await }
         };
         let commands = run_on(runtime.handle(), async move {
-            tokio::time::timeout(COMMAND_TIMEOUT * 2, connect).await
+            match tokio::time::timeout(COMMAND_TIMEOUT * 2, connect).await {
+                Ok(connected) => connected.map_err(|e| StoreError::Redis(e.to_string())),
+                Err(_) => Err(StoreError::Redis("no answer within 4 seconds".into())),
+            }
         })
-        .map_err(|_| unreachable("no answer within 4 seconds".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| {
+            unreachable(match e {
+                StoreError::Redis(reason) | StoreError::Unavailable(reason) => reason,
+                other => other.to_string(),
+            })
+        })?;
         let shared = Arc::new(Shared {
             target: target.clone(),
             keys: Keys::new(&target.prefix),
@@ -398,7 +419,10 @@ impl RedisLog {
     }
 
     /// Runs `future` on the log's runtime and waits for its result.
-    fn call<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> T {
+    fn call<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
         run_on(self.runtime.handle(), future)
     }
 
@@ -422,21 +446,25 @@ impl Drop for RedisLog {
         let _ = self.call(async move {
             let mut conn = shared.commands.clone();
             let key = format!("{}{}", shared.keys.node, shared.node);
-            tokio::time::timeout(Duration::from_millis(300), conn.del::<_, ()>(key)).await
+            // A node entry left behind expires by itself within PRESENCE_TTL.
+            let _ = tokio::time::timeout(Duration::from_millis(300), conn.del::<_, ()>(key)).await;
+            Ok(())
         });
     }
 }
 
 impl Shared {
-    /// One run of the append script; see [`APPEND`].
+    /// One run of the append script; see [`APPEND`]. It stores nothing
+    /// after `given_up` (our clock, ms), when the caller stops waiting.
     async fn try_append(
         &self,
         drafts: &[Draft],
         time: i64,
+        given_up: i64,
     ) -> Result<Vec<(i64, u64, String, String, i64)>, StoreError> {
-        let deadline = now_ms()
-            + self.clock_offset.load(Ordering::Relaxed)
-            + (COMMAND_TIMEOUT - DEADLINE_MARGIN).as_millis() as i64;
+        let deadline = (now_ms() + (COMMAND_TIMEOUT - DEADLINE_MARGIN).as_millis() as i64)
+            .min(given_up - DEADLINE_MARGIN.as_millis() as i64)
+            + self.clock_offset.load(Ordering::Relaxed);
         let mut invocation = self.append.prepare_invoke();
         invocation
             .key(&self.keys.stream)
@@ -523,9 +551,10 @@ impl Shared {
         reply.ids.iter().map(to_message).collect()
     }
 
-    /// Publishes every message after `last` to `board`, forever (until the
-    /// board closes), resuming after outages from the last id it published.
-    async fn tail(self: Arc<Self>, board: Board, mut last: u64) {
+    /// Publishes every message after the follower's newest to it, forever
+    /// (until it closes), resuming after outages from the last id it published.
+    async fn tail(self: Arc<Self>, board: Arc<dyn Follower>) {
+        let mut last = board.last_id();
         let mut conn: Option<ConnectionManager> = None;
         let mut epoch_checked = Instant::now();
         let mut down_since: Option<Instant> = None;
@@ -534,7 +563,7 @@ impl Shared {
                 || self.check_epoch.swap(false, Ordering::SeqCst)
             {
                 epoch_checked = Instant::now();
-                match self.follow_epoch(&board).await {
+                match self.follow_epoch(&*board).await {
                     Ok(Some(reset_to)) => last = reset_to,
                     Ok(None) => {}
                     Err(e) => {
@@ -641,14 +670,12 @@ impl Shared {
 
     /// Checks the epoch; when the board was lost and begun anew, resets the
     /// node's board to the new one and returns the id to tail after.
-    async fn follow_epoch(&self, board: &Board) -> Result<Option<u64>, StoreError> {
+    async fn follow_epoch(&self, board: &dyn Follower) -> Result<Option<u64>, StoreError> {
         let epoch = self.current_epoch().await?;
         if *self.epoch.lock() == epoch {
             return Ok(None);
         }
-        let mut recent = self
-            .range("XREVRANGE", "+", "-", board.config().window)
-            .await?;
+        let mut recent = self.range("XREVRANGE", "+", "-", board.window()).await?;
         recent.reverse();
         log::warn!(
             "the board in Redis at {} was lost (its epoch changed); clients are told to reload",
@@ -656,7 +683,7 @@ impl Shared {
         );
         let last = recent.last().map_or(0, |m| m.id);
         *self.epoch.lock() = epoch.clone();
-        board.reset(&recent, Some(epoch));
+        board.reset(&recent, epoch);
         Ok(Some(last))
     }
 
@@ -670,7 +697,7 @@ impl Shared {
 
     /// Every [`PRESENCE_EVERY`]: this node's count and highest id in, the
     /// board's total count and Redis's clock out.
-    async fn share_presence(self: Arc<Self>, board: Board) {
+    async fn share_presence(self: Arc<Self>, board: Arc<dyn Follower>) {
         let ttl = PRESENCE_TTL.as_millis() as u64;
         while !board.is_closed() {
             let local = board.local_online();
@@ -700,10 +727,13 @@ impl Shared {
 impl Log for RedisLog {
     fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
         let shared = self.shared.clone();
+        // Measured here, not in the task: a runtime slow to start the task
+        // must not stretch the write past the moment this thread gives up.
+        let started = Instant::now();
+        let given_up = now_ms() + CALL_LIMIT.as_millis() as i64;
         let rows: Vec<(i64, u64, String, String, i64)> = self.call(async move {
-            let started = Instant::now();
             loop {
-                match shared.try_append(&drafts, time).await {
+                match shared.try_append(&drafts, time, given_up).await {
                     // A board just begun: wait until every node had its
                     // say on the ids (see EPOCH), within the usual time limit.
                     Err(StoreError::Young(wait)) if started.elapsed() + wait < COMMAND_TIMEOUT => {
@@ -813,14 +843,63 @@ impl Log for RedisLog {
         })
     }
 
-    fn follow(&self, board: &Board) -> Result<Feed, StoreError> {
+    fn epoch(&self) -> Option<String> {
+        Some(self.shared.epoch.lock().clone())
+    }
+}
+
+impl RedisLog {
+    /// Starts the live feed: tails the stream into `board` (from its newest
+    /// message on) and shares presence with the other nodes, until `board`
+    /// closes. Each task that panics is restarted, the tail from the
+    /// board's newest message, so no message is skipped or repeated.
+    pub fn follow(&self, board: Arc<dyn Follower>) -> Feed {
         let runtime = self.runtime.handle();
-        let last = board.last_id();
-        self.shared.seen.fetch_max(last, Ordering::SeqCst);
-        board.set_epoch(Some(self.shared.epoch.lock().clone()));
-        runtime.spawn(self.shared.clone().tail(board.clone(), last));
-        runtime.spawn(self.shared.clone().share_presence(board.clone()));
-        Ok(Feed::Tail)
+        self.shared
+            .seen
+            .fetch_max(board.last_id(), Ordering::SeqCst);
+        let (shared, follower) = (self.shared.clone(), board.clone());
+        runtime.spawn(supervise("the Redis tail", move || {
+            shared.clone().tail(follower.clone())
+        }));
+        let shared = self.shared.clone();
+        runtime.spawn(supervise("presence sharing", move || {
+            shared.clone().share_presence(board.clone())
+        }));
+        Feed::Tail
+    }
+}
+
+/// Runs the task `start` makes until it ends by itself; when it panics, logs
+/// it and starts another after [`RESTART_AFTER`].
+async fn supervise<F, T>(name: &'static str, mut start: F)
+where
+    F: FnMut() -> T,
+    T: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::spawn(start()).await {
+            Err(error) if error.is_panic() => {
+                log::error!(
+                    "{name} failed ({}); restarting it",
+                    panic_text(error.into_panic())
+                );
+                tokio::time::sleep(RESTART_AFTER).await;
+            }
+            // Ended (the board closed) or cancelled (the runtime is stopping).
+            _ => return,
+        }
+    }
+}
+
+/// The message a panic carried, when it is text.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => (*text).to_owned(),
+            Err(_) => "a panic".to_owned(),
+        },
     }
 }
 
@@ -840,19 +919,43 @@ fn manager_config(response_timeout: Option<Duration>) -> redis::aio::ConnectionM
         .set_max_delay(Duration::from_millis(500))
 }
 
-/// Runs `future` on `runtime` from any thread and waits for its result.
+/// Runs `future` on `runtime` from any thread and waits for its result, at
+/// most [`CALL_LIMIT`]. A future that panics (a fault in the redis crate), a
+/// runtime that is gone or one that does not answer in time all make the call
+/// fail as unavailable: the writer thread answers its posters and carries on.
 fn run_on<T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
-    future: impl Future<Output = T> + Send + 'static,
-) -> T {
+    future: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
     let (done, result) = std::sync::mpsc::sync_channel(1);
     runtime.spawn(async move {
-        // The caller waits on `result` below, so it is still listening.
-        let _ = done.send(future.await);
+        let outcome = match tokio::spawn(future).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let text = if error.is_panic() {
+                    panic_text(error.into_panic())
+                } else {
+                    "cancelled".to_owned()
+                };
+                log::error!("a call to Redis failed inside the client: {text}");
+                Err(StoreError::Unavailable(format!(
+                    "the Redis client failed ({text})"
+                )))
+            }
+        };
+        // A caller that gave up waiting (CALL_LIMIT) no longer listens.
+        let _ = done.send(outcome);
     });
-    // The task above always sends unless the runtime was shut down, which
-    // happens only when the log is dropped, after every call has returned.
-    result.recv().expect("the Redis runtime answers")
+    match result.recv_timeout(CALL_LIMIT) {
+        Ok(outcome) => outcome,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(StoreError::Unavailable(format!(
+            "the Redis client did not answer within {} s",
+            CALL_LIMIT.as_secs()
+        ))),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(StoreError::Unavailable(
+            "the Redis client has stopped".into(),
+        )),
+    }
 }
 
 /// A command with lanboard's time limit, its error turned into a [`StoreError`].
@@ -909,6 +1012,41 @@ fn at_least_6_2(version: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_whose_future_panics_fails_as_unavailable_and_the_next_call_works() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime starts");
+        let failed = run_on::<()>(runtime.handle(), async { panic!("a fault in the client") });
+        assert!(
+            matches!(&failed, Err(e) if e.is_unavailable()),
+            "{failed:?}"
+        );
+        assert_eq!(run_on(runtime.handle(), async { Ok(7) }).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_task_that_panics_is_restarted_until_it_ends_by_itself() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime starts");
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = runs.clone();
+        runtime.block_on(supervise("a test task", move || {
+            let runs = counted.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("the first run fails");
+                }
+            }
+        }));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn versions_from_6_2_on_are_accepted() {

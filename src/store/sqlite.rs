@@ -3,11 +3,13 @@
 //! SQLite runs in WAL mode with one connection for the writer and one for
 //! readers, so reading history never waits for a commit.
 //!
-//! Schema version 2 (`PRAGMA user_version = 2`), tagged with
+//! Schema version 3 (`PRAGMA user_version = 3`), tagged with
 //! `PRAGMA application_id` so that a foreign database is refused:
-//! `messages(id INTEGER PRIMARY KEY, name TEXT, message TEXT, time INTEGER)`
-//! and `cids(cid TEXT PRIMARY KEY, id INTEGER, time INTEGER)`, the clients'
-//! ids of the last day's posts. Version 1 (no `cids`) is upgraded on open.
+//! `messages(id INTEGER PRIMARY KEY, name TEXT, message TEXT, time INTEGER)`,
+//! `cids(cid TEXT PRIMARY KEY, id INTEGER, time INTEGER)`, the clients'
+//! ids of the last day's posts, and `settings(name TEXT PRIMARY KEY, value
+//! TEXT)`, which keeps the login cookie's `secret` across restarts. Versions
+//! 1 (no `cids`) and 2 (no `settings`) are upgraded in place on open.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use crate::protocol::{Draft, Message};
 
 /// "LNBD": marks a SQLite file as a lanboard database.
 const APPLICATION_ID: i64 = 0x4c4e_4244;
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// History in one SQLite file.
 pub struct SqliteLog {
@@ -163,11 +165,12 @@ fn check_or_create_schema(
             known: SCHEMA_VERSION,
         });
     }
-    // Migrations from older schema versions, one step at a time. A reader
-    // (export) needs none of them: it only reads `messages`.
-    if access == Access::Write && version == 1 {
+    // Migrations from older schema versions, every step in one transaction.
+    // A reader (export) needs none of them: it only reads `messages`.
+    if access == Access::Write && (1..SCHEMA_VERSION).contains(&version) {
+        let cids = if version < 2 { CREATE_CIDS } else { "" };
         conn.execute_batch(&format!(
-            "BEGIN; {CREATE_CIDS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {cids} {CREATE_SETTINGS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
     }
     if access == Access::Write {
@@ -207,6 +210,14 @@ const CREATE_CIDS: &str = "CREATE TABLE cids (
     time INTEGER NOT NULL
 ) WITHOUT ROWID;";
 
+const CREATE_SETTINGS: &str = "CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;";
+
+/// The `settings` row that keys the login cookie.
+const SECRET: &str = "secret";
+
 fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let result = conn.execute_batch(&format!(
         "BEGIN;
@@ -217,6 +228,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
              time INTEGER NOT NULL
          );
          {CREATE_CIDS}
+         {CREATE_SETTINGS}
          PRAGMA application_id = {APPLICATION_ID};
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
@@ -350,17 +362,30 @@ impl Log for SqliteLog {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+
+    /// Kept in the file, so a login survives a restart of the board.
+    fn shared_secret(&self, fresh: &str) -> Result<String, StoreError> {
+        let writing = self.writer.lock();
+        writing.conn.execute(
+            "INSERT OR IGNORE INTO settings (name, value) VALUES (?1, ?2)",
+            params![SECRET, fresh],
+        )?;
+        Ok(writing.conn.query_row(
+            "SELECT value FROM settings WHERE name = ?1",
+            [SECRET],
+            |row| row.get(0),
+        )?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Limits;
 
     fn drafts(texts: &[&str]) -> Vec<Draft> {
         texts
             .iter()
-            .map(|t| Draft::new("n", t, Limits::default()).unwrap())
+            .map(|t| Draft::new("n", t, crate::cli::default_config().session.limits).unwrap())
             .collect()
     }
 
@@ -425,9 +450,11 @@ mod tests {
         let log = open(&path);
         assert_eq!(log.after(0, 10).unwrap()[0].message, "from version 1");
         let cid = |text| {
-            vec![Draft::new("n", text, Limits::default())
-                .unwrap()
-                .with_cid(Some("c1".into()))]
+            vec![
+                Draft::new("n", text, crate::cli::default_config().session.limits)
+                    .unwrap()
+                    .with_cid(Some("c1".into())),
+            ]
         };
         assert_eq!(ids(&log.append(cid("new"), 6).unwrap()), [2]);
         assert!(matches!(
@@ -440,6 +467,52 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_2_file_is_upgraded_and_keeps_its_messages_and_then_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE messages (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                     message TEXT NOT NULL, time INTEGER NOT NULL);
+                 {CREATE_CIDS}
+                 INSERT INTO messages VALUES (1, 'ada', 'from version 2', 5);
+                 PRAGMA application_id = {APPLICATION_ID};
+                 PRAGMA user_version = 2;"
+            ))
+            .unwrap();
+        let log = open(&path);
+        assert_eq!(log.after(0, 10).unwrap()[0].message, "from version 2");
+        assert_eq!(log.shared_secret("first").unwrap(), "first");
+        drop(log);
+        let log = open(&path);
+        let version: i64 = log
+            .reader
+            .lock()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(log.shared_secret("second").unwrap(), "first");
+    }
+
+    #[test]
+    fn the_secret_is_made_once_and_kept_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let log = open(&path);
+        assert_eq!(
+            log.shared_secret("made at first start").unwrap(),
+            "made at first start"
+        );
+        assert_eq!(log.shared_secret("another").unwrap(), "made at first start");
+        drop(log);
+        assert_eq!(
+            open(&path).shared_secret("after a restart").unwrap(),
+            "made at first start"
+        );
     }
 
     #[test]

@@ -41,21 +41,6 @@ pub struct SessionConfig {
     pub rate: Option<Rate>,
 }
 
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            limits: Limits::default(),
-            max_frame_bytes: 64 * 1024,
-            heartbeat: Duration::from_secs(15),
-            client_timeout: Duration::from_secs(45),
-            rate: Some(Rate {
-                per_second: 10.0,
-                burst: 20.0,
-            }),
-        }
-    }
-}
-
 /// Requests of one client being answered at once; more wait in the socket.
 const MAX_IN_FLIGHT: usize = 64;
 /// Board frames written per wake-up before the connection looks at its
