@@ -12,10 +12,19 @@ use crate::server::{Config, StartError, Storage, SHUTDOWN_GRACE};
 use crate::store::{RedisTarget, SyncMode};
 use crate::ws::SessionConfig;
 
+/// What `lanboard --version` prints: the release and the commit it was
+/// built from (see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("LANBOARD_COMMIT"),
+    ")"
+);
+
 /// A real-time message board for your office network. Run it, share the
 /// address it prints, and everyone who opens it sees every message at once.
 #[derive(Debug, Parser)]
-#[command(name = "lanboard", version, args_conflicts_with_subcommands = true)]
+#[command(name = "lanboard", version = VERSION, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(flatten)]
     pub serve: ServeArgs,

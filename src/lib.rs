@@ -17,6 +17,8 @@
 //! - `store`: the history log (`Log`, persistence only) in SQLite, memory or
 //!   Redis, and the Redis tail that feeds a `Follower`.
 //! - `transfer`: `export` and `import` as JSON Lines.
+//! - `tls`: `--tls-cert`/`--tls-key`, and plain HTTP on the TLS port
+//!   answered with a redirect to `https://`.
 //! - `guard`: passphrase, Origin check, per-address limits, token buckets.
 //! - `net`: the addresses to share, and their QR codes.
 //! - `assets`: the embedded web client.
@@ -43,6 +45,7 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod transfer;
 pub mod writer;
 pub mod ws;

@@ -164,7 +164,7 @@ impl Server {
             &net::lan_ipv4_addresses(),
         );
         let tls = match &config.tls {
-            Some((cert, key)) => Some(tls_config(cert, key)?),
+            Some((cert, key)) => Some(crate::tls::config(cert, key)?),
             None => None,
         };
         let password = config.guard.password.is_some();
@@ -288,14 +288,17 @@ fn serve(
     }
     let builder = match tls {
         Some(tls) => builder.listen("lanboard-https", listener, move || {
-            http_service!(
-                actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>,
-                app(),
-                upgrades.clone(),
-                local_addr,
-                stopping.clone()
+            actix_service::apply(
+                crate::tls::RedirectPlainHttp,
+                http_service!(
+                    actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>,
+                    app(),
+                    upgrades.clone(),
+                    local_addr,
+                    stopping.clone()
+                )
+                .rustls_0_23(tls.clone()),
             )
-            .rustls_0_23(tls.clone())
         })?,
         None => builder.listen("lanboard-http", listener, move || {
             http_service!(
@@ -395,41 +398,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Loads a PEM certificate chain and private key for rustls.
-fn tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<rustls::ServerConfig, StartError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let named = |path: &std::path::Path, e: &dyn std::fmt::Display| {
-        StartError::Tls(format!("{}: {e}", path.display()))
-    };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| named(cert, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| named(cert, &e))?;
-    if chain.is_empty() {
-        return Err(named(cert, &"no certificate in the file"));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| named(key, &e))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            StartError::Tls(format!(
-                "{} and {} do not match: {e}",
-                cert.display(),
-                key.display()
-            ))
-        })
-}
-
-/// Listens for Ctrl-C and SIGTERM, and returns a future that completes on
-/// either. The handlers are installed before this returns, so a signal that
-/// arrives right after the banner is printed is not lost.
+/// Listens for the signals that ask a board to stop, and returns a future
+/// that completes on the first: Ctrl-C and SIGTERM on Unix; Ctrl-C,
+/// Ctrl-Break and the console window closing on Windows. The handlers are
+/// installed before this returns, so a signal that arrives right after the
+/// banner is printed is not lost.
 pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
@@ -443,12 +416,18 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             }
         })
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
-        Ok(async {
-            // Without a Ctrl-C handler the process is stopped the hard way,
-            // which loses nothing committed.
-            let _ = tokio::signal::ctrl_c().await;
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+        let mut interrupt = ctrl_c()?;
+        let mut brk = ctrl_break()?;
+        let mut close = ctrl_close()?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = brk.recv() => {}
+                _ = close.recv() => {}
+            }
         })
     }
 }

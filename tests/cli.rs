@@ -28,9 +28,10 @@ fn help_and_version_work() {
     }
     let (status, out, _) = run(&["--version"], dir.path());
     assert!(status.success());
-    assert_eq!(
-        out.trim(),
-        format!("lanboard {}", env!("CARGO_PKG_VERSION"))
+    // The commit it was built from follows: see the test of --version below.
+    assert!(
+        out.starts_with(&format!("lanboard {} (", env!("CARGO_PKG_VERSION"))),
+        "{out}"
     );
 }
 
@@ -315,4 +316,30 @@ async fn a_login_survives_a_restart_on_the_same_file() {
     );
     let without = get(board.addr, "/api/messages").await;
     assert_eq!(without.status, 401, "and the board is still protected");
+}
+
+#[test]
+fn version_names_the_release_and_the_commit_it_was_built_from() {
+    let out = Command::new(binary()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=10", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    let commit = match head {
+        Some(hash) => hash,
+        None => {
+            eprintln!("NOT A GIT CHECKOUT: --version can only say `unknown` here");
+            "unknown".to_owned()
+        }
+    };
+    let expected = format!("lanboard {} ({commit}", env!("CARGO_PKG_VERSION"));
+    assert!(
+        printed.starts_with(&expected),
+        "{printed:?} should start with {expected:?}"
+    );
 }

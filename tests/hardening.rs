@@ -709,6 +709,15 @@ async fn tls_serves_https_and_wss() {
         .output()
         .expect("curl is installed (.ci/run installs it)");
     assert_eq!(String::from_utf8_lossy(&page.stdout), "200");
+    // Someone who typed http:// is sent to https://, not left with an
+    // empty reply.
+    let plain = common::http(board.addr, "GET", "/wall?from=plain", &[], "").await;
+    assert_eq!(plain.status, 307, "{}", plain.body);
+    assert_eq!(
+        plain.header("location"),
+        Some(format!("https://{}/wall?from=plain", board.addr).as_str())
+    );
+    assert!(plain.body.contains("HTTPS"), "{}", plain.body);
     // A WebSocket upgrade over TLS, answered with the board's history.
     let mut client = std::process::Command::new("openssl")
         .args(["s_client", "-quiet", "-connect"])
