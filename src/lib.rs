@@ -17,6 +17,8 @@
 //! - `store`: the history log (`Log`, persistence only) in SQLite, memory or
 //!   Redis, and the Redis tail that feeds a `Follower`.
 //! - `transfer`: `export` and `import` as JSON Lines.
+//! - `client`: `send` and `tail`, the board from scripts and terminals over
+//!   its HTTP API and WebSocket (https and wss too).
 //! - `guard`: passphrase, Origin check, per-address limits, token buckets.
 //! - `net`: the addresses to share, and their QR codes.
 //! - `assets`: the embedded web client.
@@ -37,6 +39,7 @@
 pub mod assets;
 pub mod board;
 pub mod cli;
+pub mod client;
 pub mod guard;
 pub mod http;
 pub mod net;
