@@ -652,3 +652,192 @@ fn send_and_tail_over_tls_validate_the_certificate_unless_told_otherwise() {
     let stderr = refused.stderr_after_exit();
     assert!(stderr.contains("could not be verified"), "{stderr}");
 }
+
+/// A stand-in board that answers as a real one would after events a real one
+/// makes rare and slow to provoke (a resume cut short, a lost history): its
+/// HTTP API serves ids 1 to `ids` from one list, its WebSocket sends one
+/// scripted set of frames per connection. Every request's path is recorded.
+struct FakeBoard {
+    addr: std::net::SocketAddr,
+    paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn fake_message(id: u64) -> String {
+    format!(r#"{{"id":{id},"name":"fake","message":"m{id}","time":1764000000000}}"#)
+}
+
+impl FakeBoard {
+    /// `history` answers `GET /api/messages?limit=..`; `sessions[i]` is the
+    /// frames of the i-th WebSocket connection.
+    fn start(ids: u64, history: Vec<u64>, sessions: Vec<Vec<String>>) -> FakeBoard {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let addr = listener.local_addr().expect("a bound address");
+        let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = paths.clone();
+        std::thread::spawn(move || {
+            let mut sessions = sessions.into_iter();
+            for stream in listener.incoming().map_while(Result::ok) {
+                let mut stream = stream;
+                stream
+                    .set_read_timeout(Some(WAIT))
+                    .expect("a read timeout can be set");
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                recorded.lock().expect("not poisoned").push(path.clone());
+                let key = head.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with("sec-websocket-key:")
+                        .then(|| l[18..].trim().to_owned())
+                });
+                match key {
+                    Some(key) => {
+                        let frames = sessions.next().unwrap_or_default();
+                        std::thread::spawn(move || serve_websocket(stream, &key, frames));
+                    }
+                    None => {
+                        let body = fake_page(&path, ids, &history);
+                        // The client may have given up; the next request tells.
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                }
+            }
+        });
+        FakeBoard { addr, paths }
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.paths.lock().expect("not poisoned").clone()
+    }
+}
+
+/// The JSON array a real board gives for `path`, from ids 1 to `ids`.
+fn fake_page(path: &str, ids: u64, history: &[u64]) -> String {
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let page: Vec<u64> = match param("since") {
+        Some(since) => (since + 1..=ids)
+            .take(param("limit").unwrap_or(500) as usize)
+            .collect(),
+        None => history.to_vec(),
+    };
+    let messages: Vec<String> = page.into_iter().map(fake_message).collect();
+    format!("[{}]", messages.join(","))
+}
+
+/// Accepts the upgrade, sends `frames` as text frames, then holds the
+/// connection until the client lets go.
+fn serve_websocket(mut stream: std::net::TcpStream, key: &str, frames: Vec<String>) {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes();
+    for frame in frames {
+        out.push(0x81);
+        match frame.len() {
+            len @ 0..=125 => out.push(len as u8),
+            len @ 126..=65535 => {
+                out.push(126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(frame.as_bytes());
+    }
+    if stream.write_all(&out).is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+#[test]
+fn tail_pages_over_http_what_a_resume_cut_short_left_out_and_ignores_unknown_events() {
+    // The history is message 1; the WebSocket then says it kept only the
+    // newest 100 of 1,200 ("gap"): 2 to 1,100 must come over HTTP, in pages.
+    let newest: Vec<String> = (1101..=1200).map(fake_message).collect();
+    let welcome = format!(
+        r#"{{"event":"messages-available","gap":true,"data":[{}]}}"#,
+        newest.join(",")
+    );
+    let board = FakeBoard::start(
+        1200,
+        vec![1],
+        vec![vec![
+            r#"{"event":"presence","data":{"online":3}}"#.to_owned(),
+            welcome,
+            r#"{"event":"from-a-later-version","data":{"id":99999}}"#.to_owned(),
+            format!(
+                r#"{{"event":"message-added","data":{}}}"#,
+                fake_message(1201)
+            ),
+        ]],
+    );
+    let url = format!("http://{}", board.addr);
+    let mut tail = Tail::start(&["--url", &url, "--json", "--history", "1"], &[]);
+    assert_eq!(tail.ids_through(1201), (1..=1201).collect::<Vec<_>>());
+    assert_eq!(tail.quiet_for(Duration::from_millis(300)), None);
+    let paths = board.paths();
+    assert_eq!(
+        paths,
+        [
+            "/api/messages?limit=1",
+            "/ws?since=1",
+            "/api/messages?since=1&limit=500",
+            "/api/messages?since=501&limit=500",
+            "/api/messages?since=1001&limit=500",
+        ]
+    );
+}
+
+#[test]
+fn tail_follows_the_new_board_after_a_board_reset() {
+    let board = FakeBoard::start(
+        0,
+        vec![7, 8],
+        vec![
+            vec![
+                r#"{"event":"messages-available","epoch":"e1","data":[]}"#.to_owned(),
+                r#"{"event":"board-reset","data":{"message":"the board's history was lost"}}"#
+                    .to_owned(),
+            ],
+            vec![format!(
+                r#"{{"event":"messages-available","epoch":"e2","data":[{},{}]}}"#,
+                fake_message(1),
+                fake_message(2)
+            )],
+        ],
+    );
+    let url = format!("http://{}", board.addr);
+    let mut tail = Tail::start(&["--url", &url, "--json"], &[]);
+    assert_eq!(tail.ids_through(8), [7, 8]);
+    // The new board's ids start over; they are new messages all the same.
+    assert_eq!(tail.ids_through(2), [1, 2]);
+    let paths = board.paths();
+    assert_eq!(
+        paths,
+        ["/api/messages?limit=10", "/ws?since=8", "/ws?since=0"]
+    );
+    let stderr = tail.stderr();
+    assert!(stderr.contains("the board started over"), "{stderr}");
+}
