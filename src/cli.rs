@@ -277,6 +277,13 @@ pub enum Command {
         #[command(flatten)]
         redis: RedisArgs,
     },
+    /// Post one message to a running board and print its id.
+    ///
+    /// The message comes from the arguments, or from stdin
+    /// (`make 2>&1 | tail -5 | lanboard send`).
+    Send(crate::client::SendArgs),
+    /// Print a running board's newest messages, then follow it as they arrive.
+    Tail(crate::client::TailArgs),
 }
 
 impl ServeArgs {

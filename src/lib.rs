@@ -19,6 +19,8 @@
 //! - `transfer`: `export` and `import` as JSON Lines.
 //! - `tls`: `--tls-cert`/`--tls-key`, and plain HTTP on the TLS port
 //!   answered with a redirect to `https://`.
+//! - `client`: `send` and `tail`, the board from scripts and terminals over
+//!   its HTTP API and WebSocket (https and wss too).
 //! - `guard`: passphrase, Origin check, per-address limits, token buckets.
 //! - `net`: the addresses to share, and their QR codes.
 //! - `assets`: the embedded web client.
@@ -39,6 +41,7 @@
 pub mod assets;
 pub mod board;
 pub mod cli;
+pub mod client;
 pub mod guard;
 pub mod http;
 pub mod net;

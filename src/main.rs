@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lanboard::cli::{Cli, Command, RedisArgs};
+use lanboard::client;
 use lanboard::net;
 use lanboard::server::{self, Server, StartError};
 use lanboard::transfer::{self, Place};
@@ -27,6 +28,8 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }
         Some(Command::Import { file, data, redis }) => import(&file, &place(data, &redis)),
+        Some(Command::Send(args)) => client::send::run(args).map_err(|e| e.to_string()),
+        Some(Command::Tail(args)) => client::tail::run(args).map_err(|e| e.to_string()),
         None => serve(cli.serve).map_err(|e| e.to_string()),
     };
     match result {
