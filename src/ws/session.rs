@@ -361,13 +361,8 @@ async fn say_goodbye(socket: &mut Socket, end: End, peer: &str) {
             // The client answers with its own close frame once it has read
             // everything before ours. Dropping the connection sooner would
             // make its kernel reset it and throw away what the client has
-            // not read yet. Anything but a whole frame (a client still
-            // sending a frame that was refused) ends the wait at once.
-            while let Ok(message) = socket.next().await {
-                if matches!(message, Incoming::Close(_)) {
-                    break;
-                }
-            }
+            // not read yet.
+            socket.until_close().await;
         }
     })
     .await;

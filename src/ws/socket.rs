@@ -218,6 +218,38 @@ impl Socket {
         }
     }
 
+    /// After a close frame of ours: reads and drops whatever the client
+    /// still sends until its own close frame (the end of the closing
+    /// handshake) or the end of the stream. Frames that would be refused
+    /// (the rest of a message that went over the limit, fragments of a
+    /// message no longer being joined) are dropped too, as long as the
+    /// stream stays readable; a header that lies about more than can be
+    /// dropped ends the wait at once.
+    pub async fn until_close(&mut self) {
+        self.fragments = None;
+        loop {
+            let buffered = self.unread.len();
+            match self.decode() {
+                Ok(Some(Frame::Close(_))) => return,
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                // The refused frame was taken off the buffer, or its
+                // payload is being dropped: what follows is still frames.
+                Err(_) if self.unread.len() < buffered || self.skip > 0 => continue,
+                Err(_) => return,
+            }
+            self.release_buffer();
+            let room = (self.max_message + MAX_HEADER).saturating_sub(self.unread.len());
+            if room == 0 {
+                return;
+            }
+            match self.stream.read_into(&mut self.unread, room).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
     fn decode(&mut self) -> Result<Option<Frame>, ReadError> {
         self.drop_skipped();
         if let Some(header) = header::peek(&self.unread) {
