@@ -80,6 +80,10 @@ pub struct BoardConfig {
     pub window: usize,
     /// Most messages a resuming client (`?since=`) receives at once.
     pub resume_cap: usize,
+    /// Most bytes of message JSON in one catch-up answer (a welcome, an
+    /// `older-messages` page, an HTTP page), whatever the counts allow; one
+    /// message always goes out (see [`protocol::CATCH_UP_BYTES`]).
+    pub catch_up_bytes: usize,
     /// Items (batches of frames) queued for one connection before it counts
     /// as too slow.
     pub queue: usize,
@@ -96,6 +100,7 @@ impl BoardConfig {
             history,
             window: history.max(1000),
             resume_cap: history.max(5000),
+            catch_up_bytes: protocol::CATCH_UP_BYTES,
             // A client is cut off when its queue holds 4 MiB of frames (tens
             // of thousands of ordinary messages): far more than a browser
             // tab reading in bursts, or a saturated server running behind,
@@ -234,10 +239,11 @@ impl Board {
 
     /// Joins the board: returns the connection's subscription and its first
     /// frames: `messages-available` with the newest `history` messages, or
-    /// with `since` every message after that id (at most `resume_cap`;
-    /// beyond that the newest ones, flagged as a gap). A client resuming with
-    /// an `epoch` the board no longer has gets `board-reset` first, and the
-    /// newest messages instead of those after its `since`.
+    /// with `since` every message after that id (at most `resume_cap`, and
+    /// at most `catch_up_bytes` of them; beyond that the newest ones, flagged
+    /// as a gap). A client resuming with an `epoch` the board no longer has
+    /// gets `board-reset` first, and the newest messages instead of those
+    /// after its `since`.
     ///
     /// Blocks when the window does not reach back to `since`, to read the
     /// store: call it from a blocking context.
@@ -247,9 +253,14 @@ impl Board {
         epoch: Option<&str>,
     ) -> Result<(Subscription, Vec<String>), StoreError> {
         let config = self.shared.config;
-        let (subscription, from_window, reaches_since, current, stale, since) = {
+        // Everything the window gives is read in the one critical section
+        // that adds the subscriber and reads the epoch: a reset replaces
+        // the window and the epoch together, so a newcomer gets the old
+        // window with the old epoch or the new one with the new, and
+        // messages newer than its snapshot are queued to it, never missed
+        // or repeated.
+        let (subscription, current, stale, since, mut budget, window) = {
             let mut hub = self.shared.hub.lock();
-            // Read under the same lock as the window: a reset changes both at once.
             let current = hub.epoch.clone();
             let stale = matches!((epoch, &current), (Some(theirs), Some(ours)) if theirs != ours);
             let since = if stale { None } else { since };
@@ -260,55 +271,25 @@ impl Board {
                 frames,
                 queued,
             };
-            let (from_window, reaches_since) = match since {
-                None => {
-                    let skip = hub.window.len().saturating_sub(config.history);
-                    (
-                        hub.window.iter().skip(skip).cloned().collect::<Vec<_>>(),
-                        true,
-                    )
-                }
-                Some(since) => {
-                    let start = hub.window.partition_point(|e| e.id <= since);
-                    let reaches = hub.complete || start > 0 || hub.window.is_empty();
-                    (hub.window.range(start..).cloned().collect(), reaches)
-                }
+            let count = match since {
+                Some(_) => config.resume_cap,
+                None => config.history,
             };
-            (
-                subscription,
-                from_window,
-                reaches_since,
-                current,
-                stale,
-                since,
-            )
+            let mut budget = Budget::new(count, config.catch_up_bytes);
+            let window = newest_in_window(&hub, u64::MAX, since.unwrap_or(0), &mut budget);
+            (subscription, current, stale, since, budget, window)
         };
         self.shared.presence_changed.notify_one();
 
-        // Messages newer than the snapshot are already queued to the
-        // subscription; older ones are immutable in the store, so this read
-        // cannot race with new messages.
-        let since = since.unwrap_or(0);
-        let mut older = Vec::new();
-        let mut gap = false;
-        if !reaches_since && from_window.len() < config.resume_cap {
-            let below = from_window.first().map_or(u64::MAX, |e| e.id);
-            let wanted = config.resume_cap - from_window.len();
-            older = self.shared.log.before(below, wanted)?;
-            older.retain(|m| m.id > since);
-            gap = older.len() == wanted && older.first().is_some_and(|m| m.id > since + 1);
-        } else if !reaches_since {
-            gap = true;
-        }
-        let older: Vec<Entry> = older.iter().map(Entry::new).collect();
-        let skip = (older.len() + from_window.len()).saturating_sub(config.resume_cap);
+        // What the window did not reach is older than it, and immutable in
+        // the store, so this read cannot race with new messages.
+        let (newest_first, cut) = self.newest_in_store(window, since.unwrap_or(0), &mut budget)?;
+        // A new client pages back from whatever it got; only a resuming one
+        // must learn that what it shows and what it got do not meet.
+        let gap = since.is_some() && cut;
         let frame = protocol::messages_available_frame(
-            older
-                .iter()
-                .chain(from_window.iter().map(|e| &**e))
-                .skip(skip)
-                .map(Entry::json),
-            gap || skip > 0,
+            newest_first.iter().rev().map(|e| e.json()),
+            gap,
             current.as_deref(),
         );
         let mut welcome = Vec::with_capacity(2);
@@ -317,6 +298,53 @@ impl Board {
         }
         welcome.push(frame);
         Ok((subscription, welcome))
+    }
+
+    /// The newest messages with an id in `floor + 1 .. below`, newest first,
+    /// as many as `budget` takes, and whether any in that range were left
+    /// out. Reads the window, then the store behind it a page at a time, so
+    /// no more than about one budget of messages is ever in memory.
+    fn newest_below(
+        &self,
+        below: u64,
+        floor: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
+        let window = newest_in_window(&self.shared.hub.lock(), below, floor, budget);
+        self.newest_in_store(window, floor, budget)
+    }
+
+    /// Goes on from what the window gave, reading older messages from the
+    /// store a page at a time while `budget` takes them.
+    fn newest_in_store(
+        &self,
+        window: WindowRead,
+        floor: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
+        let (mut page, mut below) = match window {
+            WindowRead::Done { page, cut } => return Ok((page, cut)),
+            WindowRead::Older { page, below } => (page, below),
+        };
+        loop {
+            let wanted = budget.next_read();
+            let older = self.shared.log.before(below, wanted)?;
+            for message in older.iter().rev() {
+                if message.id <= floor {
+                    return Ok((page, false));
+                }
+                let entry = Entry::new(message);
+                if !budget.take(entry.json().len()) {
+                    return Ok((page, true));
+                }
+                page.push(Arc::new(entry));
+            }
+            match older.first() {
+                Some(oldest) if older.len() == wanted => below = oldest.id,
+                // Fewer than asked for: the history begins here.
+                _ => return Ok((page, false)),
+            }
+        }
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -360,50 +388,57 @@ impl Board {
         self.broadcast(hub, &item);
     }
 
-    /// Up to `limit` messages after `since`, oldest first (the HTTP API's
-    /// forward paging). Blocks when the store must be read.
-    pub fn after(&self, since: u64, limit: usize) -> Result<Vec<Arc<Entry>>, StoreError> {
+    /// Up to `limit` messages after `since`, oldest first, and no more than
+    /// `catch_up_bytes` of them (the HTTP API's forward paging), and whether
+    /// newer ones follow. Blocks when the store must be read.
+    pub fn after(&self, since: u64, limit: usize) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
+        let mut budget = Budget::new(limit, self.shared.config.catch_up_bytes);
+        let mut page = Vec::new();
         {
             let hub = self.shared.hub.lock();
             let start = hub.window.partition_point(|e| e.id <= since);
             if hub.complete || start > 0 {
-                return Ok(hub.window.range(start..).take(limit).cloned().collect());
+                for entry in hub.window.range(start..) {
+                    if !budget.take(entry.json().len()) {
+                        return Ok((page, true));
+                    }
+                    page.push(entry.clone());
+                }
+                return Ok((page, false));
             }
         }
-        let messages = self.shared.log.after(since, limit)?;
-        Ok(messages.iter().map(|m| Arc::new(Entry::new(m))).collect())
+        let mut since = since;
+        loop {
+            let wanted = budget.next_read();
+            let newer = self.shared.log.after(since, wanted)?;
+            for message in &newer {
+                let entry = Entry::new(message);
+                if !budget.take(entry.json().len()) {
+                    return Ok((page, true));
+                }
+                page.push(Arc::new(entry));
+            }
+            match newer.last() {
+                Some(newest) if newer.len() == wanted => since = newest.id,
+                _ => return Ok((page, false)),
+            }
+        }
     }
 
-    /// The newest `limit` messages before `before`, oldest first, and whether
-    /// there are older ones still. Blocks when the store must be read.
+    /// The newest `limit` messages before `before`, no more than
+    /// `catch_up_bytes` of them, oldest first, and whether there are older
+    /// ones still. Blocks when the store must be read.
     pub fn before(&self, before: u64, limit: usize) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
-        let (mut page, window_start, complete) = {
-            let hub = self.shared.hub.lock();
-            let end = hub.window.partition_point(|e| e.id < before);
-            let start = end.saturating_sub(limit + 1);
-            let page: Vec<_> = hub.window.range(start..end).cloned().collect();
-            let window_start = hub.window.front().map_or(before, |e| e.id.min(before));
-            (page, window_start, hub.complete)
-        };
-        if page.len() <= limit && !complete {
-            let wanted = limit + 1 - page.len();
-            let older = self.shared.log.before(window_start, wanted)?;
-            let mut merged: Vec<Arc<Entry>> =
-                older.iter().map(|m| Arc::new(Entry::new(m))).collect();
-            merged.append(&mut page);
-            page = merged;
-        }
-        // One message more than asked for was read to learn whether there are more.
-        let more = page.len() > limit;
-        if more {
-            page.drain(..page.len() - limit);
-        }
+        let mut budget = Budget::new(limit, self.shared.config.catch_up_bytes);
+        let (mut page, more) = self.newest_below(before, 0, &mut budget)?;
+        page.reverse();
         Ok((page, more))
     }
 
-    /// The newest `limit` messages, oldest first.
-    pub fn latest(&self, limit: usize) -> Result<Vec<Arc<Entry>>, StoreError> {
-        self.before(u64::MAX, limit).map(|(page, _)| page)
+    /// The newest `limit` messages (no more than `catch_up_bytes`), oldest
+    /// first, and whether there are older ones.
+    pub fn latest(&self, limit: usize) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
+        self.before(u64::MAX, limit)
     }
 
     /// Sends a `presence` frame to everyone whenever the number of
@@ -482,6 +517,87 @@ impl Follower for Board {
     fn is_closed(&self) -> bool {
         Board::is_closed(self)
     }
+}
+
+/// What one catch-up answer may still take: a count of messages and bytes
+/// of their JSON. The first message is always taken, so a message larger
+/// than the budget still reaches its readers, alone.
+struct Budget {
+    messages: usize,
+    bytes: usize,
+    taken: usize,
+    taken_bytes: usize,
+}
+
+/// Bounds of one store read while filling a budget: the first read, of
+/// unknown sizes, is small; later ones are sized by the average so far,
+/// which a board of one-line messages would otherwise make thousands.
+const FIRST_READ: usize = 64;
+const LARGEST_READ: usize = 1024;
+
+impl Budget {
+    fn new(messages: usize, bytes: usize) -> Budget {
+        Budget {
+            messages,
+            bytes,
+            taken: 0,
+            taken_bytes: 0,
+        }
+    }
+
+    /// Takes a message whose JSON is `len` bytes, if it fits.
+    fn take(&mut self, len: usize) -> bool {
+        // The comma that joins it to the others.
+        let cost = len + 1;
+        let full =
+            self.taken == self.messages || (self.taken > 0 && self.taken_bytes + cost > self.bytes);
+        if !full {
+            self.taken += 1;
+            self.taken_bytes += cost;
+        }
+        !full
+    }
+
+    /// How many messages to read from the store next: what the rest of the
+    /// budget holds at the average size taken so far, and one more, so the
+    /// read also tells whether anything is left out.
+    fn next_read(&self) -> usize {
+        let left = self.messages - self.taken;
+        let estimate = match self.taken_bytes.checked_div(self.taken) {
+            Some(average) => self.bytes.saturating_sub(self.taken_bytes) / average.max(1),
+            None => FIRST_READ,
+        };
+        estimate.clamp(1, LARGEST_READ).min(left) + 1
+    }
+}
+
+/// What the window gave of a catch-up read, newest first.
+enum WindowRead {
+    /// The read is complete; `cut` when the budget left some out.
+    Done { page: Vec<Arc<Entry>>, cut: bool },
+    /// The window ran out: messages below `below` are in the store only.
+    Older { page: Vec<Arc<Entry>>, below: u64 },
+}
+
+/// The newest messages of the window with an id in `floor + 1 .. below`,
+/// as many as `budget` takes.
+fn newest_in_window(hub: &Hub, below: u64, floor: u64, budget: &mut Budget) -> WindowRead {
+    let mut page = Vec::new();
+    let end = hub.window.partition_point(|e| e.id < below);
+    for entry in hub.window.range(..end).rev() {
+        if entry.id <= floor {
+            return WindowRead::Done { page, cut: false };
+        }
+        if !budget.take(entry.json().len()) {
+            return WindowRead::Done { page, cut: true };
+        }
+        page.push(entry.clone());
+    }
+    if hub.complete {
+        return WindowRead::Done { page, cut: false };
+    }
+    let below = hub.window.front().map_or(below, |e| e.id.min(below));
+    WindowRead::Older { page, below }
 }
 
 impl Hub {
@@ -596,5 +712,40 @@ mod tests {
         let (_subscription, frames) = board.subscribe(None, None).unwrap();
         assert_eq!(welcome(&frames[0]), (Some("a".into()), vec!["a".into(); 3]));
         resetting.join().expect("the resetting thread ends");
+    }
+
+    #[test]
+    fn a_budget_takes_a_first_message_larger_than_itself_and_nothing_after_it() {
+        let mut budget = Budget::new(10, 100);
+        assert!(budget.take(500));
+        assert!(!budget.take(1));
+    }
+
+    #[test]
+    fn a_budget_stops_at_its_count_or_its_bytes_whichever_comes_first() {
+        let mut by_count = Budget::new(2, 1000);
+        assert!(by_count.take(10) && by_count.take(10));
+        assert!(!by_count.take(10));
+        // Each message costs its JSON and a comma.
+        let mut by_bytes = Budget::new(100, 30);
+        assert!(by_bytes.take(9) && by_bytes.take(9) && by_bytes.take(9));
+        assert!(!by_bytes.take(0));
+    }
+
+    #[test]
+    fn store_reads_are_sized_by_what_the_budget_still_holds() {
+        let mut budget = Budget::new(5000, 1 << 20);
+        assert_eq!(budget.next_read(), FIRST_READ + 1);
+        for _ in 0..64 {
+            assert!(budget.take(4095));
+        }
+        assert_eq!(budget.next_read(), 192 + 1, "256 KiB taken, 768 KiB left");
+        let mut nearly_counted = Budget::new(3, 1 << 20);
+        assert!(nearly_counted.take(10) && nearly_counted.take(10));
+        assert_eq!(
+            nearly_counted.next_read(),
+            2,
+            "the last one and one to look past it"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! |--------------------------|--------------------------------------------------|
 //! | `GET /`, `GET /wall`     | the page                                         |
 //! | `GET /ws[?since=<id>[&epoch=<e>]]` | WebSocket, protocol v1 (`ws/upgrade.rs`, `protocol.rs`) |
-//! | `GET /api/messages`      | JSON array of messages (`since`, `before`, `limit`) |
+//! | `GET /api/messages`      | JSON array of messages (`since`, `before`, `limit`); `Lanboard-More` |
 //! | `POST /api/messages`     | 201 with the stored message                      |
 //! | `GET /api/info`          | the board's addresses and limits                 |
 //! | `POST /api/login`        | checks the passphrase, sets the login cookie     |
@@ -153,15 +153,14 @@ async fn list_messages(
     let history = board.config().history.min(MAX_PAGE);
     let page = web::block(move || match (query.since, query.before) {
         (Some(since), _) => board.after(since, query.limit.unwrap_or(MAX_PAGE)),
-        (None, Some(before)) => board
-            .before(before, query.limit.unwrap_or(history))
-            .map(|(page, _)| page),
+        (None, Some(before)) => board.before(before, query.limit.unwrap_or(history)),
         (None, None) => board.latest(query.limit.unwrap_or(history)),
     })
     .await;
     match page {
-        Ok(Ok(page)) => HttpResponse::Ok()
+        Ok(Ok((page, more))) => HttpResponse::Ok()
             .content_type("application/json")
+            .insert_header((protocol::MORE_HEADER, if more { "true" } else { "false" }))
             .body(protocol::json_array(page.iter().map(|e| e.json()))),
         Ok(Err(error)) => {
             log::error!("reading messages failed: {error}");

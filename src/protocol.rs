@@ -235,6 +235,22 @@ pub enum Action {
 /// The largest page a client may ask for with `load-older` or `?limit=`.
 pub const MAX_PAGE: usize = 500;
 
+/// Most bytes of message JSON that one catch-up answer carries: the
+/// `messages-available` of a resume, an `older-messages` page, a page of the
+/// HTTP API. Counts alone do not bound them: 5,000 messages of 4,000
+/// characters made one resume frame of 20 MB, and every client that resumed
+/// at once and read slowly held one. 1 MiB is a few hundred of the longest
+/// messages, thousands of ordinary ones, and well under a second on any LAN.
+/// A message larger than this on its own still goes out, alone: the message
+/// limits bound it.
+pub const CATCH_UP_BYTES: usize = 1 << 20;
+
+/// The HTTP API's answer to "are there more messages beyond this page?" in
+/// the direction it pages (newer with `since`, older otherwise): `true` or
+/// `false`. A header, because the body is a bare JSON array that scripts
+/// already read.
+pub const MORE_HEADER: &str = "lanboard-more";
+
 /// Parses one client frame. A rejection carries the ack when one could be read,
 /// so the client can match the error to what it sent.
 pub fn parse_request(text: &str, limits: Limits) -> Result<Request, (Option<u64>, Rejection)> {

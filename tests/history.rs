@@ -12,6 +12,12 @@ use serde_json::{json, Value};
 
 /// Writes `count` messages as JSON Lines and imports them into `data`.
 fn import_messages(data: &Path, count: u64) {
+    import_texts(data, count, |id| format!("message number {id}"));
+}
+
+/// Writes `count` messages whose text `text` makes from the id as JSON Lines
+/// and imports them into `data`.
+fn import_texts(data: &Path, count: u64, text: impl Fn(u64) -> String) {
     let dir = data.parent().unwrap();
     let file = dir.join("import.jsonl");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
@@ -19,7 +25,7 @@ fn import_messages(data: &Path, count: u64) {
         writeln!(
             out,
             "{}",
-            json!({"id": id, "name": format!("user{}", id % 7), "message": format!("message number {id}"), "time": 1_700_000_000_000u64 + id})
+            json!({"id": id, "name": format!("user{}", id % 7), "message": text(id), "time": 1_700_000_000_000u64 + id})
         )
         .unwrap();
     }
@@ -198,6 +204,97 @@ async fn a_resume_beyond_the_cap_sends_the_newest_messages_and_flags_the_gap() {
     let resumed = Client::connect(&format!("{}?since=10", board.ws_url())).await;
     assert_eq!(resumed.welcome["gap"], true);
     assert_eq!(ids(&resumed.history), (2001..=7000).collect::<Vec<_>>());
+}
+
+/// The catch-up budget of `protocol::CATCH_UP_BYTES`, as the tests see it.
+const CATCH_UP_BYTES: usize = 1 << 20;
+
+/// A board of 600 messages of 3,900 characters: 2.3 MB, more than two
+/// catch-up budgets, though far fewer messages than any count cap.
+fn board_of_long_messages() -> (tempfile::TempDir, Board) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("b.db");
+    import_texts(&data, 600, |id| format!("{id:>3} ").repeat(975));
+    let board = Board::start_on(&data, 0, &[]);
+    (dir, board)
+}
+
+/// Bytes of the messages' JSON in a catch-up answer.
+fn json_bytes(messages: &[Value]) -> usize {
+    messages.iter().map(|m| m.to_string().len() + 1).sum()
+}
+
+#[tokio::test]
+async fn a_resume_of_long_messages_stops_at_the_byte_budget_and_flags_the_gap() {
+    let (_dir, board) = board_of_long_messages();
+    let mut client = Client::connect(&format!("{}?since=1", board.ws_url())).await;
+    assert_eq!(client.welcome["gap"], true);
+    let got = ids(&client.history);
+    assert!(json_bytes(&client.history) <= CATCH_UP_BYTES);
+    assert!(got.len() > 200, "the budget holds {} messages", got.len());
+    // The newest ones that fit, as for a resume past the count cap.
+    let newest = 601 - got.len() as u64;
+    assert_eq!(got, (newest..=600).collect::<Vec<_>>());
+    // Paging back fills the rest, each page within the budget too.
+    let mut seen = got;
+    loop {
+        client
+            .send(json!({"event": "load-older", "data": {"before": seen[0], "limit": 500}}))
+            .await;
+        let reply = client.next_event("older-messages").await;
+        let messages = reply["data"]["messages"].as_array().unwrap();
+        assert!(json_bytes(messages) <= CATCH_UP_BYTES);
+        let mut page = ids(messages);
+        page.extend(seen);
+        seen = page;
+        if reply["data"]["more"] == false {
+            break;
+        }
+        assert!(
+            messages.len() < 500,
+            "500 long messages are more than the budget holds"
+        );
+    }
+    assert_eq!(seen, (1..=600).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn http_pages_of_long_messages_stop_at_the_byte_budget_and_say_so_in_a_header() {
+    let (_dir, board) = board_of_long_messages();
+    let mut since = 0;
+    let mut all = Vec::new();
+    loop {
+        let response = get(
+            board.addr,
+            &format!("/api/messages?since={since}&limit=500"),
+        )
+        .await;
+        let page = response.json().as_array().unwrap().clone();
+        assert!(json_bytes(&page) <= CATCH_UP_BYTES);
+        let more = response.header("lanboard-more");
+        all.extend(ids(&page));
+        if more == Some("false") {
+            break;
+        }
+        assert_eq!(
+            more,
+            Some("true"),
+            "a page below the limit says whether more follow"
+        );
+        since = *all.last().unwrap();
+    }
+    assert_eq!(all, (1..=600).collect::<Vec<_>>());
+    let response = get(board.addr, "/api/messages?before=601&limit=500").await;
+    let page = response.json().as_array().unwrap().clone();
+    assert_eq!(response.header("lanboard-more"), Some("true"));
+    assert_eq!(
+        *ids(&page).last().unwrap(),
+        600,
+        "the newest ones before the id"
+    );
+    let response = get(board.addr, "/api/messages?before=3&limit=500").await;
+    assert_eq!(ids(response.json().as_array().unwrap()), [1, 2]);
+    assert_eq!(response.header("lanboard-more"), Some("false"));
 }
 
 #[tokio::test]
