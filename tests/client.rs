@@ -478,6 +478,30 @@ fn tail_since_pages_through_more_than_one_page_of_history() {
 }
 
 #[test]
+fn tail_pages_on_when_the_boards_byte_budget_cuts_a_page_short() {
+    // 600 messages of 3,900 characters: about 2.3 MiB, so every page of
+    // 500 is cut at the board's 1 MiB budget, well short of its limit.
+    let board = Board::start(&["--rate-limit", "0"]);
+    let text = "x".repeat(3900);
+    for _ in 1..=600 {
+        post(&board, &text);
+    }
+    let url = board.url();
+    let mut since = Tail::start(
+        &["--url", &url, "--no-follow", "--json", "--since", "0"],
+        &[],
+    );
+    assert_eq!(since.ids_through(600), (1..=600).collect::<Vec<_>>());
+    assert!(since.exit().success(), "{}", since.stderr());
+    let mut newest = Tail::start(
+        &["--url", &url, "--no-follow", "--json", "--history", "550"],
+        &[],
+    );
+    assert_eq!(newest.ids_through(600), (51..=600).collect::<Vec<_>>());
+    assert!(newest.exit().success(), "{}", newest.stderr());
+}
+
+#[test]
 fn tail_across_a_board_restart_prints_every_message_once_and_in_order() {
     let mut board = Board::start(&[]);
     for i in 1..=3 {

@@ -205,13 +205,32 @@ impl Remote {
     }
 
     /// `GET /api/messages?<query>`: a page of messages, oldest first.
-    pub async fn messages(&self, query: &str) -> Result<Vec<Message>, ClientError> {
+    ///
+    /// Also says whether the board has more beyond this page in the
+    /// direction asked (its `Lanboard-More` header): a page can be cut short
+    /// of `limit` by the board's byte budget, so its length alone does not
+    /// tell. A board that does not send the header is taken at its length.
+    pub async fn messages(
+        &self,
+        query: &str,
+        limit: usize,
+    ) -> Result<(Vec<Message>, bool), ClientError> {
         let request = self.request(awc::http::Method::GET, &format!("/api/messages?{query}"));
-        let (status, body) = self.exchange(request.send()).await?;
+        let mut more = None;
+        let (status, body) = self
+            .exchange_with(request.send(), |headers| {
+                more = headers
+                    .get(crate::protocol::MORE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v == "true");
+            })
+            .await?;
         if status != StatusCode::OK {
             return Err(self.refusal(status, &body));
         }
-        Message::parse_list(&body).map_err(|e| self.bad_answer(e))
+        let messages = Message::parse_list(&body).map_err(|e| self.bad_answer(e))?;
+        let more = more.unwrap_or(messages.len() >= limit);
+        Ok((messages, more))
     }
 
     /// `POST /api/messages`: the stored message, or the original one for a
@@ -231,7 +250,18 @@ impl Remote {
         &self,
         sending: awc::SendClientRequest,
     ) -> Result<(StatusCode, String), ClientError> {
+        self.exchange_with(sending, |_| {}).await
+    }
+
+    /// Sends a request, lets `head` look at the answer's headers, and reads
+    /// the whole answer.
+    async fn exchange_with(
+        &self,
+        sending: awc::SendClientRequest,
+        head: impl FnOnce(&awc::http::header::HeaderMap),
+    ) -> Result<(StatusCode, String), ClientError> {
         let mut response = sending.await.map_err(|e| self.send_error(&e))?;
+        head(response.headers());
         let body =
             response
                 .body()

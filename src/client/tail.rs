@@ -147,15 +147,14 @@ async fn history(remote: &Remote, args: &TailArgs, printer: &mut Printer) -> Res
 /// least the newest one when `count` is 0, to know where the board is.
 async fn latest(remote: &Remote, count: usize) -> Result<Vec<Message>, ClientError> {
     let first = count.clamp(1, PAGE);
-    let mut messages = remote.messages(&format!("limit={first}")).await?;
-    let mut last_page = messages.len();
-    while messages.len() < count && last_page == PAGE {
+    let (mut messages, mut more) = remote.messages(&format!("limit={first}"), first).await?;
+    while messages.len() < count && more && !messages.is_empty() {
         let before = messages[0].id;
         let wanted = (count - messages.len()).min(PAGE);
-        let mut older = remote
-            .messages(&format!("before={before}&limit={wanted}"))
+        let (mut older, older_more) = remote
+            .messages(&format!("before={before}&limit={wanted}"), wanted)
             .await?;
-        last_page = older.len();
+        more = older_more;
         older.append(&mut messages);
         messages = older;
     }
@@ -167,12 +166,12 @@ async fn latest(remote: &Remote, count: usize) -> Result<Vec<Message>, ClientErr
 /// to print anyway) was reached.
 async fn catch_up(remote: &Remote, printer: &mut Printer, until: Option<u64>) -> Result<(), Halt> {
     loop {
-        let page = remote
-            .messages(&format!("since={}&limit={PAGE}", printer.last))
+        let (page, more) = remote
+            .messages(&format!("since={}&limit={PAGE}", printer.last), PAGE)
             .await?;
         printer.print(&page)?;
         let reached = until.is_some_and(|until| printer.last >= until);
-        if page.len() < PAGE || reached {
+        if !more || page.is_empty() || reached {
             return Ok(());
         }
     }
