@@ -71,6 +71,20 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
 
+    /// Advertise the board on the local network as NAME.local (multicast
+    /// DNS), with a service that service browsers list. The banner then shows
+    /// http://NAME.local:PORT first and the addresses as the fallback. If
+    /// another computer already answers for NAME.local, the board takes
+    /// NAME-2, NAME-3, ... and says so. Without NAME: lanboard.
+    #[arg(
+        long,
+        env = "LANBOARD_MDNS",
+        num_args = 0..=1,
+        default_missing_value = "lanboard",
+        value_name = "NAME"
+    )]
+    pub mdns: Option<String>,
+
     /// Do not print a QR code of the address (it is printed only on a terminal).
     #[arg(long, env = "LANBOARD_NO_QR")]
     pub no_qr: bool,
@@ -324,6 +338,10 @@ impl ServeArgs {
         {
             return Err(bad("--password", "must not be empty"));
         }
+        let mdns = self
+            .mdns
+            .map(|name| crate::mdns::check_name(&name).map_err(|reason| bad("--mdns", reason)))
+            .transpose()?;
         let rate = (self.rate_limit > 0.0).then_some(Rate {
             per_second: self.rate_limit,
             burst: f64::from(self.rate_burst),
@@ -339,6 +357,7 @@ impl ServeArgs {
             },
             sync: self.sync,
             qr: !self.no_qr,
+            mdns,
             workers: self.workers,
             session: SessionConfig {
                 limits: Limits {

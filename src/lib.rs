@@ -19,6 +19,7 @@
 //! - `transfer`: `export` and `import` as JSON Lines.
 //! - `guard`: passphrase, Origin check, per-address limits, token buckets.
 //! - `net`: the addresses to share, and their QR codes.
+//! - `mdns`: the board's `NAME.local` and service on the local network (`--mdns`).
 //! - `assets`: the embedded web client.
 //!
 //! # Events (protocol v1, one JSON object per text frame)
@@ -39,6 +40,7 @@ pub mod board;
 pub mod cli;
 pub mod guard;
 pub mod http;
+pub mod mdns;
 pub mod net;
 pub mod protocol;
 pub mod server;
