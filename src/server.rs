@@ -168,6 +168,12 @@ impl Server {
         };
         let lan = net::lan_ipv4_addresses();
         let mut urls = net::share_urls(scheme, config.bind, local_addr.port(), &lan);
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls_config(cert, key)?),
+            None => None,
+        };
+        // Claimed once nothing else can fail to start, so that a board that
+        // does not start never announces itself.
         let mdns = match &config.mdns {
             Some(name) => {
                 let addresses = mdns::addresses(config.bind, &lan);
@@ -175,10 +181,6 @@ impl Server {
                 net::add_name(&mut urls, scheme, &advert.host(), local_addr.port());
                 Some(advert)
             }
-            None => None,
-        };
-        let tls = match &config.tls {
-            Some((cert, key)) => Some(tls_config(cert, key)?),
             None => None,
         };
         let password = config.guard.password.is_some();

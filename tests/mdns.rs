@@ -300,15 +300,18 @@ impl Drop for Resolver {
 
 /// A plain HTTP GET, for `/api/info`.
 fn get(host: &str, port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect((host, port)).expect("the board accepts a connection");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+    request(host, port, &head, "")
+}
+
+/// Sends `head` (a request line and headers) and `body` to `ip` and returns
+/// the whole answer.
+fn request(ip: &str, port: u16, head: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect((ip, port)).expect("the board accepts a connection");
     stream
         .set_read_timeout(Some(WAIT))
         .expect("a read timeout can be set");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("the request is sent");
+    write!(stream, "{head}Connection: close\r\n\r\n{body}").expect("the request is sent");
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
@@ -360,6 +363,24 @@ fn the_name_resolves_to_the_board_and_its_service_is_browsable() {
                     "\"http://office.local:{port}\",\"http://{LAN_A}:{port}\""
                 )),
                 "/api/info lists the name first:\n{info}"
+            );
+
+            // A page opened by the name posts with the name as its Origin.
+            let body = r#"{"name":"ada","message":"by name"}"#;
+            let posted = request(
+                LAN_A,
+                port,
+                &format!(
+                    "POST /api/messages HTTP/1.1\r\nHost: office.local:{port}\r\n\
+                     Origin: http://office.local:{port}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n",
+                    body.len()
+                ),
+                body,
+            );
+            assert!(
+                posted.starts_with("HTTP/1.1 20"),
+                "a post by the name is taken:\n{posted}"
             );
             board.terminate();
         },
