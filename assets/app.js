@@ -1146,6 +1146,8 @@ function applyInfo(info) {
 }
 
 const isLoopback = (url) => /^https?:\/\/(127\.|\[::1\]|localhost)/.test(url);
+// The board's `--mdns` name: listed first, but the QR code keeps to an address.
+const isName = (url) => /^https?:\/\/[^/:[\]]+\.local(:|\/|$)/i.test(url);
 
 function showInvite(urls) {
   const shared = urls.filter((url) => !isLoopback(url));
@@ -1167,12 +1169,14 @@ function showInvite(urls) {
       return item;
     }),
   );
-  // The code encodes the first address; it is useless when only this computer can open it.
-  if (shared.length > 0) {
-    ui.qr.alt = `QR code of ${shared[0]}`;
+  // The code encodes the first address (never the .local name, which phones
+  // resolve unevenly); it is useless when only this computer can open it.
+  const coded = shared.find((url) => !isName(url));
+  if (coded) {
+    ui.qr.alt = `QR code of ${coded}`;
     ui.qr.src = '/api/qr.svg';
   }
-  ui.qr.hidden = shared.length === 0;
+  ui.qr.hidden = !coded;
   ui.qrNote.hidden = ui.qr.hidden;
 }
 

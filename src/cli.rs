@@ -80,6 +80,20 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
 
+    /// Advertise the board on the local network as NAME.local (multicast
+    /// DNS), with a service that service browsers list. The banner then shows
+    /// http://NAME.local:PORT first and the addresses as the fallback. If
+    /// another computer already answers for NAME.local, the board takes
+    /// NAME-2, NAME-3, ... and says so. Without NAME: lanboard.
+    #[arg(
+        long,
+        env = "LANBOARD_MDNS",
+        num_args = 0..=1,
+        default_missing_value = "lanboard",
+        value_name = "NAME"
+    )]
+    pub mdns: Option<String>,
+
     /// Do not print a QR code of the address (it is printed only on a terminal).
     #[arg(long, env = "LANBOARD_NO_QR")]
     pub no_qr: bool,
@@ -340,6 +354,10 @@ impl ServeArgs {
         {
             return Err(bad("--password", "must not be empty"));
         }
+        let mdns = self
+            .mdns
+            .map(|name| crate::mdns::check_name(&name).map_err(|reason| bad("--mdns", reason)))
+            .transpose()?;
         let rate = (self.rate_limit > 0.0).then_some(Rate {
             per_second: self.rate_limit,
             burst: f64::from(self.rate_burst),
@@ -355,6 +373,7 @@ impl ServeArgs {
             },
             sync: self.sync,
             qr: !self.no_qr,
+            mdns,
             workers: self.workers,
             session: SessionConfig {
                 limits: Limits {
@@ -381,13 +400,18 @@ impl ServeArgs {
 
 /// The configuration of a plain `lanboard`: every flag at the default written
 /// in its attribute above, the one place defaults live. For tests and
-/// benchmarks; like the binary, it reads the `LANBOARD_*` environment twins.
+/// benchmarks; like the binary, it reads the `LANBOARD_*` environment twins,
+/// all but `LANBOARD_MDNS`.
 pub fn default_config() -> Config {
-    Cli::parse_from(["lanboard"])
+    let mut config = Cli::parse_from(["lanboard"])
         .serve
         .into_config()
         // The defaults are valid flags: `defaults_make_a_valid_config` checks it.
-        .expect("the default flags make a valid configuration")
+        .expect("the default flags make a valid configuration");
+    // A stray LANBOARD_MDNS must not make an in-process test send multicast
+    // on the machine's network; tests/mdns.rs runs --mdns in namespaces.
+    config.mdns = None;
+    config
 }
 
 #[cfg(test)]
@@ -401,5 +425,23 @@ mod tests {
         assert!(config.guard.password.is_none(), "a default board is open");
         // One rate flag limits both the WebSocket and the HTTP API.
         assert_eq!(config.guard.post_rate, config.session.rate);
+    }
+
+    #[test]
+    fn mdns_without_a_name_is_lanboard_and_a_bad_name_is_refused() {
+        let config = |args: &[&str]| {
+            Cli::parse_from(["lanboard", "--memory"].iter().chain(args))
+                .serve
+                .into_config()
+        };
+        let named = config(&["--mdns"]).expect("--mdns alone is valid");
+        assert_eq!(named.mdns.as_deref(), Some("lanboard"));
+        let named = config(&["--mdns", "Standup"]).expect("a name is valid");
+        assert_eq!(named.mdns.as_deref(), Some("standup"));
+        let refused = config(&["--mdns", "two words"]).expect_err("a space is no DNS label");
+        assert!(
+            refused.to_string().starts_with("--mdns must be"),
+            "{refused}"
+        );
     }
 }

@@ -41,8 +41,10 @@ pub struct AppState {
     pub board: Board,
     pub writer: Writer,
     pub session: SessionConfig,
-    /// Addresses to share, for `/api/info` and the QR code.
+    /// Addresses to share, for `/api/info`: the `--mdns` name first.
     pub urls: Vec<String>,
+    /// The address the QR code encodes (`net::qr_url`).
+    pub qr_url: Option<String>,
     pub guard: Arc<Guard>,
     /// The running WebSocket connections.
     pub sessions: Sessions,
@@ -281,7 +283,7 @@ async fn qr_svg(request: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     if let Err(refusal) = admit(&request, &state.guard) {
         return refuse(refusal);
     }
-    let Some(url) = state.urls.first() else {
+    let Some(url) = &state.qr_url else {
         return HttpResponse::NotFound().finish();
     };
     match crate::net::qr_svg(url) {

@@ -23,6 +23,7 @@
 //!   its HTTP API and WebSocket (https and wss too).
 //! - `guard`: passphrase, Origin check, per-address limits, token buckets.
 //! - `net`: the addresses to share, and their QR codes.
+//! - `mdns`: the board's `NAME.local` and service on the local network (`--mdns`).
 //! - `assets`: the embedded web client.
 //!
 //! # Events (protocol v1, one JSON object per text frame)
@@ -44,6 +45,7 @@ pub mod cli;
 pub mod client;
 pub mod guard;
 pub mod http;
+pub mod mdns;
 pub mod net;
 pub mod protocol;
 pub mod server;

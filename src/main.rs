@@ -102,11 +102,12 @@ fn print_banner(server: &Server, qr: bool) {
         server.local_addr().port()
     );
     text.push_str(&net::banner(server.urls()));
+    if let Some(notice) = server.name_notice() {
+        text.push_str(&format!("\n{notice}\n"));
+    }
     if qr && out.is_terminal() {
-        if let Some(code) = server
-            .urls()
-            .iter()
-            .find(|u| u.lan)
+        if let Some(code) = net::qr_url(server.urls())
+            .filter(|u| u.lan)
             .and_then(|u| net::qr_text(&u.url))
         {
             text.push_str("\nScan to open it on a phone:\n");

@@ -16,6 +16,9 @@ pub struct ShareUrl {
     /// True for an address of the local network; false for loopback, which
     /// only works on this computer.
     pub lan: bool,
+    /// True for the board's `.local` name (`--mdns`) rather than an address.
+    /// Phones resolve such names unevenly, so QR codes keep to an address.
+    pub named: bool,
 }
 
 /// The non-loopback IPv4 addresses of the interfaces that are up.
@@ -46,6 +49,7 @@ pub fn share_urls(scheme: &str, bind: IpAddr, port: u16, lan: &[Ipv4Addr]) -> Ve
         urls.extend(lan.iter().map(|&ip| ShareUrl {
             url: url(IpAddr::V4(ip)),
             lan: true,
+            named: false,
         }));
         let local = match bind {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -54,14 +58,38 @@ pub fn share_urls(scheme: &str, bind: IpAddr, port: u16, lan: &[Ipv4Addr]) -> Ve
         urls.push(ShareUrl {
             url: url(local),
             lan: false,
+            named: false,
         });
     } else {
         urls.push(ShareUrl {
             url: url(bind),
             lan: !bind.is_loopback(),
+            named: false,
         });
     }
     urls
+}
+
+/// Puts the URL of the board's `.local` name (`--mdns`) before the addresses
+/// in `urls`: it reaches whoever the first address reaches.
+pub fn add_name(urls: &mut Vec<ShareUrl>, scheme: &str, host: &str, port: u16) {
+    let lan = urls.first().is_some_and(|u| u.lan);
+    urls.insert(
+        0,
+        ShareUrl {
+            url: format!("{scheme}://{host}:{port}"),
+            lan,
+            named: true,
+        },
+    );
+}
+
+/// The URL a QR code encodes: the first address, a LAN one if there is one,
+/// never the `.local` name.
+pub fn qr_url(urls: &[ShareUrl]) -> Option<&ShareUrl> {
+    let mut addresses = urls.iter().filter(|u| !u.named);
+    let first = addresses.clone().next();
+    addresses.find(|u| u.lan).or(first)
 }
 
 /// The startup banner: which address to send, which is local only.
@@ -73,11 +101,14 @@ pub fn banner(urls: &[ShareUrl]) -> String {
     } else {
         text.push_str("Only this computer can reach the board (no network address to share):\n\n");
     }
+    let named = urls.iter().any(|u| u.named && u.lan);
     for u in urls {
-        let note = if u.lan {
-            "<- send this one to coworkers"
-        } else {
+        let note = if !u.lan {
             "(this computer only)"
+        } else if named && !u.named {
+            "(the same board, where the name does not open)"
+        } else {
+            "<- send this one to coworkers"
         };
         text.push_str(&format!("  {:width$}   {note}\n", u.url));
     }
@@ -135,7 +166,8 @@ mod tests {
             urls,
             [ShareUrl {
                 url: "http://127.0.0.1:9".into(),
-                lan: false
+                lan: false,
+                named: false,
             }]
         );
         let urls = share_urls("http", "::1".parse().unwrap(), 9, &LAN);
@@ -149,6 +181,32 @@ mod tests {
         assert!(lan_line.contains("send this one"));
         let local_line = text.lines().find(|l| l.contains("127.0.0.1")).unwrap();
         assert!(local_line.contains("this computer only"));
+    }
+
+    #[test]
+    fn a_name_comes_first_with_the_addresses_as_its_fallback() {
+        let mut urls = share_urls("http", "0.0.0.0".parse().unwrap(), 4000, &LAN);
+        add_name(&mut urls, "http", "lanboard.local", 4000);
+        assert_eq!(urls[0].url, "http://lanboard.local:4000");
+        let text = banner(&urls);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("http")).collect();
+        assert!(lines[0].contains("lanboard.local") && lines[0].contains("send this one"));
+        assert!(lines[1].contains("10.0.0.5") && lines[1].contains("where the name does not"));
+        assert!(lines[3].contains("127.0.0.1") && lines[3].contains("this computer only"));
+    }
+
+    #[test]
+    fn the_qr_code_keeps_to_an_address_when_a_name_is_shown() {
+        let mut urls = share_urls("http", "0.0.0.0".parse().unwrap(), 4000, &LAN);
+        add_name(&mut urls, "http", "lanboard.local", 4000);
+        assert_eq!(qr_url(&urls).unwrap().url, "http://10.0.0.5:4000");
+        let mut local = share_urls("http", "127.0.0.1".parse().unwrap(), 4000, &LAN);
+        add_name(&mut local, "http", "lanboard.local", 4000);
+        let only = qr_url(&local).unwrap();
+        assert_eq!(
+            (only.url.as_str(), only.lan),
+            ("http://127.0.0.1:4000", false)
+        );
     }
 
     #[test]

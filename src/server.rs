@@ -1,8 +1,9 @@
 //! Starting and stopping a board. [`Server::build`] goes step by step: opens
 //! the store the flags chose, opens the board on it with its live feed,
 //! starts the writer, makes the guard, binds the socket (so `--port 0` knows
-//! its port before anything is printed) and wires the routes. [`Server::run`]
-//! then serves until a shutdown future fires (or the writer thread fails).
+//! its port before anything is printed), claims its `--mdns` name and wires
+//! the routes. [`Server::run`] then serves until a shutdown future fires (or
+//! the writer thread fails).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use actix_web::{web, App};
 use crate::board::{Board, BoardConfig};
 use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
+use crate::mdns::{self, Advert, MdnsError};
 use crate::net::{self, ShareUrl};
 use crate::store::{
     random_token, Access, Feed, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError,
@@ -83,6 +85,8 @@ pub struct Config {
     /// How hard a commit waits for the disk.
     pub sync: SyncMode,
     pub qr: bool,
+    /// The name to advertise as NAME.local (`--mdns`), already checked.
+    pub mdns: Option<String>,
     pub workers: usize,
     pub session: SessionConfig,
     pub guard: GuardConfig,
@@ -115,6 +119,8 @@ pub enum StartError {
     },
     #[error("cannot use the TLS certificate or key: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Mdns(#[from] MdnsError),
     #[error("cannot open the history: {0}")]
     Store(#[from] StoreError),
     #[error(
@@ -133,6 +139,8 @@ pub struct Server {
     writer: Writer,
     sessions: Sessions,
     urls: Vec<ShareUrl>,
+    /// The `--mdns` name, withdrawn when dropped.
+    mdns: Option<Advert>,
     local_addr: SocketAddr,
     grace: Duration,
     storage: String,
@@ -141,7 +149,8 @@ pub struct Server {
 
 impl Server {
     /// Opens the store, the board and its feed, starts the writer, makes the
-    /// guard, binds the socket and wires the routes, in that order. Must be
+    /// guard, binds the socket, claims the `--mdns` name (which waits for its
+    /// probes, about a second) and wires the routes, in that order. Must be
     /// called inside the actix runtime (`#[actix_web::main]` or
     /// `actix_web::rt::System`).
     pub fn build(config: Config) -> Result<Server, StartError> {
@@ -157,14 +166,21 @@ impl Server {
         } else {
             "http"
         };
-        let urls = net::share_urls(
-            scheme,
-            config.bind,
-            local_addr.port(),
-            &net::lan_ipv4_addresses(),
-        );
+        let lan = net::lan_ipv4_addresses();
+        let mut urls = net::share_urls(scheme, config.bind, local_addr.port(), &lan);
         let tls = match &config.tls {
             Some((cert, key)) => Some(crate::tls::config(cert, key)?),
+            None => None,
+        };
+        // Claimed once nothing else can fail to start, so that a board that
+        // does not start never announces itself.
+        let mdns = match &config.mdns {
+            Some(name) => {
+                let addresses = mdns::addresses(config.bind, &lan);
+                let advert = Advert::start(name, &addresses, local_addr.port(), scheme)?;
+                net::add_name(&mut urls, scheme, &advert.host(), local_addr.port());
+                Some(advert)
+            }
             None => None,
         };
         let password = config.guard.password.is_some();
@@ -175,6 +191,7 @@ impl Server {
             writer,
             session: config.session,
             urls: urls.iter().map(|u| u.url.clone()).collect(),
+            qr_url: net::qr_url(&urls).map(|u| u.url.clone()),
             guard,
             sessions: sessions.clone(),
         });
@@ -186,6 +203,7 @@ impl Server {
             writer,
             sessions,
             urls,
+            mdns,
             local_addr,
             grace: config.shutdown_grace,
             storage,
@@ -201,6 +219,12 @@ impl Server {
         &self.urls
     }
 
+    /// For the banner, when the `--mdns` name asked for was taken and the
+    /// board took another.
+    pub fn name_notice(&self) -> Option<String> {
+        self.mdns.as_ref().and_then(Advert::notice)
+    }
+
     /// True when a passphrase protects the board.
     pub fn has_password(&self) -> bool {
         self.password
@@ -213,8 +237,9 @@ impl Server {
 
     /// Serves until `shutdown` completes, then closes every connection with a
     /// close frame and stops.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
         let handle = self.server.handle();
+        let mdns = self.mdns.take();
         let presence = actix_web::rt::spawn(self.board.clone().run_presence());
         let mut server = actix_web::rt::spawn(self.server);
         let mut outcome = Ok(());
@@ -235,6 +260,9 @@ impl Server {
             () = shutdown => {}
         }
         log::info!("shutting down");
+        // The name goes first, so that no one is sent to a closing board;
+        // its goodbyes take a moment, spent while connections close.
+        let goodbye = actix_web::rt::task::spawn_blocking(move || drop(mdns));
         // Every connection's queue ends, so each sends its close frame; the
         // workers stop only once they all have (or the grace time is over),
         // since stopping a worker ends the connections it runs at once.
@@ -246,6 +274,8 @@ impl Server {
         // keeps a stuck connection from holding the process.
         let _ = tokio::time::timeout(self.grace + Duration::from_secs(1), stop).await;
         presence.abort();
+        // A failed goodbye task has nothing left to undo: the process ends.
+        let _ = goodbye.await;
         outcome
     }
 }
