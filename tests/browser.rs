@@ -1,5 +1,6 @@
 //! The web client in a real browser: headless Chromium driven through
-//! chromedriver (WebDriver), against the real binary on 127.0.0.1.
+//! chromedriver (WebDriver, spoken by fantoccini), against the real binary
+//! on 127.0.0.1.
 //!
 //! Each test starts its own board, its own chromedriver on a free loopback
 //! port and one fresh Chromium profile per page; all of them are stopped when
@@ -10,14 +11,15 @@
 //! (`common::redis`); without one they say SKIPPED and pass, except under
 //! `CI=true`.
 //!
-//! WebDriver is JSON over HTTP; the few commands these tests need are spoken
-//! directly by the `Chrome`/`Page` helpers below rather than through a client
-//! crate, whose HTTP stack would need its own connector dependency.
+//! The `Page` helpers below wrap fantoccini's client so the tests read as
+//! what a person does (`type_into`, `click`, `wait_for`); the few commands
+//! fantoccini has no method for (a cookie's flags, chromedriver's DevTools
+//! bridge) go through `Page::must` as raw WebDriver commands.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,8 +28,12 @@ use std::time::{Duration, Instant};
 
 use common::redis::{Persistence, Redis};
 use common::{Board, WAIT};
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::Locator;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long one WebDriver command may take (navigation waits for the page load).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,8 +41,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
 /// The key WebDriver sends for Enter.
 const ENTER: &str = "\u{E007}";
-/// The W3C key under which WebDriver returns an element reference.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 // ---- Finding the browser ---------------------------------------------------
 
@@ -72,108 +76,43 @@ fn chrome() -> Option<Chrome> {
     None
 }
 
-// ---- WebDriver over HTTP ---------------------------------------------------
+// ---- WebDriver through fantoccini -------------------------------------------
 
-/// An answer of chromedriver other than success.
-#[derive(Debug)]
-struct WebDriverError {
-    status: u16,
-    error: String,
-    message: String,
-}
-
-impl std::fmt::Display for WebDriverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {} {}: {}", self.status, self.error, self.message)
-    }
-}
-
-/// One WebDriver command: `method path` with a JSON body; returns `value`.
-async fn command(
-    driver: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &Value,
-) -> Result<Value, WebDriverError> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(driver).await?;
-        // chromedriver refuses a body on GET, even `null`.
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {driver}\r\nConnection: close\r\n\
-             Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        read_response(&mut stream).await
-    };
-    let (status, body) = tokio::time::timeout(COMMAND_TIMEOUT, exchange)
+/// Awaits one WebDriver exchange, for at most `COMMAND_TIMEOUT`.
+async fn in_time<T>(
+    what: &str,
+    exchange: impl std::future::Future<Output = Result<T, CmdError>>,
+) -> Result<T, CmdError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|_| {
-            panic!("chromedriver took over {COMMAND_TIMEOUT:?} for {method} {path}")
-        })
-        .unwrap_or_else(|e| panic!("chromedriver {method} {path}: {e}"));
-    let json: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-        panic!(
-            "{method} {path}: the answer is not JSON ({e}): {}",
-            String::from_utf8_lossy(&body)
-        )
-    });
-    let value = json.get("value").cloned().unwrap_or(Value::Null);
-    if status == 200 {
-        Ok(value)
-    } else {
-        Err(WebDriverError {
-            status,
-            error: value["error"].as_str().unwrap_or_default().to_owned(),
-            message: value["message"].as_str().unwrap_or_default().to_owned(),
-        })
-    }
+        .unwrap_or_else(|_| panic!("chromedriver took over {COMMAND_TIMEOUT:?} for {what}"))
 }
 
-/// Reads one HTTP/1.1 response: the status and a body of `Content-Length`
-/// bytes. chromedriver keeps connections open even when asked to close, so
-/// reading to the end of the stream would wait for its idle timeout.
-async fn read_response(stream: &mut tokio::net::TcpStream) -> std::io::Result<(u16, Vec<u8>)> {
-    let broken = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            return Err(broken("the connection closed inside the headers"));
-        }
-        raw.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| broken("no status line"))?;
-    let length: usize = head
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse().ok())
-        .ok_or_else(|| broken("no Content-Length"))?;
-    let mut body = raw.split_off(head_end);
-    while body.len() < length {
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            return Err(broken("the connection closed inside the body"));
-        }
-        body.extend_from_slice(&chunk[..read]);
+/// A command of this session that fantoccini has no method for: `method` on
+/// `/session/{id}{path}` with a JSON `body` (none when `Null`).
+#[derive(Debug)]
+struct SessionCommand {
+    method: http::Method,
+    path: String,
+    body: Value,
+}
+
+impl WebDriverCompatibleCommand for SessionCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        // A Page exists only once its session was created (see `Chrome::open`).
+        let id = session_id.expect("a page's commands are sent within its session");
+        base_url.join(&format!("session/{id}{}", self.path))
     }
-    body.truncate(length);
-    Ok((status, body))
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        // chromedriver refuses a body on GET, even `null`.
+        let body = (!self.body.is_null()).then(|| self.body.to_string());
+        (self.method.clone(), body)
+    }
 }
 
 /// A chromedriver process on a free loopback port; killed when dropped.
@@ -254,7 +193,7 @@ impl Chrome {
             format!("--window-size={width},{height}"),
         ];
         let downloads = profile.path().join("downloads");
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
+        let capabilities = json!({
             "browserName": "chrome",
             // An alert must stay open so a test can see it, not be dismissed.
             "unhandledPromptBehavior": "ignore",
@@ -266,16 +205,20 @@ impl Chrome {
                     "download.prompt_for_download": false,
                 },
             },
-        }}});
-        let session = command(self.addr, "POST", "/session", &capabilities)
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("json!({{..}}) is an object")
+        };
+        // chromedriver listens on loopback only, so plain HTTP: no TLS connector.
+        let mut builder = fantoccini::ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(capabilities);
+        let driver = format!("http://{}", self.addr);
+        let client = tokio::time::timeout(COMMAND_TIMEOUT, builder.connect(&driver))
             .await
+            .unwrap_or_else(|_| panic!("Chromium did not start within {COMMAND_TIMEOUT:?}"))
             .unwrap_or_else(|e| panic!("Chromium did not start: {e}"));
         let page = Page {
-            driver: self.addr,
-            id: session["sessionId"]
-                .as_str()
-                .expect("a new session has an id")
-                .to_owned(),
+            client,
             downloads,
             _profile: profile,
         };
@@ -317,24 +260,28 @@ impl Screen {
     }
 }
 
-/// One browser session showing one page; the browser quits when dropped.
+/// One browser session showing one page. Dropping it ends the session in
+/// the background (fantoccini's session task sends the DELETE); a browser
+/// still open when the test ends goes with chromedriver's process group.
 struct Page {
-    driver: SocketAddr,
-    id: String,
+    client: fantoccini::Client,
     /// Where the browser saves downloads, inside its profile.
     downloads: PathBuf,
     _profile: tempfile::TempDir,
 }
 
 impl Page {
-    async fn call(&self, method: &str, path: &str, body: Value) -> Result<Value, WebDriverError> {
-        command(
-            self.driver,
-            method,
-            &format!("/session/{}{path}", self.id),
-            &body,
-        )
-        .await
+    /// A raw WebDriver command of this session: `method` on `path` (after
+    /// `/session/{id}`) with a JSON `body` (`Null` for none); returns `value`.
+    async fn call(&self, method: &str, path: &str, body: Value) -> Result<Value, CmdError> {
+        let command = SessionCommand {
+            method: method
+                .parse()
+                .unwrap_or_else(|e| panic!("{method} is not an HTTP method: {e}")),
+            path: path.to_owned(),
+            body,
+        };
+        in_time(&format!("{method} {path}"), self.client.issue_cmd(command)).await
     }
 
     async fn must(&self, method: &str, path: &str, body: Value) -> Value {
@@ -344,7 +291,9 @@ impl Page {
     }
 
     async fn goto(&self, url: &str) {
-        self.must("POST", "/url", json!({ "url": url })).await;
+        in_time(&format!("going to {url}"), self.client.goto(url))
+            .await
+            .unwrap_or_else(|e| panic!("going to {url} failed: {e}"));
     }
 
     /// Runs `script` (a function body; `return` gives the result) in the page.
@@ -352,13 +301,14 @@ impl Page {
         self.run_with(script, json!([])).await
     }
 
+    /// Runs `script` with `args` (a JSON array) as its `arguments`.
     async fn run_with(&self, script: &str, args: Value) -> Value {
-        self.must(
-            "POST",
-            "/execute/sync",
-            json!({ "script": script, "args": args }),
-        )
-        .await
+        let Value::Array(list) = args.clone() else {
+            panic!("the arguments of a script are an array, not {args}")
+        };
+        in_time("a script", self.client.execute(script, list))
+            .await
+            .unwrap_or_else(|e| panic!("the script failed ({e}) with {args}:\n{script}"))
     }
 
     /// Polls `script` until it returns something truthy, for at most `WAIT`.
@@ -397,69 +347,66 @@ impl Page {
         serde_json::from_value(ids).expect("ids are numbers")
     }
 
-    async fn find(&self, css: &str) -> String {
-        let found = self
-            .must(
-                "POST",
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        found[ELEMENT_KEY]
-            .as_str()
-            .unwrap_or_else(|| panic!("{css} is not an element: {found}"))
-            .to_owned()
+    async fn find(&self, css: &str) -> Element {
+        in_time(
+            &format!("finding {css}"),
+            self.client.find(Locator::Css(css)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("no element {css}: {e}"))
     }
 
     /// Types `text` into the element, as a person at a keyboard would.
     async fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css).await;
-        self.must(
-            "POST",
-            &format!("/element/{element}/value"),
-            json!({ "text": text }),
-        )
-        .await;
+        in_time(&format!("typing into {css}"), element.send_keys(text))
+            .await
+            .unwrap_or_else(|e| panic!("typing {text:?} into {css} failed: {e}"));
     }
 
     async fn clear(&self, css: &str) {
         let element = self.find(css).await;
-        self.must("POST", &format!("/element/{element}/clear"), json!({}))
-            .await;
+        in_time(&format!("clearing {css}"), element.clear())
+            .await
+            .unwrap_or_else(|e| panic!("clearing {css} failed: {e}"));
     }
 
     async fn click(&self, css: &str) {
         let element = self.find(css).await;
-        self.must("POST", &format!("/element/{element}/click"), json!({}))
-            .await;
+        in_time(&format!("clicking {css}"), element.click())
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css} failed: {e}"));
     }
 
     async fn title(&self) -> String {
-        let title = self.must("GET", "/title", Value::Null).await;
-        title.as_str().unwrap_or_default().to_owned()
+        in_time("the title", self.client.title())
+            .await
+            .unwrap_or_else(|e| panic!("reading the title failed: {e}"))
     }
 
     /// The text of an open alert, confirm or prompt, if any.
     async fn alert(&self) -> Option<String> {
-        match self.call("GET", "/alert/text", Value::Null).await {
-            Ok(text) => Some(text.as_str().unwrap_or_default().to_owned()),
-            Err(e) if e.error == "no such alert" => None,
+        match in_time("the alert text", self.client.get_alert_text()).await {
+            Ok(text) => Some(text),
+            Err(e) if e.is_no_such_alert() => None,
             Err(e) => panic!("asking for an alert failed: {e}"),
         }
     }
 
     async fn minimize(&self) {
-        self.must("POST", "/window/minimize", json!({})).await;
+        in_time("minimizing", self.client.minimize_window())
+            .await
+            .unwrap_or_else(|e| panic!("minimizing the window failed: {e}"));
     }
 
     async fn restore(&self) {
         let (width, height) = Screen::Desktop.size();
-        self.must(
-            "POST",
-            "/window/rect",
-            json!({"width": width, "height": height}),
+        in_time(
+            "restoring the window",
+            self.client.set_window_size(width, height),
         )
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("restoring the window failed: {e}"));
     }
 
     /// A Chrome DevTools command, through chromedriver's `goog/cdp/execute`.
@@ -474,26 +421,9 @@ impl Page {
 
     /// Ends the session: chromedriver closes the browser.
     async fn quit(self) {
-        // Drop does the work; this only names the moment in a test.
-        drop(self);
-    }
-}
-
-impl Drop for Page {
-    fn drop(&mut self) {
-        // Drop cannot await: a blocking DELETE ends the session. A browser
-        // that does not close is ended with chromedriver's process group.
-        let request = format!(
-            "DELETE /session/{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-            self.id, self.driver
-        );
-        if let Ok(mut stream) = StdTcpStream::connect_timeout(&self.driver, WAIT) {
-            // A failed DELETE is covered by the kill below.
-            let _ = stream.set_read_timeout(Some(WAIT));
-            let _ = stream.write_all(request.as_bytes());
-            // The answer comes once the browser has closed; its first bytes are enough.
-            let _ = stream.read(&mut [0u8; 64]);
-        }
+        in_time("ending the session", self.client.close())
+            .await
+            .unwrap_or_else(|e| panic!("ending the session failed: {e}"));
     }
 }
 

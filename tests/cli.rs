@@ -262,7 +262,8 @@ async fn sigterm_delivers_what_each_connection_had_queued_before_its_close_frame
 async fn an_idle_keep_alive_connection_does_not_hold_up_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut board = Board::start(&[]);
-    // A browser keeps the connection it loaded the page over open for more.
+    // A browser keeps the connection it loaded the page over open for more;
+    // raw, since the test needs that connection left open and idle.
     let mut idle = tokio::net::TcpStream::connect(board.addr).await.unwrap();
     idle.write_all(format!("GET /api/info HTTP/1.1\r\nHost: {}\r\n\r\n", board.addr).as_bytes())
         .await

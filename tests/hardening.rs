@@ -341,7 +341,8 @@ async fn a_client_that_never_reads_is_cut_off_while_everyone_else_gets_every_mes
 #[tokio::test]
 async fn a_connection_that_stops_answering_pings_is_dropped() {
     let board = Board::start(&["--heartbeat", "0.2", "--client-timeout", "1"]);
-    // A bare upgrade from a client that then goes silent and never reads.
+    // A bare upgrade from a client that then goes silent and never reads;
+    // raw, since a WebSocket library would answer the pings by itself.
     let mut silent = tokio::net::TcpStream::connect(board.addr).await.unwrap();
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -459,6 +460,8 @@ async fn connections_per_address_are_limited_but_this_computer_is_not() {
 }
 
 /// Sends a WebSocket upgrade request for `path` and reads the whole answer.
+/// Raw bytes: the handshakes are deliberately broken, which neither an HTTP
+/// nor a WebSocket client crate would send.
 async fn raw_upgrade(addr: std::net::SocketAddr, path: &str, version: &str) -> common::Response {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
@@ -529,6 +532,7 @@ async fn a_foreign_origin_is_refused_unless_allowed() {
             if let Some(origin) = origin {
                 headers.push(("Origin", origin));
             }
+            // Raw bytes: exactly these upgrade headers, and only the status line read.
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let mut request = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n");
             for (name, value) in headers {

@@ -53,7 +53,8 @@ fn upgrade_request(addr: SocketAddr, extra: &str) -> String {
     )
 }
 
-/// A client's raw socket, with what it has read and not yet taken.
+/// A client's raw socket, with what it has read and not yet taken: raw, since
+/// these tests are about the bytes on the wire, which no client crate would send.
 struct Raw {
     stream: TcpStream,
     read: Vec<u8>,

@@ -1,6 +1,7 @@
 //! Test support: the real `lanboard` binary on a free port with its own data
-//! file, a real WebSocket client that speaks protocol v1, and a minimal HTTP
-//! client. Every wait has a timeout, so a bug fails a test instead of hanging it.
+//! file, a real WebSocket client that speaks protocol v1, and an HTTP client
+//! (reqwest) behind `http`/`get`/`post`. Every wait has a timeout, so a bug
+//! fails a test instead of hanging it.
 #![allow(dead_code)]
 
 pub mod redis;
@@ -14,7 +15,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 /// How long any single wait in a test may take.
@@ -350,10 +350,11 @@ pub fn ids(messages: &[Value]) -> Vec<u64> {
         .collect()
 }
 
-/// A response of the minimal HTTP client.
+/// A response of the test HTTP client.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// Names in lower case, in the order the response gave them.
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
@@ -372,7 +373,13 @@ impl Response {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection.
+/// One HTTP/1.1 request over a fresh connection, closed after the answer.
+///
+/// It sends `headers` as given, plus `Host`, `Connection: close`,
+/// `Content-Length` for a body and `Content-Type: application/json` for a
+/// POST or a body unless `headers` name another (and reqwest's `Accept: */*`,
+/// which the board ignores). It never follows a redirect, keeps no cookies
+/// and decodes no compressed body: tests see the board's answer as sent.
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -380,68 +387,58 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
-    let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let what = format!("{method} http://{addr}{path}");
+    // A client per request: nothing is pooled, so each request has its own
+    // connection, as the per-address connection limits expect.
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(WAIT)
+        .build()
+        // Only a TLS backend or the system's resolver settings can fail to
+        // load, and this build has neither.
+        .expect("a plain HTTP client builds");
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .unwrap_or_else(|e| panic!("{what}: not an HTTP method: {e}"));
+    let mut request = client
+        .request(method.clone(), format!("http://{addr}{path}"))
+        .header("Connection", "close");
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        request = request.header(*name, *value);
     }
-    if !body.is_empty() || method == "POST" {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+    if !body.is_empty() || method == reqwest::Method::POST {
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header("Content-Type", "application/json");
+        }
+        request = request.body(body.to_owned());
     }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream
-        .write_all(request.as_bytes())
+    let response = request
+        .send()
         .await
-        .expect("send request");
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("response in time")
-        .expect("read response");
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .unwrap_or_else(|e| panic!("{what}: no response within {WAIT:?}: {e:?}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
         .collect();
-    let body = if raw.contains("transfer-encoding: chunked")
-        || raw.contains("Transfer-Encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
+    let body = response
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: the body of the {status} did not arrive: {e:?}"));
     Response {
         status,
         headers,
-        body,
+        body: String::from_utf8_lossy(&body).into_owned(),
     }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-    out
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
