@@ -42,16 +42,6 @@ async fn receives(client: &mut Client, text: &str) {
     while client.next_event("message-added").await["data"]["message"] != text {}
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc")
-}
-
 async fn online(board: &Board) -> u64 {
     get(board.addr, "/api/info").await.json()["online"]
         .as_u64()
@@ -290,7 +280,7 @@ async fn a_client_that_never_reads_is_cut_off_while_everyone_else_gets_every_mes
     let mut reader = Client::connect(&board.ws_url()).await;
     let writer = Client::connect(&board.ws_url()).await;
     wait_for_online(&board, 3).await;
-    let rss_before = rss_kib(board.pid());
+    let rss_before = common::rss_kib(board.pid());
 
     const COUNT: u64 = 10_000;
     let body = "z".repeat(1000);
@@ -330,7 +320,7 @@ async fn a_client_that_never_reads_is_cut_off_while_everyone_else_gets_every_mes
         "the reader got all, in order"
     );
     wait_for_online(&board, 2).await;
-    let rss_after = rss_kib(board.pid());
+    let rss_after = common::rss_kib(board.pid());
     assert!(
         rss_after < rss_before + 64 * 1024,
         "memory stays bounded: {rss_before} KiB before, {rss_after} KiB after"

@@ -28,15 +28,7 @@ const SETTLED_GROWTH: u64 = 40 * MIB;
 
 /// The resident memory of process `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status is readable on Linux: {e}"));
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"));
-    kib * 1024
+    common::rss_kib(pid) * 1024
 }
 
 /// Samples the RSS of `pid` every few milliseconds until dropped, keeping the peak.

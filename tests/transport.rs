@@ -152,16 +152,6 @@ impl Raw {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc")
-}
-
 /// The board still takes and answers a post over HTTP.
 async fn board_still_works(board: &Board) {
     let posted = common::post(board.addr, "/api/messages", r#"{"message":"still here"}"#).await;
@@ -173,7 +163,7 @@ async fn a_header_declaring_two_to_the_62_bytes_is_closed_with_1009_within_a_sec
 ) {
     let board = Board::start(&[]);
     let mut raw = Raw::upgraded(board.addr).await;
-    let before = rss_kib(board.pid());
+    let before = common::rss_kib(board.pid());
     let sent = Instant::now();
     raw.write(&header(true, TEXT, 1 << 62)).await;
     assert_eq!(raw.close_code().await, 1009);
@@ -198,7 +188,7 @@ async fn a_header_declaring_two_to_the_62_bytes_is_closed_with_1009_within_a_sec
     tokio::time::timeout(Duration::from_secs(30), streaming)
         .await
         .expect("streaming ends in time");
-    let grown = rss_kib(board.pid()).saturating_sub(before);
+    let grown = common::rss_kib(board.pid()).saturating_sub(before);
     assert!(
         grown < 8 * 1024,
         "the server's RSS grew by {grown} KiB while {streamed} bytes were streamed at it"

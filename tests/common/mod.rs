@@ -448,3 +448,15 @@ pub async fn get(addr: SocketAddr, path: &str) -> Response {
 pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Response {
     http(addr, "POST", path, &[], body).await
 }
+
+/// The resident memory of process `pid`, in KiB, from `/proc` (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status is readable on Linux: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
