@@ -87,7 +87,7 @@ impl TokenBucket {
 }
 
 /// The access rules, set from the flags.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GuardConfig {
     pub password: Option<String>,
     /// Origins allowed besides the board's own, as `scheme://host[:port]`.

@@ -43,12 +43,11 @@ struct Writing {
 }
 
 /// How long a commit waits for the disk (SQLite's `synchronous` in WAL mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyncMode {
     /// A commit is written to the OS before anyone hears of the message: it
     /// survives a crash or `kill -9` of lanboard, but the last commits before a
     /// power cut or OS crash may be lost (the file itself never corrupts).
-    #[default]
     Normal,
     /// Every commit also waits for the disk (fsync): messages survive a power
     /// cut too, at the cost of a disk flush (often milliseconds) per commit.
