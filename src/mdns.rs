@@ -59,13 +59,23 @@ pub fn check_name(name: &str) -> Result<String, &'static str> {
     }
 }
 
-/// The addresses `NAME.local` stands for: the LAN addresses the banner shows
-/// when the board listens on every interface, else the one it is bound to.
-pub fn addresses(bind: IpAddr, lan: &[std::net::Ipv4Addr]) -> Vec<IpAddr> {
-    if bind.is_unspecified() {
-        lan.iter().map(|&ip| IpAddr::V4(ip)).collect()
-    } else {
-        vec![bind]
+/// The addresses `NAME.local` stands for, those the board listens on: with
+/// `0.0.0.0` the LAN's IPv4 addresses the banner shows (A records), with
+/// `::` those and the IPv6 ones too (AAAA records), else the one it is
+/// bound to.
+pub fn addresses(
+    bind: IpAddr,
+    lan: &[std::net::Ipv4Addr],
+    lan6: &[std::net::Ipv6Addr],
+) -> Vec<IpAddr> {
+    let v4 = lan.iter().map(|&ip| IpAddr::V4(ip));
+    match bind {
+        IpAddr::V4(any) if any.is_unspecified() => v4.collect(),
+        // `::` takes IPv4 connections too (the socket is dual-stack).
+        IpAddr::V6(any) if any.is_unspecified() => {
+            v4.chain(lan6.iter().map(|&ip| IpAddr::V6(ip))).collect()
+        }
+        one => vec![one],
     }
 }
 
@@ -264,11 +274,22 @@ mod tests {
     }
 
     #[test]
-    fn all_interfaces_advertise_the_lan_addresses_and_a_bound_one_itself() {
+    fn every_interface_advertises_the_lan_addresses_ipv6_too_on_dual_stack_and_a_bound_one_itself()
+    {
         let lan = ["192.168.1.20".parse().unwrap(), "10.0.0.5".parse().unwrap()];
-        let all = addresses("0.0.0.0".parse().unwrap(), &lan);
+        let lan6 = ["2001:db8::20".parse().unwrap()];
+        let all = addresses("0.0.0.0".parse().unwrap(), &lan, &lan6);
         assert_eq!(all, [IpAddr::from(lan[0]), IpAddr::from(lan[1])]);
-        let one = addresses("192.168.1.20".parse().unwrap(), &lan);
+        let dual = addresses("::".parse().unwrap(), &lan, &lan6);
+        assert_eq!(
+            dual,
+            [
+                IpAddr::from(lan[0]),
+                IpAddr::from(lan[1]),
+                IpAddr::from(lan6[0])
+            ]
+        );
+        let one = addresses("192.168.1.20".parse().unwrap(), &lan, &lan6);
         assert_eq!(one, ["192.168.1.20".parse::<IpAddr>().unwrap()]);
     }
 }

@@ -37,6 +37,27 @@ pub fn lan_ipv4_addresses() -> Vec<Ipv4Addr> {
     addresses
 }
 
+/// The IPv6 addresses of the interfaces that are up, but for loopback and
+/// link-local ones (which need an interface named beside them to be used).
+pub fn lan_ipv6_addresses() -> Vec<Ipv6Addr> {
+    let interfaces = if_addrs::get_if_addrs().unwrap_or_default();
+    let mut addresses: Vec<Ipv6Addr> = interfaces
+        .iter()
+        .filter(|i| !i.is_loopback() && i.oper_status != if_addrs::IfOperStatus::Down)
+        .filter_map(|i| match i.ip() {
+            IpAddr::V6(v6)
+                if !v6.is_loopback() && !v6.is_unspecified() && !v6.is_unicast_link_local() =>
+            {
+                Some(v6)
+            }
+            _ => None,
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
 /// The URLs to share for a server bound to `bind` on `port`: every LAN
 /// address first (the ones to send to coworkers), then the local one.
 pub fn share_urls(scheme: &str, bind: IpAddr, port: u16, lan: &[Ipv4Addr]) -> Vec<ShareUrl> {

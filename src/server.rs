@@ -176,7 +176,7 @@ impl Server {
         // does not start never announces itself.
         let mdns = match &config.mdns {
             Some(name) => {
-                let addresses = mdns::addresses(config.bind, &lan);
+                let addresses = mdns::addresses(config.bind, &lan, &net::lan_ipv6_addresses());
                 let advert = Advert::start(name, &addresses, local_addr.port(), scheme)?;
                 net::add_name(&mut urls, scheme, &advert.host(), local_addr.port());
                 Some(advert)

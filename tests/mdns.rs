@@ -23,6 +23,8 @@ const INSIDE: &str = "LANBOARD_TEST_PRIVATE_NETWORK";
 /// no real network routes.
 const LAN_A: &str = "192.0.2.10";
 const LAN_B: &str = "192.0.2.11";
+/// The stand-in LAN's IPv6 address, from the documentation prefix (RFC 3849).
+const LAN_V6: &str = "2001:db8::10";
 
 /// Makes the namespace's network and runs the rest of the command in it.
 /// `lo` gets multicast (off by default) and the stand-in addresses; the
@@ -32,6 +34,7 @@ ip link set lo up
 ip link set lo multicast on
 ip addr add 192.0.2.10/24 dev lo
 ip addr add 192.0.2.11/24 dev lo
+ip -6 addr add 2001:db8::10/64 dev lo nodad
 ip route add 224.0.0.0/4 dev lo
 exec \"$@\"";
 
@@ -382,6 +385,30 @@ fn the_name_resolves_to_the_board_and_its_service_is_browsable() {
                 posted.starts_with("HTTP/1.1 20"),
                 "a post by the name is taken:\n{posted}"
             );
+            board.terminate();
+        },
+    );
+}
+
+#[test]
+fn a_board_on_both_ip_versions_gives_its_name_ipv6_addresses_too() {
+    in_private_network(
+        "a_board_on_both_ip_versions_gives_its_name_ipv6_addresses_too",
+        || {
+            let board = Board::start(&["--bind", "::", "--mdns", "dual"]);
+            let resolver = Resolver::new();
+            let expected: HashSet<IpAddr> = [LAN_A, LAN_B, LAN_V6]
+                .iter()
+                .map(|ip| ip.parse().expect("a test address"))
+                .collect();
+            // A and AAAA records may arrive in separate answers.
+            let deadline = std::time::Instant::now() + WAIT;
+            let mut found = resolver.addresses("dual.local");
+            while found != expected && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                found.extend(resolver.addresses("dual.local"));
+            }
+            assert_eq!(found, expected);
             board.terminate();
         },
     );
