@@ -192,6 +192,22 @@ impl Board {
         }
     }
 
+    /// Waits until the board logs a line containing `needle` (the log is
+    /// read on a thread of its own, so a line written before the banner may
+    /// still be on its way); false if none did within `WAIT`.
+    fn logs(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while let Ok(line) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// What the board logged so far.
     fn log(&self) -> String {
         self.stderr.try_iter().collect::<Vec<_>>().join("\n")
@@ -433,7 +449,7 @@ fn a_second_board_with_a_taken_name_takes_name_2_and_says_so() {
                 "the banner says why:\n{}",
                 second.banner
             );
-            assert!(second.log().contains("twin-2.local"), "the log says so too");
+            assert!(second.logs("twin-2.local"), "the log says so too");
 
             let resolver = Resolver::new();
             let a: IpAddr = LAN_A.parse().expect("a test address");
