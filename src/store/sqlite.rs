@@ -432,20 +432,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_version_1_file_is_upgraded_and_keeps_its_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v1.db");
-        Connection::open(&path)
+    /// Writes a lanboard file as schema `version` wrote it: the messages
+    /// table, `tables` of that version, and one message "from version N".
+    fn write_old_file(path: &Path, version: i64, tables: &str) {
+        Connection::open(path)
             .unwrap()
             .execute_batch(&format!(
                 "CREATE TABLE messages (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
                      message TEXT NOT NULL, time INTEGER NOT NULL);
-                 INSERT INTO messages VALUES (1, 'ada', 'from version 1', 5);
+                 {tables}
+                 INSERT INTO messages VALUES (1, 'ada', 'from version {version}', 5);
                  PRAGMA application_id = {APPLICATION_ID};
-                 PRAGMA user_version = 1;"
+                 PRAGMA user_version = {version};"
             ))
             .unwrap();
+    }
+
+    fn schema_version(log: &SqliteLog) -> i64 {
+        log.reader
+            .lock()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_file_is_upgraded_and_keeps_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        write_old_file(&path, 1, "");
         let log = open(&path);
         assert_eq!(log.after(0, 10).unwrap()[0].message, "from version 1");
         let cid = |text| {
@@ -460,40 +474,20 @@ mod tests {
             log.append(cid("new"), 7).unwrap()[0],
             Appended::Repeat(_)
         ));
-        let version: i64 = log
-            .reader
-            .lock()
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(schema_version(&log), SCHEMA_VERSION);
     }
 
     #[test]
     fn a_version_2_file_is_upgraded_and_keeps_its_messages_and_then_its_secret() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v2.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(&format!(
-                "CREATE TABLE messages (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
-                     message TEXT NOT NULL, time INTEGER NOT NULL);
-                 {CREATE_CIDS}
-                 INSERT INTO messages VALUES (1, 'ada', 'from version 2', 5);
-                 PRAGMA application_id = {APPLICATION_ID};
-                 PRAGMA user_version = 2;"
-            ))
-            .unwrap();
+        write_old_file(&path, 2, CREATE_CIDS);
         let log = open(&path);
         assert_eq!(log.after(0, 10).unwrap()[0].message, "from version 2");
         assert_eq!(log.shared_secret("first").unwrap(), "first");
         drop(log);
         let log = open(&path);
-        let version: i64 = log
-            .reader
-            .lock()
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(schema_version(&log), SCHEMA_VERSION);
         assert_eq!(log.shared_secret("second").unwrap(), "first");
     }
 

@@ -200,20 +200,26 @@ impl Socket {
                     return Ok(message);
                 }
             }
-            self.release_buffer();
-            // A frame within the limit fits in this room whole, and every
-            // whole frame was decoded above, so there is always room left.
-            let room = (self.max_message + MAX_HEADER).saturating_sub(self.unread.len());
-            if room == 0 {
-                return Err(broken(CloseCode::Size, "frame too large"));
-            }
-            match self.stream.read_into(&mut self.unread, room).await {
-                Ok(0) => return Err(ReadError::Gone),
-                Ok(_) => {}
-                Err(error) => {
-                    log::debug!("read failed: {error}");
-                    return Err(ReadError::Gone);
-                }
+            self.read_more().await?;
+        }
+    }
+
+    /// Reads what the socket has next into the (released if empty) buffer,
+    /// never past the limit plus one header.
+    async fn read_more(&mut self) -> Result<(), ReadError> {
+        self.release_buffer();
+        // A frame within the limit fits in this room whole, and every whole
+        // frame was decoded before this is called, so there is always room.
+        let room = (self.max_message + MAX_HEADER).saturating_sub(self.unread.len());
+        if room == 0 {
+            return Err(broken(CloseCode::Size, "frame too large"));
+        }
+        match self.stream.read_into(&mut self.unread, room).await {
+            Ok(0) => Err(ReadError::Gone),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                log::debug!("read failed: {error}");
+                Err(ReadError::Gone)
             }
         }
     }
@@ -238,14 +244,8 @@ impl Socket {
                 Err(_) if self.unread.len() < buffered || self.skip > 0 => continue,
                 Err(_) => return,
             }
-            self.release_buffer();
-            let room = (self.max_message + MAX_HEADER).saturating_sub(self.unread.len());
-            if room == 0 {
+            if self.read_more().await.is_err() {
                 return;
-            }
-            match self.stream.read_into(&mut self.unread, room).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
             }
         }
     }
