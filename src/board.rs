@@ -9,12 +9,19 @@
 //! held across an `.await` or any I/O: queuing is a `try_send` of a shared,
 //! already serialised frame, which is why a plain sync mutex is right here.
 //!
-//! Messages enter only through [`Board::publish`], called once the store has
-//! committed them: by the writer thread when this process is the store's only
+//! Messages enter, change and go only through [`Board::publish`], called
+//! once the store has committed them: by the writer thread when this process is the store's only
 //! writer (see `writer.rs`), or by the store's tail when several processes
 //! share it (see `store/redis.rs`), which sees the board only as the
-//! [`Follower`] it implements here. Either way in id order. The board reads
-//! its [`Log`] for history older than its window and never writes to it.
+//! [`Follower`] it implements here. Either way in the board's one order. The
+//! board reads its [`Log`] for history older than its window and never
+//! writes to it.
+//!
+//! Edits and deletions take ids from the same counter as posts: the window
+//! holds each message in its current form (a deleted one leaves it), and the
+//! hub keeps the latest change of each recently changed message, so a
+//! client resuming with `?since=` learns, in the same critical section as
+//! it subscribes, what changed among the messages it already has.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,7 +34,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::{self, Message};
-use crate::store::{Follower, Log, StoreError};
+use crate::store::{Event, Follower, Log, StoreError};
 use crate::ws;
 
 /// One message as the board keeps it: its id and its `message-added` frame,
@@ -134,8 +141,13 @@ struct Hub {
     window: VecDeque<Arc<Entry>>,
     /// True while the window holds the whole history, so reads need no store.
     complete: bool,
-    /// Id of the newest message published.
+    /// The last id published: a post's or a change's.
     last_id: u64,
+    /// The latest change of each message changed after `changes_from`, in
+    /// change order: what a client resuming after `changes_from` needs.
+    changes: VecDeque<Change>,
+    /// Every change after this id is in `changes`; before it, in the store.
+    changes_from: u64,
     /// The history's epoch, for a store that can lose its history and begin
     /// anew (Redis): sent in `messages-available`, so a client resuming with
     /// an older one learns that what it shows is gone. Kept beside the window
@@ -143,6 +155,13 @@ struct Hub {
     epoch: Option<String>,
     subscribers: HashMap<u64, Subscriber>,
     next_subscriber: u64,
+}
+
+/// A message's latest change, as the frame a resuming client is sent.
+struct Change {
+    change: u64,
+    id: u64,
+    frame: Arc<str>,
 }
 
 /// The hub's end of a subscription.
@@ -186,6 +205,8 @@ impl Board {
         let window_len = config.window.max(config.history);
         let recent = log.before(u64::MAX, window_len)?;
         let last_id = log.last_id()?;
+        // A store with fewer messages than the window holds them all, even
+        // when edits and deletions have taken ids beyond the newest.
         let epoch = log.epoch();
         let complete = recent.len() < window_len;
         let board = Board {
@@ -194,6 +215,8 @@ impl Board {
                     window: recent.iter().map(|m| Arc::new(Entry::new(m))).collect(),
                     complete,
                     last_id,
+                    changes: VecDeque::new(),
+                    changes_from: last_id,
                     epoch,
                     subscribers: HashMap::new(),
                     next_subscriber: 0,
@@ -215,23 +238,50 @@ impl Board {
         &self.shared.config
     }
 
-    /// Adds committed messages, in id order, to the window and queues each to
-    /// every subscriber. Called only by the store's feed (the writer thread or
-    /// the store's tail), which delivers in id order, so all subscribers see
-    /// one order.
-    pub fn publish<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) {
-        let entries: Vec<Arc<Entry>> = messages
-            .into_iter()
-            .map(|m| Arc::new(Entry::new(m)))
-            .collect();
-        let item: Outgoing = entries.iter().map(|e| e.wire.clone()).collect();
+    /// Applies committed events, in the board's order, to the window and
+    /// queues each one's frame to every subscriber. Called only by the
+    /// store's feed (the writer thread or the store's tail), which delivers
+    /// in order, so all subscribers see one order.
+    pub fn publish<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
+        let events: Vec<&Event> = events.into_iter().collect();
+        // Frames are built before the lock is taken.
+        let built: Vec<Built> = events.iter().map(|event| Built::new(event)).collect();
+        let item: Outgoing = built.iter().map(|b| b.wire()).collect();
+        let window = self.shared.config.window;
         let mut hub = self.shared.hub.lock();
-        for entry in &entries {
-            hub.last_id = entry.id;
-            hub.window.push_back(entry.clone());
-            if hub.window.len() > self.shared.config.window {
-                hub.window.pop_front();
-                hub.complete = false;
+        for (event, built) in events.into_iter().zip(built) {
+            hub.last_id = hub.last_id.max(event.position());
+            match built {
+                Built::Posted(entry) => {
+                    hub.window.push_back(entry);
+                    if hub.window.len() > window {
+                        hub.window.pop_front();
+                        hub.complete = false;
+                    }
+                }
+                Built::Changed {
+                    id,
+                    change,
+                    entry,
+                    frame,
+                    ..
+                } => {
+                    if let Ok(at) = hub.window.binary_search_by_key(&id, |e| e.id) {
+                        match entry {
+                            Some(entry) => hub.window[at] = entry,
+                            None => {
+                                hub.window.remove(at);
+                            }
+                        }
+                    }
+                    hub.changes.retain(|c| c.id != id);
+                    hub.changes.push_back(Change { change, id, frame });
+                    if hub.changes.len() > window {
+                        if let Some(oldest) = hub.changes.pop_front() {
+                            hub.changes_from = oldest.change;
+                        }
+                    }
+                }
             }
         }
         self.broadcast(hub, &item);
@@ -259,7 +309,7 @@ impl Board {
         // window with the old epoch or the new one with the new, and
         // messages newer than its snapshot are queued to it, never missed
         // or repeated.
-        let (subscription, current, stale, since, mut budget, window) = {
+        let (subscription, current, stale, since, mut budget, window, changes) = {
             let mut hub = self.shared.hub.lock();
             let current = hub.epoch.clone();
             let stale = matches!((epoch, &current), (Some(theirs), Some(ours)) if theirs != ours);
@@ -277,7 +327,17 @@ impl Board {
             };
             let mut budget = Budget::new(count, config.catch_up_bytes);
             let window = newest_in_window(&hub, u64::MAX, since.unwrap_or(0), &mut budget);
-            (subscription, current, stale, since, budget, window)
+            let changes = since.map(|since| ChangesRead {
+                since,
+                kept: hub
+                    .changes
+                    .iter()
+                    .filter(|c| c.change > since && c.id <= since)
+                    .map(|c| c.frame.clone())
+                    .collect(),
+                from: hub.changes_from,
+            });
+            (subscription, current, stale, since, budget, window, changes)
         };
         self.shared.presence_changed.notify_one();
 
@@ -287,17 +347,75 @@ impl Board {
         // A new client pages back from whatever it got; only a resuming one
         // must learn that what it shows and what it got do not meet.
         let gap = since.is_some() && cut;
+        // What changed among the messages a resuming client has. A client
+        // told of a gap starts over from the newest messages, so it needs none.
+        let changed = match changes {
+            Some(changes) if !gap => self.changes_for(changes)?,
+            _ => Some(Vec::new()),
+        };
+        let Some(changed) = changed else {
+            // More changed while the client was away than is worth
+            // replaying: it starts over from the newest messages, as after
+            // a gap. The subscription stays: nothing newer is missed.
+            let mut budget = Budget::new(config.history, config.catch_up_bytes);
+            let (newest_first, _) = self.newest_below(u64::MAX, 0, &mut budget)?;
+            let frame = protocol::messages_available_frame(
+                newest_first.iter().rev().map(|e| e.json()),
+                true,
+                current.as_deref(),
+            );
+            return Ok((subscription, vec![frame]));
+        };
         let frame = protocol::messages_available_frame(
             newest_first.iter().rev().map(|e| e.json()),
             gap,
             current.as_deref(),
         );
-        let mut welcome = Vec::with_capacity(2);
+        let mut welcome = Vec::with_capacity(2 + changed.len());
         if stale {
             welcome.push(protocol::board_reset_frame(RESET_MESSAGE));
         }
         welcome.push(frame);
+        welcome.extend(changed);
         Ok((subscription, welcome))
+    }
+
+    /// The `message-edited` and `message-deleted` frames a client resuming
+    /// after `since` needs, in change order: the latest change of every
+    /// message at or below `since` changed after it. Those the hub no
+    /// longer keeps are read from the store; `None` when there are more
+    /// than `resume_cap`.
+    fn changes_for(&self, read: ChangesRead) -> Result<Option<Vec<String>>, StoreError> {
+        let cap = self.shared.config.resume_cap;
+        let mut frames = Vec::new();
+        if read.since < read.from {
+            // Changes up to `from` are in the store only. A message changed
+            // again since is left to the hub's list (taken above) or to the
+            // live feed (newer than the subscription): the store is read
+            // after subscribing, so nothing falls between.
+            let stored = self.shared.log.changes(read.since, cap + 1)?;
+            let whole = stored.len() <= cap;
+            for event in stored {
+                if event.position() > read.from {
+                    break;
+                }
+                match &event {
+                    Event::Edited { message, change } if message.id <= read.since => {
+                        frames.push(protocol::message_edited_frame(message, *change));
+                    }
+                    Event::Deleted { id, change } if *id <= read.since => {
+                        frames.push(protocol::message_deleted_frame(*id, *change));
+                    }
+                    _ => {}
+                }
+            }
+            let reached = frames.len() + read.kept.len();
+            if !whole || reached > cap {
+                return Ok(None);
+            }
+        }
+        frames.extend(read.kept.iter().map(|frame| frame.to_string()));
+        Ok(Some(frames))
     }
 
     /// The newest messages with an id in `floor + 1 .. below`, newest first,
@@ -385,6 +503,8 @@ impl Board {
         hub.window = recent.iter().map(|m| Arc::new(Entry::new(m))).collect();
         hub.complete = recent.len() < self.shared.config.window;
         hub.last_id = recent.last().map_or(0, |m| m.id);
+        hub.changes.clear();
+        hub.changes_from = hub.last_id;
         self.broadcast(hub, &item);
     }
 
@@ -490,8 +610,8 @@ impl Board {
 
 /// What the tail of a shared store sees of the board.
 impl Follower for Board {
-    fn publish(&self, messages: &[Message]) {
-        Board::publish(self, messages);
+    fn publish(&self, events: &[Event]) {
+        Board::publish(self, events);
     }
 
     fn reset(&self, recent: &[Message], epoch: String) {
@@ -517,6 +637,63 @@ impl Follower for Board {
     fn is_closed(&self) -> bool {
         Board::is_closed(self)
     }
+}
+
+/// An event's frames, built before the hub's lock is taken.
+enum Built {
+    Posted(Arc<Entry>),
+    Changed {
+        id: u64,
+        change: u64,
+        /// The message in its new form, `None` once deleted.
+        entry: Option<Arc<Entry>>,
+        frame: Arc<str>,
+        wire: Bytes,
+    },
+}
+
+impl Built {
+    fn new(event: &Event) -> Built {
+        let (id, change, entry, frame) = match event {
+            Event::Posted(message) => return Built::Posted(Arc::new(Entry::new(message))),
+            Event::Edited { message, change } => (
+                message.id,
+                *change,
+                Some(Arc::new(Entry::new(message))),
+                protocol::message_edited_frame(message, *change),
+            ),
+            Event::Deleted { id, change } => (
+                *id,
+                *change,
+                None,
+                protocol::message_deleted_frame(*id, *change),
+            ),
+        };
+        let frame: Arc<str> = frame.into();
+        Built::Changed {
+            id,
+            change,
+            entry,
+            wire: ws::text(frame.to_string()),
+            frame,
+        }
+    }
+
+    /// The WebSocket frame every subscriber is sent.
+    fn wire(&self) -> Bytes {
+        match self {
+            Built::Posted(entry) => entry.wire.clone(),
+            Built::Changed { wire, .. } => wire.clone(),
+        }
+    }
+}
+
+/// What a resuming client's changes are read from: the frames the hub
+/// kept for it, and the id before which the store must be asked.
+struct ChangesRead {
+    since: u64,
+    kept: Vec<Arc<str>>,
+    from: u64,
 }
 
 /// What one catch-up answer may still take: a count of messages and bytes
@@ -659,6 +836,7 @@ mod tests {
                 name: name.into(),
                 message: format!("message {id}"),
                 time: 0,
+                edited: None,
             })
             .collect()
     }

@@ -298,6 +298,30 @@ pub enum Command {
     Send(crate::client::SendArgs),
     /// Print a running board's newest messages, then follow it as they arrive.
     Tail(crate::client::TailArgs),
+    /// Print the board's operator link, and nothing else.
+    ///
+    /// Opened in a browser, the link turns on operator mode there: delete any
+    /// post, block a sender. Keep it to yourself; `--rotate` makes a new one
+    /// and the old link stops working.
+    OperatorLink {
+        /// The board's SQLite file; the board may be running on it.
+        #[arg(
+            long,
+            env = "LANBOARD_DATA",
+            default_value = "lanboard.db",
+            value_name = "PATH"
+        )]
+        data: PathBuf,
+        /// The board in Redis instead (see `lanboard --help`).
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// The port the board listens on, for the link.
+        #[arg(long, env = "LANBOARD_PORT", default_value_t = 4000)]
+        port: u16,
+        /// Make a new operator secret: links printed before stop working.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 impl ServeArgs {

@@ -164,26 +164,12 @@ impl Guesses {
     }
 }
 
-/// The address whose guesses count together: an IPv6 host usually holds a
-/// whole /64, so its guesses count as one address's.
-fn guesser_address(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
-        v4 => v4,
-    }
-}
-
 /// The refusal for an address that spent its budget of wrong guesses.
 fn too_many_guesses() -> Refusal {
     Refusal::new(
         StatusCode::TOO_MANY_REQUESTS,
         Code::RateLimited,
-        "too many wrong passphrases from this address; wait a minute and try again",
+        "too many wrong passphrases or keys from this address; wait a minute and try again",
     )
 }
 
@@ -344,7 +330,9 @@ impl Guard {
         matches: impl FnOnce() -> bool,
     ) -> Result<(), Option<Refusal>> {
         let now = Instant::now();
-        let ip = ip.map(guesser_address);
+        // An IPv6 host usually holds a whole /64: its guesses count as one
+        // address's, as its posts are blocked as one sender's.
+        let ip = ip.map(crate::protocol::sender_address);
         if let Some(ip) = ip {
             if self.guesses.lock().refuses(ip, now) {
                 return Err(Some(too_many_guesses()));
@@ -357,6 +345,24 @@ impl Guard {
             self.guesses.lock().spend(ip, now);
         }
         Err(None)
+    }
+
+    /// Refuses `ip` once it has spent its budget of wrong guesses: an author
+    /// key or the operator secret (on `edit-message`, `delete-message`,
+    /// `block-sender` and their HTTP twins) is a secret like the
+    /// passphrase, and wrong ones draw on the same budget.
+    pub fn may_guess(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        match ip.map(crate::protocol::sender_address) {
+            Some(ip) if self.guesses.lock().refuses(ip, Instant::now()) => Err(too_many_guesses()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a key that was refused as `forbidden` as one wrong guess from `ip`.
+    pub fn missed(&self, ip: Option<IpAddr>) {
+        if let Some(ip) = ip.map(crate::protocol::sender_address) {
+            self.guesses.lock().spend(ip, Instant::now());
+        }
     }
 
     /// Counts a new connection from `ip`, or refuses it when the address

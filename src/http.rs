@@ -6,6 +6,8 @@
 //! | `GET /ws[?since=<id>[&epoch=<e>]]` | WebSocket, protocol v1 (`ws/upgrade.rs`, `protocol.rs`) |
 //! | `GET /api/messages`      | JSON array of messages (`since`, `before`, `limit`); `Lanboard-More` |
 //! | `POST /api/messages`     | 201 with the stored message                      |
+//! | `PATCH /api/messages/<id>` | 200 with the edited message (`Lanboard-Key`)   |
+//! | `DELETE /api/messages/<id>` | 204 (`Lanboard-Key`: author key or operator secret) |
 //! | `GET /api/info`          | the board's addresses and limits                 |
 //! | `POST /api/login`        | checks the passphrase, sets the login cookie     |
 //! | `GET /api/qr.svg`        | QR code of the first LAN address                 |
@@ -22,8 +24,8 @@ use serde::Deserialize;
 use crate::board::Board;
 use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
-use crate::store::Appended;
-use crate::writer::Writer;
+use crate::store::{Appended, Op};
+use crate::writer::{self, Writer};
 use crate::ws::{SessionConfig, Sessions};
 
 /// Headers on every response, also the upgrade's refusals.
@@ -55,6 +57,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/ws", web::get().to(not_upgraded))
         .route("/api/messages", web::get().to(list_messages))
         .route("/api/messages", web::post().to(post_message))
+        .route("/api/messages/{id}", web::patch().to(edit_message))
+        .route("/api/messages/{id}", web::delete().to(delete_message))
         .route("/api/info", web::get().to(info))
         .route("/api/login", web::post().to(login))
         .route("/api/qr.svg", web::get().to(qr_svg))
@@ -69,6 +73,23 @@ fn reject(status: StatusCode, rejection: &Rejection) -> HttpResponse {
 fn refuse(refusal: Refusal) -> HttpResponse {
     reject(refusal.status, &refusal.rejection)
 }
+
+/// The HTTP status of a refusal from the writer.
+fn status_of(rejection: &Rejection) -> StatusCode {
+    match rejection.code {
+        Code::Forbidden | Code::Blocked => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Code::EmptyMessage | Code::MessageTooLong | Code::NameTooLong | Code::BadRequest => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The header that carries the author key (or operator secret) of an edit
+/// or a deletion over HTTP.
+pub const KEY_HEADER: &str = "lanboard-key";
 
 /// Reads a request body of at most `limit` bytes.
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, HttpResponse> {
@@ -214,11 +235,121 @@ async fn post_message(
             return reject(StatusCode::BAD_REQUEST, &rejection);
         }
     };
-    match state.writer.post(draft).await {
+    match state
+        .writer
+        .post(draft.with_sender(peer_ip(&request)))
+        .await
+    {
         Ok(Appended::New(message)) => HttpResponse::Created().json(message),
         // A resend of a message already stored (same cid): the original, not a new one.
         Ok(Appended::Repeat(message)) => HttpResponse::Ok().json(message),
-        Err(rejection) => reject(StatusCode::SERVICE_UNAVAILABLE, &rejection),
+        Err(rejection) => reject(status_of(&rejection), &rejection),
+    }
+}
+
+/// `PATCH /api/messages/<id>` with `{"message": "..."}` and `Lanboard-Key`.
+async fn edit_message(
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
+    }
+    let body = match read_body(payload, state.session.max_frame_bytes).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(error) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                &Rejection::new(Code::BadJson, format!("the body is not JSON: {error}")),
+            )
+        }
+    };
+    let (id, key) = match id_and_key(&request, &id) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let message = match value.get("message") {
+        Some(serde_json::Value::String(text)) => {
+            protocol::clean_message(text, state.session.limits)
+        }
+        None | Some(serde_json::Value::Null) => {
+            Err(Rejection::new(Code::EmptyMessage, "message is missing"))
+        }
+        Some(_) => Err(Rejection::new(Code::BadRequest, "message must be a string")),
+    };
+    let message = match message {
+        Ok(message) => message,
+        Err(rejection) => return reject(StatusCode::BAD_REQUEST, &rejection),
+    };
+    let op = Op::Edit { id, message, key };
+    match state
+        .writer
+        .submit_keyed(op, &state.guard, peer_ip(&request))
+        .await
+    {
+        Ok(done) => HttpResponse::Ok().json(writer::ack_data(&done)),
+        Err(rejection) => reject(status_of(&rejection), &rejection),
+    }
+}
+
+/// `DELETE /api/messages/<id>` with `Lanboard-Key`.
+async fn delete_message(
+    request: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
+    }
+    let (id, key) = match id_and_key(&request, &id) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match state
+        .writer
+        .submit_keyed(Op::Delete { id, key }, &state.guard, peer_ip(&request))
+        .await
+    {
+        Ok(_) => HttpResponse::NoContent().finish(),
+        Err(rejection) => reject(status_of(&rejection), &rejection),
+    }
+}
+
+/// The message id in the path and the key in `Lanboard-Key`.
+fn id_and_key(request: &HttpRequest, id: &str) -> Result<(u64, String), HttpResponse> {
+    let id = match id.parse::<u64>() {
+        Ok(id) if id > 0 => id,
+        _ => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                &Rejection::new(Code::BadRequest, "the path must end in a message id"),
+            ))
+        }
+    };
+    match request
+        .headers()
+        .get(KEY_HEADER)
+        .and_then(|key| key.to_str().ok())
+    {
+        Some(key) if protocol::is_key(key) => Ok((id, key.to_owned())),
+        _ => Err(reject(
+            StatusCode::BAD_REQUEST,
+            &Rejection::new(
+                Code::BadRequest,
+                format!(
+                    "send the author key (or the operator secret) in the {KEY_HEADER} header: \
+                     {} to {} printable ASCII characters",
+                    protocol::KEY_CHARS.start(),
+                    protocol::KEY_CHARS.end()
+                ),
+            ),
+        )),
     }
 }
 

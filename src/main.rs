@@ -32,6 +32,14 @@ fn main() -> ExitCode {
         Some(Command::Import { file, data, redis }) => import(&file, &place(data, &redis)),
         Some(Command::Send(args)) => client::send::run(args).map_err(|e| e.to_string()),
         Some(Command::Tail(args)) => client::tail::run(args).map_err(|e| e.to_string()),
+        Some(Command::OperatorLink {
+            data,
+            redis,
+            port,
+            rotate,
+        }) => transfer::operator_link(&place(data, &redis), port, rotate)
+            .map(|link| println!("{link}"))
+            .map_err(|e| e.to_string()),
         None => serve(cli.serve).map_err(|e| e.to_string()),
     };
     match result {

@@ -17,6 +17,10 @@ pub struct Message {
     pub message: String,
     /// Milliseconds since the Unix epoch, assigned by the server.
     pub time: i64,
+    /// When the message was last edited (ms since the Unix epoch); absent
+    /// for a message never edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<i64>,
 }
 
 /// Limits applied to what clients post.
@@ -39,10 +43,22 @@ pub struct Draft {
     /// The client's own id for this post, so a resend after a lost ack is
     /// answered with the original instead of being stored twice.
     cid: Option<String>,
+    /// The author key the post was sent with, which may later edit or
+    /// delete it. Only its hash is ever stored.
+    key: Option<String>,
+    /// The address the post came from (an IPv6 host by its /64), kept with
+    /// the message so the operator can block its sender; shown to no one.
+    sender: Option<String>,
 }
 
 /// Longest `cid` a client may choose.
 pub const MAX_CID_CHARS: usize = 64;
+
+/// Shortest and longest author key (printable ASCII).
+pub const KEY_CHARS: std::ops::RangeInclusive<usize> = 16..=128;
+
+/// Most minutes a `block-sender` may block for: a week.
+pub const MAX_BLOCK_MINUTES: u64 = 10_080;
 
 impl Draft {
     /// Validates the `data` of an `add-message` (or the body of a POST).
@@ -85,7 +101,10 @@ impl Draft {
                 ))
             }
         };
-        Ok(Draft::new(name, message, limits)?.with_cid(cid))
+        let key = optional_key(object)?;
+        Ok(Draft::new(name, message, limits)?
+            .with_cid(cid)
+            .with_key(key))
     }
 
     /// The same draft carrying the client's id `cid`.
@@ -93,8 +112,36 @@ impl Draft {
         Draft { cid, ..self }
     }
 
+    /// The same draft carrying the author key `key`.
+    pub fn with_key(self, key: Option<String>) -> Draft {
+        Draft { key, ..self }
+    }
+
+    /// The same draft sent from `ip`.
+    pub fn with_sender(self, ip: Option<std::net::IpAddr>) -> Draft {
+        Draft {
+            sender: ip.map(|ip| sender_address(ip).to_string()),
+            ..self
+        }
+    }
+
     pub fn cid(&self) -> Option<&str> {
         self.cid.as_deref()
+    }
+
+    /// The author key, as sent: compared with the operator secret, never stored.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// What the store keeps of the author key: its hash.
+    pub fn key_hash(&self) -> Option<String> {
+        self.key.as_deref().map(key_hash)
+    }
+
+    /// The sender's address (see [`sender_address`]), when known.
+    pub fn sender(&self) -> Option<&str> {
+        self.sender.as_deref()
     }
 
     /// Validates a name and a message given as strings.
@@ -110,24 +157,12 @@ impl Draft {
                 format!("name is longer than {} characters", limits.max_name_chars),
             ));
         }
-        let message = strip_controls(message, true);
-        let message = message.trim_end().trim_start_matches(['\n', '\r']);
-        if message.trim().is_empty() {
-            return Err(Rejection::new(Code::EmptyMessage, "message is empty"));
-        }
-        if message.chars().count() > limits.max_message_chars {
-            return Err(Rejection::new(
-                Code::MessageTooLong,
-                format!(
-                    "message is longer than {} characters",
-                    limits.max_message_chars
-                ),
-            ));
-        }
         Ok(Draft {
             name,
-            message: message.to_owned(),
+            message: clean_message(message, limits)?,
             cid: None,
+            key: None,
+            sender: None,
         })
     }
 
@@ -146,7 +181,82 @@ impl Draft {
             name: self.name,
             message: self.message,
             time,
+            edited: None,
         }
+    }
+}
+
+/// Validates a message's text as posted or edited: control characters other
+/// than newline and tab removed, trailing whitespace and leading blank lines
+/// trimmed, not blank, within the limit.
+pub fn clean_message(message: &str, limits: Limits) -> Result<String, Rejection> {
+    let message = strip_controls(message, true);
+    let message = message.trim_end().trim_start_matches(['\n', '\r']);
+    if message.trim().is_empty() {
+        return Err(Rejection::new(Code::EmptyMessage, "message is empty"));
+    }
+    if message.chars().count() > limits.max_message_chars {
+        return Err(Rejection::new(
+            Code::MessageTooLong,
+            format!(
+                "message is longer than {} characters",
+                limits.max_message_chars
+            ),
+        ));
+    }
+    Ok(message.to_owned())
+}
+
+/// The `key` of a post: absent, or 16 to 128 printable ASCII characters.
+fn optional_key(object: &serde_json::Map<String, Value>) -> Result<Option<String>, Rejection> {
+    match object.get("key") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) if is_key(key) => Ok(Some(key.clone())),
+        Some(_) => Err(bad_key()),
+    }
+}
+
+/// The `key` an edit, a deletion or a block must carry.
+fn required_key(data: &Value) -> Result<String, Rejection> {
+    match data.get("key") {
+        Some(Value::String(key)) if is_key(key) => Ok(key.clone()),
+        _ => Err(bad_key()),
+    }
+}
+
+/// True for 16 to 128 printable ASCII characters (space included).
+pub fn is_key(key: &str) -> bool {
+    KEY_CHARS.contains(&key.len()) && key.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
+fn bad_key() -> Rejection {
+    Rejection::new(
+        Code::BadRequest,
+        format!(
+            "key must be a string of {} to {} printable ASCII characters",
+            KEY_CHARS.start(),
+            KEY_CHARS.end()
+        ),
+    )
+}
+
+/// SHA-256 of an author key, as hex: what is stored to recognise its posts.
+pub fn key_hash(key: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The address a sender is known and blocked by: an IPv4 address itself,
+/// an IPv6 host by its /64 (a phone changes its temporary address within
+/// it), an IPv4-mapped IPv6 address as IPv4.
+pub fn sender_address(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
     }
 }
 
@@ -174,6 +284,9 @@ pub enum Code {
     Unauthorized,
     ForbiddenOrigin,
     TooManyConnections,
+    Forbidden,
+    NotFound,
+    Blocked,
 }
 
 impl Code {
@@ -193,6 +306,9 @@ impl Code {
             Code::Unauthorized => "unauthorized",
             Code::ForbiddenOrigin => "forbidden-origin",
             Code::TooManyConnections => "too-many-connections",
+            Code::Forbidden => "forbidden",
+            Code::NotFound => "not-found",
+            Code::Blocked => "blocked",
         }
     }
 }
@@ -202,6 +318,8 @@ impl Code {
 pub struct Rejection {
     pub code: Code,
     pub message: String,
+    /// For `blocked`: when the block ends (ms since the Unix epoch).
+    pub until: Option<i64>,
 }
 
 impl Rejection {
@@ -209,12 +327,18 @@ impl Rejection {
         Rejection {
             code,
             message: message.into(),
+            until: None,
         }
     }
 
-    /// The `{"code","message"}` body used by both the `error` event and HTTP errors.
+    /// The `{"code","message"}` body used by both the `error` event and HTTP
+    /// errors, with `"until"` when a block refused the request.
     pub fn body(&self) -> Value {
-        serde_json::json!({ "code": self.code.as_str(), "message": self.message })
+        let mut body = serde_json::json!({ "code": self.code.as_str(), "message": self.message });
+        if let Some(until) = self.until {
+            body["until"] = until.into();
+        }
+        body
     }
 }
 
@@ -229,7 +353,25 @@ pub struct Request {
 #[derive(Debug, PartialEq)]
 pub enum Action {
     AddMessage(Draft),
-    LoadOlder { before: u64, limit: usize },
+    LoadOlder {
+        before: u64,
+        limit: usize,
+    },
+    /// `edit-message`: the message's new text, already validated.
+    EditMessage {
+        id: u64,
+        message: String,
+        key: String,
+    },
+    DeleteMessage {
+        id: u64,
+        key: String,
+    },
+    BlockSender {
+        id: u64,
+        minutes: u64,
+        key: String,
+    },
 }
 
 /// The largest page a client may ask for with `load-older` or `?limit=`.
@@ -312,6 +454,18 @@ pub fn parse_request(text: &str, limits: Limits) -> Result<Request, (Option<u64>
                 }
             }
         }
+        "edit-message" => match parse_edit(&data, limits) {
+            Ok(action) => action,
+            Err(rejection) => return fail(rejection),
+        },
+        "delete-message" => match (message_id(&data), required_key(&data)) {
+            (Ok(id), Ok(key)) => Action::DeleteMessage { id, key },
+            (Err(rejection), _) | (_, Err(rejection)) => return fail(rejection),
+        },
+        "block-sender" => match parse_block(&data) {
+            Ok(action) => action,
+            Err(rejection) => return fail(rejection),
+        },
         other => {
             return fail(Rejection::new(
                 Code::UnknownEvent,
@@ -320,6 +474,53 @@ pub fn parse_request(text: &str, limits: Limits) -> Result<Request, (Option<u64>
         }
     };
     Ok(Request { ack, action })
+}
+
+/// The `id` of an edit, a deletion or a block: a message id.
+fn message_id(data: &Value) -> Result<u64, Rejection> {
+    match data.get("id").and_then(Value::as_u64) {
+        Some(id) if id > 0 => Ok(id),
+        _ => Err(Rejection::new(
+            Code::BadRequest,
+            "id must be the id of a message (a positive integer)",
+        )),
+    }
+}
+
+/// The data of `edit-message`: `{"id", "message", "key"}`.
+fn parse_edit(data: &Value, limits: Limits) -> Result<Action, Rejection> {
+    let id = message_id(data)?;
+    let message = match data.get("message") {
+        Some(Value::String(message)) => clean_message(message, limits)?,
+        None | Some(Value::Null) => {
+            return Err(Rejection::new(Code::EmptyMessage, "message is missing"))
+        }
+        Some(_) => return Err(Rejection::new(Code::BadRequest, "message must be a string")),
+    };
+    Ok(Action::EditMessage {
+        id,
+        message,
+        key: required_key(data)?,
+    })
+}
+
+/// The data of `block-sender`: `{"id", "minutes", "key"}`.
+fn parse_block(data: &Value) -> Result<Action, Rejection> {
+    let id = message_id(data)?;
+    let minutes = match data.get("minutes").and_then(Value::as_u64) {
+        Some(minutes) if (1..=MAX_BLOCK_MINUTES).contains(&minutes) => minutes,
+        _ => {
+            return Err(Rejection::new(
+                Code::BadRequest,
+                format!("minutes must be 1 to {MAX_BLOCK_MINUTES}"),
+            ))
+        }
+    };
+    Ok(Action::BlockSender {
+        id,
+        minutes,
+        key: required_key(data)?,
+    })
 }
 
 /// Writes the JSON of `value` into a `String`.
@@ -389,9 +590,28 @@ pub fn older_messages_frame<'a>(
     )
 }
 
-/// `{"event":"ack","ack":<n>,"data":<message>}`.
-pub fn ack_frame(ack: u64, message: &Message) -> String {
-    to_json(&serde_json::json!({ "event": "ack", "ack": ack, "data": message }))
+/// `{"event":"ack","ack":<n>,"data":<data>}`: the stored or edited
+/// message, `{"id"}` for a deletion, `{"id","until"}` for a block.
+pub fn ack_frame(ack: u64, data: &impl Serialize) -> String {
+    to_json(&serde_json::json!({ "event": "ack", "ack": ack, "data": data }))
+}
+
+/// The data of `message-edited`: the message in its new form and the
+/// change's place in the board's order.
+pub fn edited_data(message: &Message, change: u64) -> Value {
+    let mut data = serde_json::to_value(message).expect("plain data serialises");
+    data["change"] = change.into();
+    data
+}
+
+/// `{"event":"message-edited","data":{...message, "edited", "change"}}`.
+pub fn message_edited_frame(message: &Message, change: u64) -> String {
+    to_json(&serde_json::json!({ "event": "message-edited", "data": edited_data(message, change) }))
+}
+
+/// `{"event":"message-deleted","data":{"id","change"}}`.
+pub fn message_deleted_frame(id: u64, change: u64) -> String {
+    format!(r#"{{"event":"message-deleted","data":{{"id":{id},"change":{change}}}}}"#)
 }
 
 /// `{"event":"error","data":{"code","message"}}`, with the ack when there is one.
@@ -402,13 +622,13 @@ pub fn error_frame(rejection: &Rejection, ack: Option<u64>) -> String {
     )
 }
 
-/// `{"event":"presence","data":{"online":<n>}}`.
 /// `{"event":"board-reset","data":{"message"}}`: the history this client
 /// shows no longer exists (the store lost it); start over.
 pub fn board_reset_frame(message: &str) -> String {
     to_json(&serde_json::json!({ "event": "board-reset", "data": { "message": message } }))
 }
 
+/// `{"event":"presence","data":{"online":<n>}}`.
 pub fn presence_frame(online: usize) -> String {
     format!(r#"{{"event":"presence","data":{{"online":{online}}}}}"#)
 }
@@ -571,6 +791,7 @@ mod tests {
             name: "a".into(),
             message: "b".into(),
             time: 5,
+            edited: None,
         };
         let added = message_added_frame(&message);
         let frame: Value = serde_json::from_str(&added).unwrap();

@@ -159,6 +159,9 @@ impl Server {
         let (board, feed) = store.open_board(config.history)?;
         let writer = Writer::start(store.log.clone(), board.clone(), feed);
         let guard = make_guard(&config.guard, &*store.log)?;
+        // Made at the board's first start and kept in its store; only
+        // `lanboard operator-link` shows it.
+        store.log.operator_secret(&random_token())?;
         let listener = bind(config.bind, config.port)?;
         let local_addr = listener.local_addr()?;
         let scheme = if config.tls.is_some() {

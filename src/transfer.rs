@@ -48,6 +48,33 @@ impl Place {
     }
 }
 
+/// The board's operator link, `http://<LAN address>:<port>/#operator=<secret>`:
+/// the secret kept in the board's store (made now if the board has none,
+/// replaced first when `rotate`), after the first address the banner shows.
+/// The file may be in use by a running board: a rotation reaches it at once.
+pub fn operator_link(place: &Place, port: u16, rotate: bool) -> Result<String, TransferError> {
+    let fresh = crate::store::random_token();
+    let secret = match place {
+        Place::File(data) => crate::store::operator_secret_in(data, &fresh, rotate)?,
+        Place::Redis(target) => {
+            let log = RedisLog::open(target)?;
+            if rotate {
+                log.rotate_operator_secret(&fresh)?;
+            }
+            log.operator_secret(&fresh)?
+        }
+    };
+    let urls = crate::net::share_urls(
+        "http",
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        port,
+        &crate::net::lan_ipv4_addresses(),
+    );
+    // share_urls always gives at least the loopback address.
+    let base = &urls.first().expect("there is always a local address").url;
+    Ok(format!("{base}/#operator={secret}"))
+}
+
 /// Messages read from the store at a time while exporting, so a large board
 /// is exported without holding it all in memory.
 const EXPORT_PAGE: usize = 1000;

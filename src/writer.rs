@@ -1,9 +1,10 @@
 //! The writer thread: where this process's posts are committed.
 //!
-//! Posts from every connection and from the HTTP API queue here. The thread
-//! takes whatever has queued up as one batch, commits the batch to the store
-//! in one transaction (the store gives the ids), and only then publishes it
-//! to the board (when the store's feed is [`Feed::Writer`]) and answers the
+//! Posts, edits, deletions and blocks from every connection and from the
+//! HTTP API queue here. The thread takes whatever has queued up as one
+//! batch, commits the batch to the store in one transaction (the store
+//! gives the ids and checks the keys), and only then publishes it to the
+//! board (when the store's feed is [`Feed::Writer`]) and answers the
 //! posters. So a message is durable before anyone hears of it, ids are
 //! assigned in commit order, and a burst of posts costs one commit, not one
 //! each. The store's blocking calls stay on this thread, off the async
@@ -23,8 +24,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::board::Board;
-use crate::protocol::{Code, Draft, Rejection};
-use crate::store::{Appended, Feed, Log, StoreError};
+use std::net::IpAddr;
+
+use crate::guard::Guard;
+use crate::protocol::{self, Code, Draft, Rejection};
+use crate::store::{Actor, Appended, Denied, Done, Feed, Log, Op, Outcome, StoreError};
 
 /// Posts taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
@@ -36,8 +40,8 @@ const QUEUE: usize = 8192;
 pub type Posted = Result<Appended, Rejection>;
 
 struct Job {
-    draft: Draft,
-    reply: oneshot::Sender<Posted>,
+    op: Op,
+    reply: oneshot::Sender<Result<Done, Rejection>>,
 }
 
 /// A cheap-to-clone handle for posting to the board.
@@ -79,13 +83,92 @@ impl Writer {
 
     /// Posts a message and waits until it is committed and published.
     pub async fn post(&self, draft: Draft) -> Posted {
+        match self.submit(Op::Post(draft)).await? {
+            Done::Posted(appended) => Ok(appended),
+            other => unreachable!("a post is answered as a post, not {other:?}"),
+        }
+    }
+
+    /// Hands `op` to the writer and waits until it is committed and
+    /// published, or refused.
+    pub async fn submit(&self, op: Op) -> Result<Done, Rejection> {
         let (reply, answer) = oneshot::channel();
         let unavailable = || Rejection::new(Code::Unavailable, "the board is shutting down");
         self.jobs
-            .send(Job { draft, reply })
+            .send(Job { op, reply })
             .await
             .map_err(|_| unavailable())?;
         answer.await.map_err(|_| unavailable())?
+    }
+}
+
+impl Writer {
+    /// [`Writer::submit`] for an op that carries a key (an edit, a deletion,
+    /// a block) from `ip`: keys are secrets, so an address that has spent
+    /// its budget of wrong guesses is refused before its key is looked at,
+    /// and a key refused as `forbidden` counts as a wrong guess.
+    pub async fn submit_keyed(
+        &self,
+        op: Op,
+        guard: &Guard,
+        ip: Option<IpAddr>,
+    ) -> Result<Done, Rejection> {
+        guard.may_guess(ip).map_err(|refusal| refusal.rejection)?;
+        let answer = self.submit(op).await;
+        if matches!(&answer, Err(rejection) if rejection.code == Code::Forbidden) {
+            guard.missed(ip);
+        }
+        answer
+    }
+}
+
+/// What an ack carries for `done`: the stored or edited message (an edit's
+/// with its `change`), `{"id"}` for a deletion, `{"id","until"}` for a block.
+pub fn ack_data(done: &Done) -> serde_json::Value {
+    match done {
+        Done::Posted(appended) => serde_json::json!(appended.message()),
+        Done::Edited { message, change } => protocol::edited_data(message, *change),
+        Done::Deleted { id, .. } => serde_json::json!({ "id": id }),
+        Done::Blocked { id, until } => serde_json::json!({ "id": id, "until": until }),
+    }
+}
+
+/// The answer a client gets for a refused op.
+pub fn refusal(denied: Denied) -> Rejection {
+    match denied {
+        Denied::Forbidden => Rejection::new(
+            Code::Forbidden,
+            "that key may not do this: only the key that posted a message edits it, and it or \
+             the board's operator deletes it; only the operator blocks",
+        ),
+        Denied::NotFound => Rejection::new(
+            Code::NotFound,
+            "there is no such message: it was never posted or has been deleted",
+        ),
+        Denied::Blocked { until } => Rejection {
+            until: Some(until),
+            ..Rejection::new(
+                Code::Blocked,
+                "the board's operator has blocked posts from your address for now",
+            )
+        },
+    }
+}
+
+/// Logs what an operator or a deletion did, by message id, never its text.
+fn log_done(done: &Done) {
+    match done {
+        Done::Deleted { id, change, by } => {
+            let by = match by {
+                Actor::Author => "its author",
+                Actor::Operator => "the operator",
+            };
+            log::info!("message {id} deleted by {by} (change {change})");
+        }
+        Done::Blocked { id, until } => {
+            log::info!("the operator blocked the sender of message {id} until {until} (ms)");
+        }
+        Done::Posted(_) | Done::Edited { .. } => {}
     }
 }
 
@@ -95,12 +178,12 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Appends one batch, turning a panic inside the store into an error for
+/// Commits one batch, turning a panic inside the store into an error for
 /// this batch alone: the thread, and every later post, carry on.
-fn append(log: &dyn Log, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+fn commit(log: &dyn Log, ops: Vec<Op>, time: i64) -> Result<Vec<Outcome>, StoreError> {
     // The log is only read through `&self` and its own locks do not poison
     // (parking_lot), so it is as usable after the panic as before.
-    catch_unwind(AssertUnwindSafe(|| log.append(drafts, time))).unwrap_or_else(|panic| {
+    catch_unwind(AssertUnwindSafe(|| log.commit(ops, time))).unwrap_or_else(|panic| {
         let text = panic
             .downcast_ref::<String>()
             .map(String::as_str)
@@ -111,34 +194,39 @@ fn append(log: &dyn Log, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>,
 }
 
 fn run(log: &dyn Log, board: &Board, feed: Feed, mut queue: mpsc::Receiver<Job>) {
-    let mut drafts = Vec::with_capacity(MAX_BATCH);
+    let mut ops = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
-        drafts.push(first.draft);
+        ops.push(first.op);
         replies.push(first.reply);
-        while drafts.len() < MAX_BATCH {
+        while ops.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => {
-                    drafts.push(job.draft);
+                    ops.push(job.op);
                     replies.push(job.reply);
                 }
                 Err(_) => break,
             }
         }
-        match append(log, std::mem::take(&mut drafts), now_ms()) {
-            Ok(appended) => {
+        match commit(log, std::mem::take(&mut ops), now_ms()) {
+            Ok(outcomes) => {
                 if feed == Feed::Writer {
                     // A repeated cid is answered with the original, which
-                    // everyone already has: only new messages go out.
-                    board.publish(appended.iter().filter_map(|a| match a {
-                        Appended::New(message) => Some(message),
-                        Appended::Repeat(_) => None,
-                    }));
+                    // everyone already has, and a block changes no message:
+                    // only what changed the board goes out.
+                    let events: Vec<_> = outcomes
+                        .iter()
+                        .filter_map(|outcome| outcome.as_ref().ok()?.event())
+                        .collect();
+                    board.publish(&events);
                 }
-                for (reply, appended) in replies.drain(..).zip(appended) {
-                    // A poster that went away no longer needs its answer; the
-                    // message is stored and broadcast all the same.
-                    let _ = reply.send(Ok(appended));
+                for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                    if let Ok(done) = &outcome {
+                        log_done(done);
+                    }
+                    // A poster that went away no longer needs its answer; what
+                    // it asked for is done and broadcast all the same.
+                    let _ = reply.send(outcome.map_err(refusal));
                 }
             }
             Err(error) => {
@@ -183,11 +271,20 @@ mod tests {
     }
 
     impl Log for PanicsOnce {
-        fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+        fn commit(&self, ops: Vec<Op>, time: i64) -> Result<Vec<Outcome>, StoreError> {
             if !self.panicked.swap(true, Ordering::SeqCst) {
                 panic!("the store broke");
             }
-            self.log.append(drafts, time)
+            self.log.commit(ops, time)
+        }
+        fn changes(&self, id: u64, limit: usize) -> Result<Vec<crate::store::Event>, StoreError> {
+            self.log.changes(id, limit)
+        }
+        fn operator_secret(&self, fresh: &str) -> Result<String, StoreError> {
+            self.log.operator_secret(fresh)
+        }
+        fn rotate_operator_secret(&self, fresh: &str) -> Result<(), StoreError> {
+            self.log.rotate_operator_secret(fresh)
         }
         fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
             self.log.after(id, limit)

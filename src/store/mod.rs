@@ -31,7 +31,7 @@ use std::path::PathBuf;
 
 pub use memory::MemoryLog;
 pub use redis::{RedisLog, RedisTarget};
-pub use sqlite::{Access, SqliteLog, SyncMode};
+pub use sqlite::{operator_secret_in, Access, SqliteLog, SyncMode};
 
 use crate::protocol::{Draft, Message};
 
@@ -45,17 +45,40 @@ pub const CID_MEMORY_MS: i64 = 24 * 60 * 60 * 1000;
 const CID_PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// The durable, totally ordered history of one board.
+///
+/// Posts, edits and deletions take their ids from one counter, so the ids
+/// of messages may have gaps: an edit or deletion's id is its `change`, its
+/// place in the board's one order. Reads return messages in their current
+/// form (edited text and `edited`), never a deleted one.
 pub trait Log: Send + Sync + 'static {
-    /// Stores the drafts in order, giving the new ones the next ids, all or
-    /// none. A draft whose `cid` was stored in the last day is not stored
-    /// again: its place in the answer holds the original message. When this
-    /// returns, the new messages survive a crash of the process.
-    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError>;
+    /// Carries out `ops` in order, all in one transaction, and answers each:
+    /// a post gets the next id (or, for a `cid` stored in the last day, the
+    /// original message); an edit or deletion the next id as its change,
+    /// when the key allows it; a block its end. A refused op refuses only
+    /// itself. When this returns, what was done survives a crash of the
+    /// process, and deleted text is gone from the store's content.
+    fn commit(&self, ops: Vec<Op>, time: i64) -> Result<Vec<Outcome>, StoreError>;
+    /// Stores the drafts in order: [`Log::commit`] of posts only, for
+    /// imports and tests. A refused post fails the call.
+    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+        self.commit(drafts.into_iter().map(Op::Post).collect(), time)?
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(Done::Posted(appended)) => Ok(appended),
+                Ok(other) => Err(StoreError::Refused(format!("{other:?}"))),
+                Err(denied) => Err(StoreError::Refused(format!("{denied:?}"))),
+            })
+            .collect()
+    }
     /// Up to `limit` messages with an id larger than `id`, oldest first.
     fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError>;
     /// The (up to) `limit` newest messages with an id smaller than `id`, oldest first.
     fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError>;
-    /// The id of the newest message, 0 for an empty board.
+    /// Every message whose latest change (edit or deletion) is after `id`,
+    /// up to `limit` of them, in the order of those changes: each as
+    /// [`Event::Edited`] in its current form or [`Event::Deleted`].
+    fn changes(&self, id: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// The last id given out (to a post or a change), 0 for an empty board.
     fn last_id(&self) -> Result<u64, StoreError>;
     /// Loads exported messages, keeping their ids and times, into an empty
     /// board; returns how many.
@@ -72,14 +95,153 @@ pub trait Log: Send + Sync + 'static {
     fn epoch(&self) -> Option<String> {
         None
     }
+    /// The operator secret, kept in the store so every process serving the
+    /// board knows it: `fresh` (random) unless the board already has one.
+    fn operator_secret(&self, fresh: &str) -> Result<String, StoreError>;
+    /// Replaces the operator secret: links with the old one stop working.
+    fn rotate_operator_secret(&self, fresh: &str) -> Result<(), StoreError>;
+}
+
+/// One request to the log's writing end.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Post(Draft),
+    /// New text for a message; only the key that posted it may edit it.
+    Edit {
+        id: u64,
+        message: String,
+        key: String,
+    },
+    /// The key that posted the message, or the operator secret, deletes it.
+    Delete {
+        id: u64,
+        key: String,
+    },
+    /// With the operator secret: refuses posts from the address message
+    /// `id` came from for `minutes`.
+    Block {
+        id: u64,
+        minutes: u64,
+        key: String,
+    },
+}
+
+/// What an [`Op`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    Posted(Appended),
+    Edited { message: Message, change: u64 },
+    Deleted { id: u64, change: u64, by: Actor },
+    Blocked { id: u64, until: i64 },
+}
+
+/// Who deleted a message, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Author,
+    Operator,
+}
+
+/// Why an [`Op`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The key is not the one that posted the message, nor (where it would
+    /// do) the operator secret.
+    Forbidden,
+    /// No such message: never posted, or deleted (a resend of a deleted
+    /// post's `cid` too).
+    NotFound,
+    /// The sender's address is blocked until then (ms).
+    Blocked { until: i64 },
+}
+
+/// One op's answer.
+pub type Outcome = Result<Done, Denied>;
+
+impl Done {
+    /// What the board's clients learn of it, if anything.
+    pub fn event(&self) -> Option<Event> {
+        match self {
+            Done::Posted(Appended::New(message)) => Some(Event::Posted(message.clone())),
+            Done::Posted(Appended::Repeat(_)) | Done::Blocked { .. } => None,
+            Done::Edited { message, change } => Some(Event::Edited {
+                message: message.clone(),
+                change: *change,
+            }),
+            Done::Deleted { id, change, .. } => Some(Event::Deleted {
+                id: *id,
+                change: *change,
+            }),
+        }
+    }
+}
+
+/// A committed change to the board, in the board's one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Posted(Message),
+    /// Message `message.id` now reads so, since change `change`.
+    Edited {
+        message: Message,
+        change: u64,
+    },
+    Deleted {
+        id: u64,
+        change: u64,
+    },
+}
+
+impl Event {
+    /// The event's id in the board's order: the post's id or the change's.
+    pub fn position(&self) -> u64 {
+        match self {
+            Event::Posted(message) => message.id,
+            Event::Edited { change, .. } | Event::Deleted { change, .. } => *change,
+        }
+    }
+}
+
+/// True when two secrets (or their hashes) are equal; compared in constant time.
+pub fn same_secret(given: &str, secret: &str) -> bool {
+    given.len() == secret.len()
+        && given
+            .bytes()
+            .zip(secret.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// The rules of who may do what, for the stores that check them in Rust
+/// (Redis checks the same in its script): `stored_key` is the hash kept
+/// with the message, `given` the key sent, `operator` the secret.
+pub fn judge(op: &Op, stored_key: Option<&str>, operator: &str) -> Result<Actor, Denied> {
+    let (given, operator_may) = match op {
+        Op::Post(_) => return Ok(Actor::Author),
+        Op::Edit { key, .. } => (key, false),
+        Op::Delete { key, .. } => (key, true),
+        Op::Block { key, .. } => {
+            return if same_secret(key, operator) {
+                Ok(Actor::Operator)
+            } else {
+                Err(Denied::Forbidden)
+            }
+        }
+    };
+    if stored_key.is_some_and(|stored| same_secret(&crate::protocol::key_hash(given), stored)) {
+        Ok(Actor::Author)
+    } else if operator_may && same_secret(given, operator) {
+        Ok(Actor::Operator)
+    } else {
+        Err(Denied::Forbidden)
+    }
 }
 
 /// What a shared store's live feed needs from whoever serves its messages
 /// (the board implements it): the store's tail publishes through this and
 /// nothing else, so the store depends on no module above it.
 pub trait Follower: Send + Sync + 'static {
-    /// Committed messages, in id order, newer than any published before.
-    fn publish(&self, messages: &[Message]);
+    /// Committed events, in the board's order, newer than any published before.
+    fn publish(&self, events: &[Event]);
     /// The store lost its history and began anew as epoch `epoch`, whose
     /// newest messages (oldest first) are `recent`.
     fn reset(&self, recent: &[Message], epoch: String);
@@ -179,6 +341,10 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A post that `Log::append` could not store (blocked, or a resend of
+    /// a deleted post).
+    #[error("the store refused it: {0}")]
+    Refused(String),
     #[error("the board already has messages; import only into an empty board")]
     NotEmpty,
     #[error("imported messages must have strictly increasing ids (id {id} follows {previous})")]

@@ -2,8 +2,18 @@
 //! lanboard processes ("nodes") started with the same URL and prefix.
 //!
 //! Keys, all under `--redis-prefix` (default `lanboard`):
-//! - `P:messages`: a Stream; message `n` is entry `n-0` with fields `name`,
-//!   `message`, `time`, in that order.
+//! - `P:messages`: a Stream, the board's one order. Message `n` is entry
+//!   `n-0` with fields `name`, `message`, `time`, in that order, then `key`
+//!   (the author key's SHA-256) and `sender` (its address, for blocks) when
+//!   known. An edit with change id `c` is entry `c-0` with fields `edit`
+//!   (the message's id), `name`, `message`, `time`, `edited`; a deletion is
+//!   entry `c-0` with the field `delete`. A deletion removes the message's
+//!   entry and its edit entry (`XDEL`); an edit removes the previous edit's.
+//! - `P:edited`: a hash, message id -> the id of its current edit entry.
+//! - `P:changes`: a sorted set of message ids scored by their latest
+//!   change, for clients resuming after it.
+//! - `P:operator`: the operator secret.
+//! - `P:block:<address>`: the end of a block (ms), expiring with it.
 //! - `P:last-id`: the last id given out.
 //! - `P:epoch`: a random token made when the board was created. If it
 //!   vanishes, the board was lost (FLUSHALL, a restart without persistence).
@@ -14,7 +24,7 @@
 //!   every second and expiring after a few, for presence across nodes.
 //! - `P:secret`: a random key shared by the nodes for the login cookie.
 //!
-//! Writes go through one Lua script run with EVALSHA ([`APPEND`]): it checks
+//! Writes go through one Lua script run with EVALSHA ([`COMMIT`]): it checks
 //! the epoch, answers repeated cids with the original, and gives each new
 //! message the next id as its stream id, atomically, so id order is commit
 //! order on every node. No node publishes from its write path: each one tails
@@ -42,9 +52,10 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
 use super::{
-    check_import_order, random_token, Appended, Feed, Follower, Log, StoreError, CID_MEMORY_MS,
+    check_import_order, random_token, Actor, Appended, Denied, Done, Event, Feed, Follower, Log,
+    Op, Outcome, StoreError, CID_MEMORY_MS,
 };
-use crate::protocol::{Draft, Message};
+use crate::protocol::Message;
 
 /// How long one Redis command may take before lanboard gives up on it: a
 /// write then fails with `storage-unavailable` rather than keep its poster
@@ -102,6 +113,10 @@ impl RedisTarget {
 
 /// Names of the board's keys.
 struct Keys {
+    edited: String,
+    changes: String,
+    operator: String,
+    block: String,
     stream: String,
     last_id: String,
     epoch: String,
@@ -115,6 +130,10 @@ struct Keys {
 impl Keys {
     fn new(prefix: &str) -> Keys {
         Keys {
+            edited: format!("{prefix}:edited"),
+            changes: format!("{prefix}:changes"),
+            operator: format!("{prefix}:operator"),
+            block: format!("{prefix}:block:"),
             stream: format!("{prefix}:messages"),
             last_id: format!("{prefix}:last-id"),
             epoch: format!("{prefix}:epoch"),
@@ -132,19 +151,52 @@ const LUA_NOW: &str = "local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
-/// Appends a batch. KEYS: stream, last-id, epoch, epoch-born. ARGV: the epoch
-/// the node knows, the time, the cid key prefix, the cid memory in seconds,
-/// the deadline (Redis clock, ms), the young-board wait (ms), then
-/// `name, message, cid` per draft (cid "" for none). Returns one
-/// `{new, id, name, message, time}` row per draft; `new` is 0 for a repeated
-/// cid, whose row is the original message.
+/// Lua helpers shared by the scripts. `field(f, name)` reads a field of a
+/// stream entry's flat field list; `current(stream, edited, id)` is message
+/// `id` as it reads now (`nil` when it was never posted or is deleted):
+/// its post entry `id-0`, with the text and `edited` of its latest edit
+/// entry when it has one.
+const LUA_MESSAGES: &str = r#"
+local function field(f, name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return nil
+end
+local function current(stream, edited, id)
+  local found = redis.call('XRANGE', stream, id .. '-0', id .. '-0')
+  if #found == 0 or found[1][2][1] ~= 'name' then return nil end
+  local f = found[1][2]
+  local m = {id = id, name = field(f, 'name'), message = field(f, 'message'),
+    time = field(f, 'time'), edited = field(f, 'edited') or '',
+    key = field(f, 'key') or '', sender = field(f, 'sender') or ''}
+  local change = redis.call('HGET', edited, id)
+  if change then
+    local e = redis.call('XRANGE', stream, change .. '-0', change .. '-0')
+    if #e > 0 then
+      m.message = field(e[1][2], 'message')
+      m.edited = field(e[1][2], 'edited')
+    end
+  end
+  return m
+end
+"#;
+
+/// Carries out a batch of ops. KEYS: stream, last-id, epoch, epoch-born,
+/// edited, changes, operator. ARGV: the epoch the node knows, the time,
+/// the cid key prefix, the cid memory in seconds, the deadline (Redis
+/// clock, ms), the young-board wait (ms), the block key prefix, then eight
+/// per op: `kind, id, name, message, cid, key hash, key, sender` ("" where
+/// an op has none). Returns one row of strings per op:
+/// `new|repeat, id, name, message, time, edited`, `edited, id, name,
+/// message, time, edited, change`, `deleted, id, change, author|operator`,
+/// `blocked-sender, id, until`, or a refusal: `forbidden`, `not-found`,
+/// `blocked, until`.
 ///
 /// Past the deadline the node has already told its posters
 /// `storage-unavailable`: a script that only runs then (Redis was frozen with
 /// the command in its socket) stores nothing, so a refused post never
 /// appears. A board younger than the wait refuses too, with the time left:
 /// see [`EPOCH`].
-const APPEND: &str = r#"
+const COMMIT: &str = r#"
 if now > tonumber(ARGV[5]) then
   return redis.error_reply('LANBOARD_LATE the node stopped waiting for this write')
 end
@@ -155,36 +207,143 @@ local born = tonumber(redis.call('GET', KEYS[4]) or '0')
 if now - born < tonumber(ARGV[6]) then
   return redis.error_reply('LANBOARD_YOUNG ' .. string.format('%d', born + tonumber(ARGV[6]) - now))
 end
+local stream, edited, changes = KEYS[1], KEYS[5], KEYS[6]
+local operator = redis.call('GET', KEYS[7]) or ''
+local time = ARGV[2]
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local function text(n) return string.format('%d', n) end
+local function message_row(kind, m)
+  return {kind, m.id, m.name, m.message, m.time, m.edited}
+end
 local rows = {}
-for i = 7, #ARGV, 3 do
-  local name, message, cid = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 8, #ARGV, 8 do
+  local kind, id, name, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local cid, hash, key, sender = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local is_operator = operator ~= '' and key == operator
   local row = nil
-  if cid ~= '' then
-    local earlier = redis.call('GET', ARGV[3] .. cid)
-    local id, at = nil, nil
-    if earlier then id, at = string.match(earlier, '^(%d+) (%-?%d+)$') end
-    if id and tonumber(at) > tonumber(ARGV[2]) - tonumber(ARGV[4]) * 1000 then
-      local found = redis.call('XRANGE', KEYS[1], id .. '-0', id .. '-0')
-      if #found > 0 then
-        local f = found[1][2]
-        row = {0, tonumber(id), f[2], f[4], tonumber(f[6])}
+  if kind == 'post' then
+    if cid ~= '' then
+      local earlier = redis.call('GET', ARGV[3] .. cid)
+      local was, at = nil, nil
+      if earlier then was, at = string.match(earlier, '^(%d+) (%-?%d+)$') end
+      if was and tonumber(at) > tonumber(time) - tonumber(ARGV[4]) * 1000 then
+        local m = current(stream, edited, was)
+        if m then row = message_row('repeat', m) else row = {'not-found'} end
       end
     end
-  end
-  if not row then
-    last = last + 1
-    local id = string.format('%d', last)
-    redis.call('XADD', KEYS[1], id .. '-0', 'name', name, 'message', message, 'time', ARGV[2])
-    if cid ~= '' then
-      redis.call('SET', ARGV[3] .. cid, id .. ' ' .. ARGV[2], 'EX', ARGV[4])
+    if not row and sender ~= '' and not is_operator then
+      local until_ = redis.call('GET', ARGV[7] .. sender)
+      if until_ and tonumber(until_) > tonumber(time) then row = {'blocked', until_} end
     end
-    row = {1, last, name, message, tonumber(ARGV[2])}
+    if not row then
+      last = last + 1
+      local new = text(last)
+      local fields = {'name', name, 'message', message, 'time', time}
+      if hash ~= '' then fields[#fields + 1] = 'key'; fields[#fields + 1] = hash end
+      if sender ~= '' then fields[#fields + 1] = 'sender'; fields[#fields + 1] = sender end
+      redis.call('XADD', stream, new .. '-0', unpack(fields))
+      if cid ~= '' then
+        redis.call('SET', ARGV[3] .. cid, new .. ' ' .. time, 'EX', ARGV[4])
+      end
+      row = {'new', new, name, message, time, ''}
+    end
+  elseif kind == 'block' then
+    if not is_operator then
+      row = {'forbidden'}
+    else
+      local m = current(stream, edited, id)
+      if not m or m.sender == '' then
+        row = {'not-found'}
+      else
+        local minutes = tonumber(name)
+        local until_ = text(tonumber(time) + minutes * 60000)
+        redis.call('SET', ARGV[7] .. m.sender, until_, 'PX', minutes * 60000)
+        row = {'blocked-sender', id, until_}
+      end
+    end
+  else
+    local m = current(stream, edited, id)
+    local is_author = m and m.key ~= '' and m.key == hash
+    if not m then
+      row = {'not-found'}
+    elseif kind == 'edit' and not is_author then
+      row = {'forbidden'}
+    elseif kind == 'delete' and not is_author and not is_operator then
+      row = {'forbidden'}
+    else
+      last = last + 1
+      local change = text(last)
+      local previous = redis.call('HGET', edited, id)
+      if previous then redis.call('XDEL', stream, previous .. '-0') end
+      if kind == 'edit' then
+        redis.call('XADD', stream, change .. '-0', 'edit', id, 'name', m.name,
+          'message', message, 'time', m.time, 'edited', time)
+        redis.call('HSET', edited, id, change)
+        m.message, m.edited = message, time
+        row = message_row('edited', m)
+        row[#row + 1] = change
+      else
+        redis.call('XDEL', stream, id .. '-0')
+        redis.call('HDEL', edited, id)
+        redis.call('XADD', stream, change .. '-0', 'delete', id)
+        local by = 'operator'
+        if is_author then by = 'author' end
+        row = {'deleted', id, change, by}
+      end
+      redis.call('ZADD', changes, last, id)
+    end
   end
   rows[#rows + 1] = row
 end
-redis.call('SET', KEYS[2], string.format('%d', last))
+redis.call('SET', KEYS[2], text(last))
 return rows
+"#;
+
+/// Messages in their current form, skipping the stream's edit and delete
+/// entries. KEYS: stream, edited. ARGV: `XRANGE` or `XREVRANGE`, where to
+/// start (a stream range bound), how many. Returns rows `id, name,
+/// message, time, edited` in the command's order.
+const READ: &str = r#"
+local stream, edited = KEYS[1], KEYS[2]
+local command, cursor, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+while #out < limit do
+  local batch
+  if command == 'XRANGE' then
+    batch = redis.call('XRANGE', stream, cursor, '+', 'COUNT', limit - #out)
+  else
+    batch = redis.call('XREVRANGE', stream, cursor, '-', 'COUNT', limit - #out)
+  end
+  if #batch == 0 then break end
+  for _, entry in ipairs(batch) do
+    if entry[2][1] == 'name' then
+      local m = current(stream, edited, string.match(entry[1], '^(%d+)'))
+      if m then out[#out + 1] = {m.id, m.name, m.message, m.time, m.edited} end
+    end
+  end
+  cursor = '(' .. batch[#batch][1]
+end
+return out
+"#;
+
+/// Every message whose latest change is after an id, in change order.
+/// KEYS: changes, stream, edited. ARGV: the id, how many. Returns rows
+/// `change, id, ""` for a deletion, `change, id, name, message, time,
+/// edited` for an edit.
+const CHANGES: &str = r#"
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for i = 1, #found, 2 do
+  local id, change = found[i], found[i + 1]
+  local m = nil
+  if redis.call('HGET', KEYS[3], id) == change then m = current(KEYS[2], KEYS[3], id) end
+  if m then
+    out[#out + 1] = {change, id, m.name, m.message, m.time, m.edited}
+  else
+    out[#out + 1] = {change, id, ''}
+  end
+end
+return out
 "#;
 
 /// Returns the board's epoch, creating it when the board is new or was lost.
@@ -232,11 +391,16 @@ return {total, now}
 "#;
 
 /// Loads exported messages into an empty board. KEYS: stream, last-id.
-/// ARGV: `id, name, message, time` per message, ids increasing.
+/// ARGV: `id, name, message, time, edited` per message ("" for never
+/// edited), ids increasing.
 const IMPORT: &str = r#"
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-for i = 1, #ARGV, 4 do
-  redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 'name', ARGV[i + 1], 'message', ARGV[i + 2], 'time', ARGV[i + 3])
+for i = 1, #ARGV, 5 do
+  if ARGV[i + 4] == '' then
+    redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 'name', ARGV[i + 1], 'message', ARGV[i + 2], 'time', ARGV[i + 3])
+  else
+    redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 'name', ARGV[i + 1], 'message', ARGV[i + 2], 'time', ARGV[i + 3], 'edited', ARGV[i + 4])
+  end
   last = tonumber(ARGV[i])
 end
 redis.call('SET', KEYS[2], string.format('%d', last))
@@ -286,7 +450,9 @@ struct Shared {
     /// Set by a write that found the epoch changed, so the tail checks at once.
     check_epoch: AtomicBool,
     node: String,
-    append: Script,
+    commit: Script,
+    read: Script,
+    changes: Script,
     epoch_script: Script,
     presence: Script,
     import: Script,
@@ -335,7 +501,9 @@ impl RedisLog {
             clock_offset: AtomicI64::new(0),
             check_epoch: AtomicBool::new(false),
             node: random_token(),
-            append: Script::new(&format!("{LUA_NOW}{APPEND}")),
+            commit: Script::new(&format!("{LUA_NOW}{LUA_MESSAGES}{COMMIT}")),
+            read: Script::new(&format!("{LUA_MESSAGES}{READ}")),
+            changes: Script::new(&format!("{LUA_MESSAGES}{CHANGES}")),
             epoch_script: Script::new(&format!("{LUA_NOW}{EPOCH}")),
             presence: Script::new(&format!("{LUA_NOW}{PRESENCE}")),
             import: Script::new(IMPORT),
@@ -426,15 +594,14 @@ impl RedisLog {
         run_on(self.runtime.handle(), future)
     }
 
-    fn range(
+    fn read(
         &self,
         command: &'static str,
         from: String,
-        to: String,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let shared = self.shared.clone();
-        self.call(async move { shared.range(command, &from, &to, limit).await })
+        self.call(async move { shared.read(command, &from, limit).await })
     }
 }
 
@@ -454,34 +621,37 @@ impl Drop for RedisLog {
 }
 
 impl Shared {
-    /// One run of the append script; see [`APPEND`]. It stores nothing
+    /// One run of the commit script; see [`COMMIT`]. It stores nothing
     /// after `given_up` (our clock, ms), when the caller stops waiting.
-    async fn try_append(
+    async fn try_commit(
         &self,
-        drafts: &[Draft],
+        ops: &[Op],
         time: i64,
         given_up: i64,
-    ) -> Result<Vec<(i64, u64, String, String, i64)>, StoreError> {
+    ) -> Result<Vec<Vec<String>>, StoreError> {
         let deadline = (now_ms() + (COMMAND_TIMEOUT - DEADLINE_MARGIN).as_millis() as i64)
             .min(given_up - DEADLINE_MARGIN.as_millis() as i64)
             + self.clock_offset.load(Ordering::Relaxed);
-        let mut invocation = self.append.prepare_invoke();
+        let mut invocation = self.commit.prepare_invoke();
         invocation
             .key(&self.keys.stream)
             .key(&self.keys.last_id)
             .key(&self.keys.epoch)
             .key(&self.keys.epoch_born)
+            .key(&self.keys.edited)
+            .key(&self.keys.changes)
+            .key(&self.keys.operator)
             .arg(self.epoch.lock().as_str())
             .arg(time)
             .arg(&self.keys.cid)
             .arg(CID_MEMORY_MS / 1000)
             .arg(deadline)
-            .arg(YOUNG_BOARD.as_millis() as u64);
-        for draft in drafts {
-            invocation
-                .arg(draft.name())
-                .arg(draft.message())
-                .arg(draft.cid().unwrap_or(""));
+            .arg(YOUNG_BOARD.as_millis() as u64)
+            .arg(&self.keys.block);
+        for op in ops {
+            for arg in op_args(op) {
+                invocation.arg(arg);
+            }
         }
         let mut conn = self.commands.clone();
         match timed(invocation.invoke_async(&mut conn)).await {
@@ -509,6 +679,30 @@ impl Shared {
         }
     }
 
+    /// Messages in their current form from the [`READ`] script.
+    async fn read(
+        &self,
+        command: &'static str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.commands.clone();
+        let rows: Vec<Vec<String>> = timed(
+            self.read
+                .key(&self.keys.stream)
+                .key(&self.keys.edited)
+                .arg(command)
+                .arg(from)
+                .arg(limit)
+                .invoke_async(&mut conn),
+        )
+        .await?;
+        rows.iter().map(|row| message_from_row(row)).collect()
+    }
+
     /// The board's epoch, created if the board is new or was lost.
     async fn current_epoch(&self) -> Result<String, StoreError> {
         let mut conn = self.commands.clone();
@@ -523,32 +717,6 @@ impl Shared {
                 .invoke_async(&mut conn),
         )
         .await
-    }
-
-    /// Up to `limit` messages from `XRANGE` or `XREVRANGE` between `from`
-    /// and `to`, in the order Redis gives them.
-    async fn range(
-        &self,
-        command: &'static str,
-        from: &str,
-        to: &str,
-        limit: usize,
-    ) -> Result<Vec<Message>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.commands.clone();
-        let reply: StreamRangeReply = timed(
-            redis::cmd(command)
-                .arg(&self.keys.stream)
-                .arg(from)
-                .arg(to)
-                .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut conn),
-        )
-        .await?;
-        reply.ids.iter().map(to_message).collect()
     }
 
     /// Publishes every message after the follower's newest to it, forever
@@ -592,7 +760,7 @@ impl Shared {
                 }
             };
             match read {
-                Ok((messages, read_to)) => {
+                Ok((events, read_to)) => {
                     if let Some(since) = down_since.take() {
                         log::info!(
                             "Redis is reachable again after {:.1} s; delivery resumes after message {last}",
@@ -601,8 +769,8 @@ impl Shared {
                     }
                     last = read_to;
                     self.seen.fetch_max(last, Ordering::SeqCst);
-                    if !messages.is_empty() {
-                        board.publish(&messages);
+                    if !events.is_empty() {
+                        board.publish(&events);
                     }
                 }
                 Err(e) => {
@@ -627,7 +795,7 @@ impl Shared {
         &self,
         conn: &mut ConnectionManager,
         last: u64,
-    ) -> Result<(Vec<Message>, u64), StoreError> {
+    ) -> Result<(Vec<Event>, u64), StoreError> {
         let reply: Option<StreamReadReply> = tokio::time::timeout(
             TAIL_BLOCK + COMMAND_TIMEOUT,
             redis::cmd("XREAD")
@@ -649,13 +817,13 @@ impl Shared {
         // An entry that is not a lanboard message (someone else wrote to the
         // stream) is passed over, not retried forever, which would stop
         // delivery on this node.
-        let mut messages = Vec::new();
+        let mut events = Vec::new();
         let mut read_to = last;
         for entry in reply.keys.iter().flat_map(|key| key.ids.iter()) {
-            match to_message(entry) {
-                Ok(message) => {
-                    read_to = message.id;
-                    messages.push(message);
+            match to_event(entry) {
+                Ok(event) => {
+                    read_to = event.position();
+                    events.push(event);
                 }
                 Err(e) => {
                     log::warn!("skipping stream entry {}: {e}", entry.id);
@@ -665,7 +833,7 @@ impl Shared {
                 }
             }
         }
-        Ok((messages, read_to))
+        Ok((events, read_to))
     }
 
     /// Checks the epoch; when the board was lost and begun anew, resets the
@@ -675,7 +843,7 @@ impl Shared {
         if *self.epoch.lock() == epoch {
             return Ok(None);
         }
-        let mut recent = self.range("XREVRANGE", "+", "-", board.window()).await?;
+        let mut recent = self.read("XREVRANGE", "+", board.window()).await?;
         recent.reverse();
         log::warn!(
             "the board in Redis at {} was lost (its epoch changed); clients are told to reload",
@@ -725,15 +893,15 @@ impl Shared {
 }
 
 impl Log for RedisLog {
-    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+    fn commit(&self, ops: Vec<Op>, time: i64) -> Result<Vec<Outcome>, StoreError> {
         let shared = self.shared.clone();
         // Measured here, not in the task: a runtime slow to start the task
         // must not stretch the write past the moment this thread gives up.
         let started = Instant::now();
         let given_up = now_ms() + CALL_LIMIT.as_millis() as i64;
-        let rows: Vec<(i64, u64, String, String, i64)> = self.call(async move {
+        let rows = self.call(async move {
             loop {
-                match shared.try_append(&drafts, time, given_up).await {
+                match shared.try_commit(&ops, time, given_up).await {
                     // A board just begun: wait until every node had its
                     // say on the ids (see EPOCH), within the usual time limit.
                     Err(StoreError::Young(wait)) if started.elapsed() + wait < COMMAND_TIMEOUT => {
@@ -748,26 +916,11 @@ impl Log for RedisLog {
                 }
             }
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|(new, id, name, message, time)| {
-                let message = Message {
-                    id,
-                    name,
-                    message,
-                    time,
-                };
-                if new == 1 {
-                    Appended::New(message)
-                } else {
-                    Appended::Repeat(message)
-                }
-            })
-            .collect())
+        rows.iter().map(|row| outcome_from_row(row)).collect()
     }
 
     fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
-        self.range("XRANGE", format!("({id}-0"), "+".into(), limit)
+        self.read("XRANGE", format!("({id}-0"), limit)
     }
 
     fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
@@ -779,13 +932,65 @@ impl Log for RedisLog {
         } else {
             format!("({id}-0")
         };
-        let mut messages = self.range("XREVRANGE", from, "-".into(), limit)?;
+        let mut messages = self.read("XREVRANGE", from, limit)?;
         messages.reverse();
         Ok(messages)
     }
 
+    fn changes(&self, id: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let shared = self.shared.clone();
+        let rows: Vec<Vec<String>> = self.call(async move {
+            let mut conn = shared.commands.clone();
+            timed(
+                shared
+                    .changes
+                    .key(&shared.keys.changes)
+                    .key(&shared.keys.stream)
+                    .key(&shared.keys.edited)
+                    .arg(id)
+                    .arg(limit)
+                    .invoke_async(&mut conn),
+            )
+            .await
+        })?;
+        rows.iter()
+            .map(|row| {
+                let change = number(row.first())?;
+                if row.len() == 3 {
+                    return Ok(Event::Deleted {
+                        id: number(row.get(1))?,
+                        change,
+                    });
+                }
+                Ok(Event::Edited {
+                    message: message_from_row(&row[1..])?,
+                    change,
+                })
+            })
+            .collect()
+    }
+
     fn last_id(&self) -> Result<u64, StoreError> {
-        Ok(self.before(u64::MAX, 1)?.last().map_or(0, |m| m.id))
+        // The newest entry of any kind: a post, an edit or a deletion.
+        let mut conn = self.shared.commands.clone();
+        let key = self.shared.keys.stream.clone();
+        let newest: StreamRangeReply = self.call(async move {
+            timed(
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await
+        })?;
+        Ok(newest
+            .ids
+            .first()
+            .and_then(|entry| stream_position(&entry.id))
+            .unwrap_or(0))
     }
 
     fn import(&self, messages: &[Message]) -> Result<usize, StoreError> {
@@ -809,7 +1014,8 @@ impl Log for RedisLog {
                         .arg(m.id)
                         .arg(&m.name)
                         .arg(&m.message)
-                        .arg(m.time);
+                        .arg(m.time)
+                        .arg(m.edited.map_or(String::new(), |t| t.to_string()));
                 }
                 let mut conn = shared.commands.clone();
                 timed::<u64>(invocation.invoke_async(&mut conn)).await
@@ -846,6 +1052,139 @@ impl Log for RedisLog {
     fn epoch(&self) -> Option<String> {
         Some(self.shared.epoch.lock().clone())
     }
+
+    fn operator_secret(&self, fresh: &str) -> Result<String, StoreError> {
+        let mut conn = self.shared.commands.clone();
+        let key = self.shared.keys.operator.clone();
+        let fresh = fresh.to_owned();
+        self.call(async move {
+            let _: Option<String> = timed(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(fresh)
+                    .arg("NX")
+                    .query_async(&mut conn),
+            )
+            .await?;
+            timed(conn.get(&key)).await
+        })
+    }
+
+    fn rotate_operator_secret(&self, fresh: &str) -> Result<(), StoreError> {
+        let mut conn = self.shared.commands.clone();
+        let key = self.shared.keys.operator.clone();
+        let fresh = fresh.to_owned();
+        self.call(async move { timed(conn.set(&key, fresh)).await })
+    }
+}
+
+/// The eight script arguments of one op (see [`COMMIT`]).
+fn op_args(op: &Op) -> [String; 8] {
+    let none = String::new;
+    match op {
+        Op::Post(draft) => [
+            "post".into(),
+            none(),
+            draft.name().into(),
+            draft.message().into(),
+            draft.cid().unwrap_or_default().into(),
+            draft.key_hash().unwrap_or_default(),
+            draft.key().unwrap_or_default().into(),
+            draft.sender().unwrap_or_default().into(),
+        ],
+        Op::Edit { id, message, key } => [
+            "edit".into(),
+            id.to_string(),
+            none(),
+            message.clone(),
+            none(),
+            crate::protocol::key_hash(key),
+            key.clone(),
+            none(),
+        ],
+        Op::Delete { id, key } => [
+            "delete".into(),
+            id.to_string(),
+            none(),
+            none(),
+            none(),
+            crate::protocol::key_hash(key),
+            key.clone(),
+            none(),
+        ],
+        Op::Block { id, minutes, key } => [
+            "block".into(),
+            id.to_string(),
+            minutes.to_string(),
+            none(),
+            none(),
+            none(),
+            key.clone(),
+            none(),
+        ],
+    }
+}
+
+fn number<T: std::str::FromStr>(text: Option<&String>) -> Result<T, StoreError> {
+    text.and_then(|t| t.parse().ok())
+        .ok_or_else(|| StoreError::Redis(format!("unexpected answer from a script: {text:?}")))
+}
+
+/// A message from a script's row `id, name, message, time, edited`.
+fn message_from_row(row: &[String]) -> Result<Message, StoreError> {
+    let edited = match row.get(4).map(String::as_str) {
+        None | Some("") => None,
+        Some(_) => Some(number(row.get(4))?),
+    };
+    Ok(Message {
+        id: number(row.first())?,
+        name: row.get(1).cloned().unwrap_or_default(),
+        message: row.get(2).cloned().unwrap_or_default(),
+        time: number(row.get(3))?,
+        edited,
+    })
+}
+
+/// One op's answer from its [`COMMIT`] row.
+fn outcome_from_row(row: &[String]) -> Result<Outcome, StoreError> {
+    let kind = row.first().map(String::as_str).unwrap_or_default();
+    let message = || message_from_row(row.get(1..).unwrap_or_default());
+    Ok(match kind {
+        "new" => Ok(Done::Posted(Appended::New(message()?))),
+        "repeat" => Ok(Done::Posted(Appended::Repeat(message()?))),
+        "edited" => Ok(Done::Edited {
+            message: message()?,
+            change: number(row.get(6))?,
+        }),
+        "deleted" => Ok(Done::Deleted {
+            id: number(row.get(1))?,
+            change: number(row.get(2))?,
+            by: if row.get(3).is_some_and(|by| by == "author") {
+                Actor::Author
+            } else {
+                Actor::Operator
+            },
+        }),
+        "blocked-sender" => Ok(Done::Blocked {
+            id: number(row.get(1))?,
+            until: number(row.get(2))?,
+        }),
+        "forbidden" => Err(Denied::Forbidden),
+        "not-found" => Err(Denied::NotFound),
+        "blocked" => Err(Denied::Blocked {
+            until: number(row.get(1))?,
+        }),
+        other => {
+            return Err(StoreError::Redis(format!(
+                "unexpected answer from the commit script: {other:?}"
+            )))
+        }
+    })
+}
+
+/// The number `n` of a stream id `n-0`.
+fn stream_position(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(n, _)| n.parse().ok())
 }
 
 impl RedisLog {
@@ -981,23 +1320,35 @@ fn classify(error: RedisError) -> StoreError {
     }
 }
 
-fn to_message(entry: &StreamId) -> Result<Message, StoreError> {
+/// The event a stream entry records: a post, an edit or a deletion.
+fn to_event(entry: &StreamId) -> Result<Event, StoreError> {
     let bad = || {
         StoreError::Redis(format!(
             "stream entry {} is not a lanboard message",
             entry.id
         ))
     };
-    let id = entry
-        .id
-        .split_once('-')
-        .and_then(|(id, _)| id.parse().ok())
-        .ok_or_else(bad)?;
-    Ok(Message {
-        id,
+    let position = stream_position(&entry.id).ok_or_else(bad)?;
+    if let Some(id) = entry.get::<u64>("delete") {
+        return Ok(Event::Deleted {
+            id,
+            change: position,
+        });
+    }
+    let message = Message {
+        id: entry.get("edit").unwrap_or(position),
         name: entry.get("name").ok_or_else(bad)?,
         message: entry.get("message").ok_or_else(bad)?,
         time: entry.get("time").ok_or_else(bad)?,
+        edited: entry.get("edited"),
+    };
+    Ok(if entry.contains_key("edit") {
+        Event::Edited {
+            message,
+            change: position,
+        }
+    } else {
+        Event::Posted(message)
     })
 }
 

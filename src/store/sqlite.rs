@@ -3,13 +3,28 @@
 //! SQLite runs in WAL mode with one connection for the writer and one for
 //! readers, so reading history never waits for a commit.
 //!
-//! Schema version 3 (`PRAGMA user_version = 3`), tagged with
+//! Schema version 4 (`PRAGMA user_version = 4`), tagged with
 //! `PRAGMA application_id` so that a foreign database is refused:
-//! `messages(id INTEGER PRIMARY KEY, name TEXT, message TEXT, time INTEGER)`,
-//! `cids(cid TEXT PRIMARY KEY, id INTEGER, time INTEGER)`, the clients'
-//! ids of the last day's posts, and `settings(name TEXT PRIMARY KEY, value
-//! TEXT)`, which keeps the login cookie's `secret` across restarts. Versions
-//! 1 (no `cids`) and 2 (no `settings`) are upgraded in place on open.
+//! - `messages(id INTEGER PRIMARY KEY, name TEXT, message TEXT, time
+//!   INTEGER, edited INTEGER, key TEXT, sender TEXT)`: the messages not
+//!   deleted, in their current form; `key` is the SHA-256 of the author key,
+//!   `sender` the address the post came from (for blocks).
+//! - `changes(id INTEGER PRIMARY KEY, change INTEGER, deleted INTEGER)`:
+//!   each edited or deleted message's latest change, indexed by `change`,
+//!   for clients resuming after it.
+//! - `cids(cid TEXT PRIMARY KEY, id INTEGER, time INTEGER)`: the clients'
+//!   ids of the last day's posts.
+//! - `blocks(sender TEXT PRIMARY KEY, until INTEGER)`: blocked senders.
+//! - `settings(name TEXT PRIMARY KEY, value TEXT)`: the login cookie's
+//!   `secret` and the `operator` secret.
+//!
+//! Versions 1 to 3 are upgraded in place on open.
+//!
+//! Deleted means gone from the file: the writer runs with `secure_delete`,
+//! which overwrites a deleted row (and an edited message's old text) with
+//! zeros, and after every commit that deleted or edited a message it
+//! checkpoints the WAL into the file and truncates it, so the old page
+//! images in the WAL go too.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -17,12 +32,15 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::{check_import_order, Appended, Log, StoreError, CID_MEMORY_MS, CID_PRUNE_EVERY_MS};
-use crate::protocol::{Draft, Message};
+use super::{
+    check_import_order, judge, same_secret, Actor, Appended, Denied, Done, Event, Log, Op, Outcome,
+    StoreError, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
+};
+use crate::protocol::Message;
 
 /// "LNBD": marks a SQLite file as a lanboard database.
 const APPLICATION_ID: i64 = 0x4c4e_4244;
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// History in one SQLite file.
 pub struct SqliteLog {
@@ -34,12 +52,18 @@ pub struct SqliteLog {
     /// rather than SQLite's exclusive locking mode, which would also lock out
     /// our own reader connection and `lanboard export`.
     _lock: Option<File>,
+    /// True for a file of an older schema opened to read (export): it has
+    /// no edits and no changes to read.
+    old: bool,
 }
 
 /// The writer's connection, and when it last forgot old cids.
 struct Writing {
     conn: Connection,
     cids_pruned_at: i64,
+    /// True while a commit removed text that a checkpoint has not yet
+    /// cleared out of the WAL (a reader held it up): the next commit tries again.
+    unscrubbed: bool,
 }
 
 /// How long a commit waits for the disk (SQLite's `synchronous` in WAL mode).
@@ -76,6 +100,8 @@ impl SqliteLog {
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let writer = Connection::open_with_flags(&path, flags)?;
         check_or_create_schema(&writer, &path, access, sync)?;
+        // Export may read a file an older lanboard wrote, left as it was.
+        let version: i64 = writer.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         let reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -85,14 +111,36 @@ impl SqliteLog {
             writer: Mutex::new(Writing {
                 conn: writer,
                 cids_pruned_at: 0,
+                unscrubbed: false,
             }),
             reader: Mutex::new(reader),
             _lock: lock,
+            old: version < SCHEMA_VERSION,
         })
     }
 }
 
-const INSERT: &str = "INSERT INTO messages (id, name, message, time) VALUES (?1, ?2, ?3, ?4)";
+impl SqliteLog {
+    /// The columns [`read_message`] reads, as this file has them.
+    fn columns(&self) -> &'static str {
+        if self.old {
+            "id, name, message, time, NULL"
+        } else {
+            MESSAGE
+        }
+    }
+}
+
+const INSERT: &str = "INSERT INTO messages (id, name, message, time, edited, key, sender)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// The columns [`read_message`] reads, in its order.
+const MESSAGE: &str = "id, name, message, time, edited";
+
+/// The last id given out: a post's, or a change's (which outlives a
+/// deleted message's row).
+const LAST_ID: &str = "SELECT max(coalesce((SELECT max(id) FROM messages), 0),
+                          coalesce((SELECT max(change) FROM changes), 0))";
 
 fn take_lock(path: &Path) -> Result<File, StoreError> {
     let io = |source| StoreError::Io {
@@ -165,11 +213,13 @@ fn check_or_create_schema(
         });
     }
     // Migrations from older schema versions, every step in one transaction.
-    // A reader (export) needs none of them: it only reads `messages`.
+    // Adding columns only writes the schema, not the rows, so it is instant
+    // at any size. A reader (export) of an old file reads it as it is.
     if access == Access::Write && (1..SCHEMA_VERSION).contains(&version) {
         let cids = if version < 2 { CREATE_CIDS } else { "" };
+        let settings = if version < 3 { CREATE_SETTINGS } else { "" };
         conn.execute_batch(&format!(
-            "BEGIN; {cids} {CREATE_SETTINGS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {cids} {settings} {ADD_MODERATION} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
     }
     if access == Access::Write {
@@ -193,6 +243,11 @@ fn check_or_create_schema(
         // pages instead of SQLite's 1,000 makes them rarer on a busy board,
         // for a WAL file of at most about 32 MiB.
         conn.execute_batch("PRAGMA wal_autocheckpoint=8000")?;
+        // Deleted rows and replaced text are overwritten with zeros, not
+        // left in free space: see the module documentation.
+        conn.execute_batch("PRAGMA secure_delete=ON")?;
+        // The checkpoint after a deletion waits this long for a reader.
+        conn.busy_timeout(std::time::Duration::from_secs(2))?;
         if conn.is_readonly("main")? {
             return Err(StoreError::ReadOnly {
                 path: path.to_path_buf(),
@@ -214,8 +269,25 @@ const CREATE_SETTINGS: &str = "CREATE TABLE settings (
     value TEXT NOT NULL
 ) WITHOUT ROWID;";
 
+/// Version 4: what moderation needs (see the module documentation).
+const ADD_MODERATION: &str = "ALTER TABLE messages ADD COLUMN edited INTEGER;
+ALTER TABLE messages ADD COLUMN key TEXT;
+ALTER TABLE messages ADD COLUMN sender TEXT;
+CREATE TABLE changes (
+    id INTEGER PRIMARY KEY,
+    change INTEGER NOT NULL,
+    deleted INTEGER NOT NULL
+);
+CREATE INDEX changes_in_order ON changes (change);
+CREATE TABLE blocks (
+    sender TEXT PRIMARY KEY,
+    until INTEGER NOT NULL
+) WITHOUT ROWID;";
+
 /// The `settings` row that keys the login cookie.
 const SECRET: &str = "secret";
+/// The `settings` row that holds the operator secret.
+const OPERATOR: &str = "operator";
 
 fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let result = conn.execute_batch(&format!(
@@ -228,6 +300,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
          );
          {CREATE_CIDS}
          {CREATE_SETTINGS}
+         {ADD_MODERATION}
          PRAGMA application_id = {APPLICATION_ID};
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
@@ -249,6 +322,7 @@ fn read_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         name: row.get(1)?,
         message: row.get(2)?,
         time: row.get(3)?,
+        edited: row.get(4)?,
     })
 }
 
@@ -265,7 +339,7 @@ fn collect(
 }
 
 impl Log for SqliteLog {
-    fn append(&self, drafts: Vec<Draft>, time: i64) -> Result<Vec<Appended>, StoreError> {
+    fn commit(&self, ops: Vec<Op>, time: i64) -> Result<Vec<Outcome>, StoreError> {
         let mut writing = self.writer.lock();
         let prune = time - writing.cids_pruned_at > CID_PRUNE_EVERY_MS;
         let tx = writing
@@ -273,59 +347,91 @@ impl Log for SqliteLog {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if prune {
             tx.execute("DELETE FROM cids WHERE time <= ?1", [time - CID_MEMORY_MS])?;
+            tx.execute("DELETE FROM blocks WHERE until <= ?1", [time])?;
         }
-        let mut last: i64 =
-            tx.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |row| {
-                row.get(0)
-            })?;
-        let mut appended = Vec::with_capacity(drafts.len());
-        {
-            let mut insert = tx.prepare_cached(INSERT)?;
-            let mut remember = tx.prepare_cached(
-                "INSERT OR REPLACE INTO cids (cid, id, time) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut original = tx.prepare_cached(
-                "SELECT m.id, m.name, m.message, m.time FROM cids c JOIN messages m ON m.id = c.id
-                 WHERE c.cid = ?1 AND c.time > ?2",
-            )?;
-            for draft in drafts {
-                if let Some(cid) = draft.cid() {
-                    let earlier = original
-                        .query_row(params![cid, time - CID_MEMORY_MS], read_message)
-                        .optional()?;
-                    if let Some(message) = earlier {
-                        appended.push(Appended::Repeat(message));
-                        continue;
-                    }
-                }
-                last += 1;
-                insert.execute(params![last, draft.name(), draft.message(), time])?;
-                if let Some(cid) = draft.cid() {
-                    remember.execute(params![cid, last, time])?;
-                }
-                appended.push(Appended::New(draft.into_message(last as u64, time)));
-            }
-        }
+        let mut batch = Batch {
+            tx: &tx,
+            time,
+            last: tx.query_row(LAST_ID, [], |row| row.get(0))?,
+            operator: tx
+                .query_row(
+                    "SELECT value FROM settings WHERE name = ?1",
+                    [OPERATOR],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .unwrap_or_default(),
+            removed_text: false,
+        };
+        let outcomes = ops
+            .into_iter()
+            .map(|op| batch.apply(op))
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed_text = batch.removed_text;
         tx.commit()?;
         if prune {
             writing.cids_pruned_at = time;
         }
-        Ok(appended)
+        if removed_text || writing.unscrubbed {
+            writing.unscrubbed = !scrub_wal(&writing.conn);
+        }
+        Ok(outcomes)
     }
 
     fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
         collect(
             &self.reader.lock(),
-            "SELECT id, name, message, time FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+            &format!(
+                "SELECT {} FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+                self.columns()
+            ),
             id,
             limit,
         )
     }
 
+    fn changes(&self, id: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        if self.old {
+            return Ok(Vec::new());
+        }
+        let conn = self.reader.lock();
+        let mut select = conn.prepare_cached(
+            "SELECT c.change, c.deleted, m.id, m.name, m.message, m.time, m.edited, c.id
+             FROM changes c LEFT JOIN messages m ON m.id = c.id
+             WHERE c.change > ?1 ORDER BY c.change LIMIT ?2",
+        )?;
+        let id = i64::try_from(id).unwrap_or(i64::MAX);
+        let rows = select.query_map(params![id, limit as i64], |row| {
+            let change = row.get::<_, i64>(0)? as u64;
+            let deleted: bool = row.get(1)?;
+            let present: Option<i64> = row.get(2)?;
+            Ok(match present {
+                Some(_) if !deleted => Event::Edited {
+                    message: Message {
+                        id: row.get::<_, i64>(2)? as u64,
+                        name: row.get(3)?,
+                        message: row.get(4)?,
+                        time: row.get(5)?,
+                        edited: row.get(6)?,
+                    },
+                    change,
+                },
+                _ => Event::Deleted {
+                    id: row.get::<_, i64>(7)? as u64,
+                    change,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn before(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
         let mut messages = collect(
             &self.reader.lock(),
-            "SELECT id, name, message, time FROM messages WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+            &format!(
+                "SELECT {} FROM messages WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                self.columns()
+            ),
             id,
             limit,
         )?;
@@ -334,10 +440,12 @@ impl Log for SqliteLog {
     }
 
     fn last_id(&self) -> Result<u64, StoreError> {
-        let conn = self.reader.lock();
-        let last: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |row| {
-            row.get(0)
-        })?;
+        let query = if self.old {
+            "SELECT coalesce(max(id), 0) FROM messages"
+        } else {
+            LAST_ID
+        };
+        let last: i64 = self.reader.lock().query_row(query, [], |row| row.get(0))?;
         Ok(last as u64)
     }
 
@@ -351,7 +459,16 @@ impl Log for SqliteLog {
         {
             let mut insert = tx.prepare_cached(INSERT)?;
             for m in messages {
-                insert.execute(params![m.id as i64, m.name, m.message, m.time])?;
+                let none: Option<&str> = None;
+                insert.execute(params![
+                    m.id as i64,
+                    m.name,
+                    m.message,
+                    m.time,
+                    m.edited,
+                    none,
+                    none
+                ])?;
             }
         }
         tx.commit()?;
@@ -364,22 +481,239 @@ impl Log for SqliteLog {
 
     /// Kept in the file, so a login survives a restart of the board.
     fn shared_secret(&self, fresh: &str) -> Result<String, StoreError> {
-        let writing = self.writer.lock();
-        writing.conn.execute(
-            "INSERT OR IGNORE INTO settings (name, value) VALUES (?1, ?2)",
-            params![SECRET, fresh],
-        )?;
-        Ok(writing.conn.query_row(
-            "SELECT value FROM settings WHERE name = ?1",
-            [SECRET],
-            |row| row.get(0),
-        )?)
+        setting(&self.writer.lock().conn, SECRET, fresh)
+    }
+
+    fn operator_secret(&self, fresh: &str) -> Result<String, StoreError> {
+        setting(&self.writer.lock().conn, OPERATOR, fresh)
+    }
+
+    fn rotate_operator_secret(&self, fresh: &str) -> Result<(), StoreError> {
+        rotate(&self.writer.lock().conn, fresh)
+    }
+}
+
+/// The value of setting `name`, made `fresh` if it has none yet.
+fn setting(conn: &Connection, name: &str, fresh: &str) -> Result<String, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO settings (name, value) VALUES (?1, ?2)",
+        params![name, fresh],
+    )?;
+    Ok(conn.query_row(
+        "SELECT value FROM settings WHERE name = ?1",
+        [name],
+        |row| row.get(0),
+    )?)
+}
+
+fn rotate(conn: &Connection, fresh: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)",
+        params![OPERATOR, fresh],
+    )?;
+    Ok(())
+}
+
+/// The operator secret of the board in the file at `path`, which a running
+/// lanboard may be serving (`lanboard operator-link`): made if the board
+/// has none, replaced by `fresh` when `rotate`. The running board reads the
+/// secret in every commit, so a rotation takes effect at once.
+pub fn operator_secret_in(path: &Path, fresh: &str, rotate_it: bool) -> Result<String, StoreError> {
+    let conn = match SqliteLog::open(path, Access::Write, SyncMode::Normal) {
+        // Nobody serves the board: open it as its writer (creating or
+        // upgrading the file as a start would).
+        Ok(log) => {
+            if rotate_it {
+                log.rotate_operator_secret(fresh)?;
+            }
+            return log.operator_secret(fresh);
+        }
+        Err(StoreError::Locked { .. }) => Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?,
+        Err(other) => return Err(other),
+    };
+    // A board is running on the file, so it is a current lanboard database;
+    // its writer holds the lock, and SQLite's own locking (waited for here)
+    // keeps this one small write apart from its commits.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if rotate_it {
+        rotate(&conn, fresh)?;
+    }
+    setting(&conn, OPERATOR, fresh)
+}
+
+/// One commit's work: the ops of a batch applied inside its transaction.
+struct Batch<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    time: i64,
+    /// The last id given out so far.
+    last: i64,
+    operator: String,
+    /// True once an op deleted or replaced text, which the WAL still holds.
+    removed_text: bool,
+}
+
+impl Batch<'_> {
+    fn apply(&mut self, op: Op) -> Result<Outcome, StoreError> {
+        let tx = self.tx;
+        let time = self.time;
+        if let Op::Post(draft) = op {
+            if let Some(cid) = draft.cid() {
+                let earlier: Option<i64> = tx
+                    .prepare_cached("SELECT id FROM cids WHERE cid = ?1 AND time > ?2")?
+                    .query_row(params![cid, time - CID_MEMORY_MS], |row| row.get(0))
+                    .optional()?;
+                if let Some(id) = earlier {
+                    let original = tx
+                        .prepare_cached(&format!("SELECT {MESSAGE} FROM messages WHERE id = ?1"))?
+                        .query_row([id], read_message)
+                        .optional()?;
+                    return Ok(match original {
+                        Some(message) => Ok(Done::Posted(Appended::Repeat(message))),
+                        // The post was deleted: a resend must not bring it back.
+                        None => Err(Denied::NotFound),
+                    });
+                }
+            }
+            let by_operator = draft
+                .key()
+                .is_some_and(|key| same_secret(key, &self.operator));
+            if let (Some(sender), false) = (draft.sender(), by_operator) {
+                let until: Option<i64> = tx
+                    .prepare_cached("SELECT until FROM blocks WHERE sender = ?1 AND until > ?2")?
+                    .query_row(params![sender, time], |row| row.get(0))
+                    .optional()?;
+                if let Some(until) = until {
+                    return Ok(Err(Denied::Blocked { until }));
+                }
+            }
+            self.last += 1;
+            tx.prepare_cached(INSERT)?.execute(params![
+                self.last,
+                draft.name(),
+                draft.message(),
+                time,
+                None::<i64>,
+                draft.key_hash(),
+                draft.sender()
+            ])?;
+            if let Some(cid) = draft.cid() {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO cids (cid, id, time) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![cid, self.last, time])?;
+            }
+            return Ok(Ok(Done::Posted(Appended::New(
+                draft.into_message(self.last as u64, time),
+            ))));
+        }
+        let id = match &op {
+            Op::Edit { id, .. } | Op::Delete { id, .. } | Op::Block { id, .. } => *id,
+            Op::Post(_) => unreachable!("posts are handled above"),
+        };
+        let id = i64::try_from(id).unwrap_or(i64::MAX);
+        let found: Option<(Message, Option<String>, Option<String>)> = tx
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE}, key, sender FROM messages WHERE id = ?1"
+            ))?
+            .query_row([id], |row| {
+                Ok((read_message(row)?, row.get(5)?, row.get(6)?))
+            })
+            .optional()?;
+        // A block is judged before the message is looked up, so that only
+        // the operator learns which ids exist.
+        let actor = if matches!(op, Op::Block { .. }) || found.is_some() {
+            let stored_key = found.as_ref().and_then(|(_, key, _)| key.as_deref());
+            match judge(&op, stored_key, &self.operator) {
+                Ok(actor) => actor,
+                Err(denied) => return Ok(Err(denied)),
+            }
+        } else {
+            Actor::Author
+        };
+        let Some((mut message, _, sender)) = found else {
+            return Ok(Err(Denied::NotFound));
+        };
+        Ok(match op {
+            Op::Edit { message: text, .. } => {
+                self.last += 1;
+                tx.prepare_cached("UPDATE messages SET message = ?2, edited = ?3 WHERE id = ?1")?
+                    .execute(params![id, text, time])?;
+                self.changed(id, false)?;
+                message.message = text;
+                message.edited = Some(time);
+                Ok(Done::Edited {
+                    message,
+                    change: self.last as u64,
+                })
+            }
+            Op::Delete { .. } => {
+                self.last += 1;
+                tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+                    .execute([id])?;
+                self.changed(id, true)?;
+                Ok(Done::Deleted {
+                    id: id as u64,
+                    change: self.last as u64,
+                    by: actor,
+                })
+            }
+            Op::Block { minutes, .. } => match sender {
+                Some(sender) => {
+                    let until = time + minutes as i64 * 60_000;
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO blocks (sender, until) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![sender, until])?;
+                    Ok(Done::Blocked {
+                        id: id as u64,
+                        until,
+                    })
+                }
+                // Imported, or posted before senders were kept.
+                None => Err(Denied::NotFound),
+            },
+            Op::Post(_) => unreachable!("posts are handled above"),
+        })
+    }
+
+    /// Records change `self.last` as message `id`'s latest.
+    fn changed(&mut self, id: i64, deleted: bool) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO changes (id, change, deleted) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![id, self.last, deleted])?;
+        self.removed_text = true;
+        Ok(())
+    }
+}
+
+/// Copies the WAL into the file and truncates it, so text that a commit
+/// deleted or replaced (zeroed in the file by `secure_delete`) is not left
+/// in older page images in the WAL. False when a reader held it up.
+fn scrub_wal(conn: &Connection) -> bool {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    }) {
+        Ok(0) => true,
+        Ok(_) => {
+            log::warn!("a reader held up clearing deleted text out of the WAL; retrying at the next commit");
+            false
+        }
+        Err(error) => {
+            log::warn!("could not clear deleted text out of the WAL ({error}); retrying at the next commit");
+            false
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Draft;
 
     fn drafts(texts: &[&str]) -> Vec<Draft> {
         texts

@@ -9,6 +9,7 @@
 //! is not held to one commit per round trip.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,9 +22,32 @@ use tokio::sync::Notify;
 
 use super::socket::{close_reason, ping, pong, text, Incoming, ReadError, Socket};
 use crate::board::{Board, Outgoing, Subscription};
-use crate::guard::{self, Permit, Rate, TokenBucket};
+use crate::guard::{self, Guard, Permit, Rate, TokenBucket};
 use crate::protocol::{self, Action, Code, Limits, Rejection};
-use crate::writer::Writer;
+use crate::store::Op;
+use crate::writer::{self, Writer};
+
+/// Answers an edit, a deletion or a block: done, with the ack when asked
+/// for, or refused with `error`.
+fn keyed(conversation: &Conversation<'_>, op: Op, ack: Option<u64>) -> Reply {
+    let writer = conversation.writer.clone();
+    let guard = conversation.guard.clone();
+    let (ip, peer) = (conversation.ip, conversation.peer.to_owned());
+    Box::pin(async move {
+        match (writer.submit_keyed(op, &guard, ip).await, ack) {
+            (Ok(done), Some(ack)) => Some(protocol::ack_frame(ack, &writer::ack_data(&done))),
+            (Ok(_), None) => None,
+            (Err(rejection), ack) => {
+                log::info!(
+                    "{peer}: refused ({}): {}",
+                    rejection.code.as_str(),
+                    rejection.message
+                );
+                Some(protocol::error_frame(&rejection, ack))
+            }
+        }
+    })
+}
 
 /// Timing and size settings of every connection.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +140,11 @@ pub struct Connection {
     pub welcome: Vec<String>,
     pub board: Board,
     pub writer: Writer,
+    /// Where wrong keys are counted.
+    pub guard: Arc<Guard>,
     pub config: SessionConfig,
+    /// The client's address: kept with its posts, and where its wrong keys count.
+    pub ip: Option<IpAddr>,
     pub peer: String,
     /// The connection's place in its address's count, freed when it ends.
     pub permit: Permit,
@@ -144,7 +172,9 @@ pub async fn run(connection: Connection) {
         welcome,
         board,
         writer,
+        guard,
         config,
+        ip,
         peer,
         permit,
         live,
@@ -159,7 +189,9 @@ pub async fn run(connection: Connection) {
             last_heard: Instant::now(),
             board: &board,
             writer: &writer,
+            guard: &guard,
             config: &config,
+            ip,
             peer: &peer,
         };
         conversation.run().await
@@ -194,7 +226,9 @@ struct Conversation<'a> {
     last_heard: Instant,
     board: &'a Board,
     writer: &'a Writer,
+    guard: &'a Arc<Guard>,
     config: &'a SessionConfig,
+    ip: Option<IpAddr>,
     peer: &'a str,
 }
 
@@ -277,14 +311,7 @@ impl Conversation<'_> {
     async fn hear(&mut self, message: Result<Incoming, ReadError>) -> Result<(), End> {
         match message {
             Ok(Incoming::Text(text)) => {
-                let reply = answer(
-                    &text,
-                    self.board,
-                    self.writer,
-                    self.config,
-                    self.peer,
-                    self.bucket.as_mut(),
-                );
+                let reply = answer(&text, self);
                 self.replies.push_back(reply);
             }
             Ok(Incoming::Binary) => {
@@ -388,14 +415,15 @@ async fn send<'a>(
 
 /// Answers one text frame. The answer is a future so that posts wait for
 /// their commit without holding up the connection's other work.
-fn answer(
-    text: &str,
-    board: &Board,
-    writer: &Writer,
-    config: &SessionConfig,
-    peer: &str,
-    bucket: Option<&mut TokenBucket>,
-) -> Reply {
+fn answer(text: &str, conversation: &mut Conversation<'_>) -> Reply {
+    let Conversation {
+        board,
+        writer,
+        config,
+        peer,
+        ..
+    } = *conversation;
+    let bucket = conversation.bucket.as_mut();
     let request = match protocol::parse_request(text, config.limits) {
         Ok(request) => request,
         Err((ack, rejection)) => {
@@ -418,6 +446,7 @@ fn answer(
                 }
             }
             let writer = writer.clone();
+            let draft = draft.with_sender(conversation.ip);
             Box::pin(async move {
                 match (writer.post(draft).await, ack) {
                     (Ok(stored), Some(ack)) => Some(protocol::ack_frame(ack, stored.message())),
@@ -425,6 +454,13 @@ fn answer(
                     (Err(rejection), ack) => Some(protocol::error_frame(&rejection, ack)),
                 }
             })
+        }
+        Action::EditMessage { id, message, key } => {
+            keyed(conversation, Op::Edit { id, message, key }, ack)
+        }
+        Action::DeleteMessage { id, key } => keyed(conversation, Op::Delete { id, key }, ack),
+        Action::BlockSender { id, minutes, key } => {
+            keyed(conversation, Op::Block { id, minutes, key }, ack)
         }
         Action::LoadOlder { before, limit } => {
             let board = board.clone();
