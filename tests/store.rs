@@ -8,7 +8,8 @@ use std::path::Path;
 use common::redis::{Persistence, Redis};
 use lanboard::protocol::{Draft, Message};
 use lanboard::store::{
-    Access, Appended, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError, SyncMode,
+    Access, Actor, Appended, Denied, Done, Event, Log, MemoryLog, Op, Outcome, RedisLog,
+    RedisTarget, SqliteLog, StoreError, SyncMode,
 };
 
 fn draft(text: &str, cid: Option<&str>) -> Draft {
@@ -120,16 +121,270 @@ fn import_keeps_ids_and_only_fills_an_empty_board(log: &dyn Log) {
     assert!(matches!(log.import(&exported), Err(StoreError::NotEmpty)));
 }
 
+const OPERATOR: &str = "operator-secret-0123456789abcdef";
+const ALICE: &str = "alice-key-0123456789";
+const CAROL: &str = "carol-key-0123456789";
+
+/// A post by the holder of `key` from address `from`.
+fn post(text: &str, key: Option<&str>, from: &str) -> Op {
+    Op::Post(
+        draft(text, None)
+            .with_key(key.map(str::to_owned))
+            .with_sender(Some(from.parse().unwrap())),
+    )
+}
+
+fn edit(id: u64, text: &str, key: &str) -> Op {
+    Op::Edit {
+        id,
+        message: text.into(),
+        key: key.into(),
+    }
+}
+
+fn delete(id: u64, key: &str) -> Op {
+    Op::Delete {
+        id,
+        key: key.into(),
+    }
+}
+
+fn block(id: u64, minutes: u64, key: &str) -> Op {
+    Op::Block {
+        id,
+        minutes,
+        key: key.into(),
+    }
+}
+
+/// Commits one op and returns its answer.
+fn one(log: &dyn Log, op: Op, time: i64) -> Outcome {
+    log.commit(vec![op], time).unwrap().remove(0)
+}
+
+fn posted_id(outcome: &Outcome) -> u64 {
+    match outcome {
+        Ok(Done::Posted(appended)) => appended.message().id,
+        other => panic!("expected a stored post, got {other:?}"),
+    }
+}
+
+fn edits_and_deletions_take_ids_in_the_one_order_and_follow_the_keys(log: &dyn Log) {
+    assert_eq!(log.operator_secret(OPERATOR).unwrap(), OPERATOR);
+    let posted = log
+        .commit(
+            vec![
+                post("alice's", Some(ALICE), "10.0.0.1"),
+                post("nobody's", None, "10.0.0.2"),
+                post("carol's", Some(CAROL), "10.0.0.3"),
+            ],
+            10,
+        )
+        .unwrap();
+    assert_eq!(posted.iter().map(posted_id).collect::<Vec<_>>(), [1, 2, 3]);
+
+    let edited = one(log, edit(1, "alice's, fixed", ALICE), 20).unwrap();
+    let Done::Edited { message, change } = &edited else {
+        panic!("the author edits: {edited:?}");
+    };
+    assert_eq!((message.id, change), (1, &4), "the edit takes the next id");
+    assert_eq!(
+        (
+            message.message.as_str(),
+            message.edited,
+            message.time,
+            message.name.as_str()
+        ),
+        ("alice's, fixed", Some(20), 10, "n")
+    );
+    assert_eq!(one(log, edit(1, "x", CAROL), 21), Err(Denied::Forbidden));
+    assert_eq!(
+        one(log, edit(1, "x", OPERATOR), 21),
+        Err(Denied::Forbidden),
+        "the operator deletes but does not edit others' words"
+    );
+    assert_eq!(
+        one(log, edit(2, "x", ALICE), 21),
+        Err(Denied::Forbidden),
+        "no key, no author"
+    );
+    assert_eq!(one(log, edit(99, "x", ALICE), 21), Err(Denied::NotFound));
+    assert_eq!(
+        one(log, edit(4, "x", ALICE), 21),
+        Err(Denied::NotFound),
+        "4 is a change"
+    );
+
+    assert_eq!(one(log, delete(2, ALICE), 30), Err(Denied::Forbidden));
+    assert_eq!(
+        one(log, delete(2, OPERATOR), 30),
+        Ok(Done::Deleted {
+            id: 2,
+            change: 5,
+            by: Actor::Operator
+        })
+    );
+    assert_eq!(
+        one(log, delete(1, ALICE), 31),
+        Ok(Done::Deleted {
+            id: 1,
+            change: 6,
+            by: Actor::Author
+        })
+    );
+    assert_eq!(
+        one(log, delete(1, ALICE), 32),
+        Err(Denied::NotFound),
+        "already deleted"
+    );
+    assert_eq!(one(log, edit(1, "back?", ALICE), 32), Err(Denied::NotFound));
+
+    assert_eq!(
+        ids(&log.after(0, 10).unwrap()),
+        [3],
+        "deleted messages are gone from reads"
+    );
+    assert_eq!(ids(&log.before(u64::MAX, 10).unwrap()), [3]);
+    assert_eq!(
+        log.last_id().unwrap(),
+        6,
+        "the last id given out was a change"
+    );
+    let next = posted_id(&one(log, post("after", Some(ALICE), "10.0.0.1"), 33));
+    assert_eq!(next, 7, "posts go on from the change ids");
+
+    // The latest change of each message, in change order: message 1's
+    // edit (4) was overtaken by its deletion (6).
+    assert_eq!(
+        log.changes(0, 10).unwrap(),
+        vec![
+            Event::Deleted { id: 2, change: 5 },
+            Event::Deleted { id: 1, change: 6 },
+        ]
+    );
+    one(log, edit(3, "carol's, fixed", CAROL), 40).unwrap();
+    let changes = log.changes(5, 10).unwrap();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[0], Event::Deleted { id: 1, change: 6 });
+    assert!(
+        matches!(&changes[1], Event::Edited { message, change: 8 }
+            if message.id == 3 && message.message == "carol's, fixed" && message.edited == Some(40)),
+        "{changes:?}"
+    );
+    assert_eq!(log.changes(8, 10).unwrap(), vec![]);
+    assert_eq!(log.changes(0, 1).unwrap().len(), 1, "the limit holds");
+    assert_eq!(
+        log.after(2, 10).unwrap()[0].message,
+        "carol's, fixed",
+        "reads give the current form"
+    );
+}
+
+fn only_the_operator_blocks_and_a_block_holds_until_it_ends(log: &dyn Log) {
+    log.operator_secret(OPERATOR).unwrap();
+    let id = posted_id(&one(log, post("spam", Some(CAROL), "10.0.0.3"), 100));
+    posted_id(&one(log, post("fine", None, "10.0.0.4"), 100));
+    assert_eq!(one(log, block(id, 60, CAROL), 101), Err(Denied::Forbidden));
+    assert_eq!(one(log, block(999, 60, ALICE), 101), Err(Denied::Forbidden));
+    assert_eq!(
+        one(log, block(999, 60, OPERATOR), 101),
+        Err(Denied::NotFound)
+    );
+    let until = 101 + 60 * 60_000;
+    assert_eq!(
+        one(log, block(id, 60, OPERATOR), 101),
+        Ok(Done::Blocked { id, until })
+    );
+    assert_eq!(
+        one(log, post("more spam", Some(CAROL), "10.0.0.3"), 102),
+        Err(Denied::Blocked { until })
+    );
+    assert_eq!(
+        one(log, post("no key", None, "10.0.0.3"), 102),
+        Err(Denied::Blocked { until }),
+        "a block is by address, not key"
+    );
+    posted_id(&one(log, post("others post", None, "10.0.0.4"), 102));
+    posted_id(&one(
+        log,
+        post("the operator posts", Some(OPERATOR), "10.0.0.3"),
+        102,
+    ));
+    posted_id(&one(log, post("later", Some(CAROL), "10.0.0.3"), until + 1));
+}
+
+fn a_resent_cid_of_a_deleted_post_is_not_found_and_not_stored_again(log: &dyn Log) {
+    let sent = log
+        .commit(
+            vec![Op::Post(
+                draft("oops", Some("c-9")).with_key(Some(ALICE.into())),
+            )],
+            10,
+        )
+        .unwrap();
+    let id = posted_id(&sent[0]);
+    one(log, delete(id, ALICE), 11).unwrap();
+    let last = log.last_id().unwrap();
+    assert_eq!(
+        one(log, Op::Post(draft("oops", Some("c-9"))), 12),
+        Err(Denied::NotFound)
+    );
+    assert_eq!(log.last_id().unwrap(), last, "nothing was stored");
+    assert_eq!(log.after(0, 10).unwrap(), vec![]);
+}
+
+fn a_rotated_operator_secret_replaces_the_old_one(log: &dyn Log) {
+    assert_eq!(log.operator_secret(OPERATOR).unwrap(), OPERATOR);
+    assert_eq!(
+        log.operator_secret("another-fresh-secret-000").unwrap(),
+        OPERATOR,
+        "made once"
+    );
+    let ids: Vec<u64> = log
+        .commit(
+            vec![post("a", None, "10.0.0.1"), post("b", None, "10.0.0.1")],
+            10,
+        )
+        .unwrap()
+        .iter()
+        .map(posted_id)
+        .collect();
+    let rotated = "rotated-operator-secret-42";
+    log.rotate_operator_secret(rotated).unwrap();
+    assert_eq!(
+        log.operator_secret("ignored-fresh-secret").unwrap(),
+        rotated
+    );
+    assert_eq!(
+        one(log, delete(ids[0], OPERATOR), 11),
+        Err(Denied::Forbidden)
+    );
+    assert!(matches!(
+        one(log, delete(ids[0], rotated), 11),
+        Ok(Done::Deleted {
+            by: Actor::Operator,
+            ..
+        })
+    ));
+}
+
 /// Everything that does not need a restart, each on a fresh log from `fresh`.
 fn conforms(mut fresh: impl FnMut() -> Box<dyn Log>) {
     ids_strictly_increase_and_reads_respect_their_bounds(&*fresh());
     a_repeated_cid_returns_the_original_and_stores_nothing(&*fresh());
     a_cid_is_forgotten_after_a_day(&*fresh());
     import_keeps_ids_and_only_fills_an_empty_board(&*fresh());
+    edits_and_deletions_take_ids_in_the_one_order_and_follow_the_keys(&*fresh());
+    only_the_operator_blocks_and_a_block_holds_until_it_ends(&*fresh());
+    a_resent_cid_of_a_deleted_post_is_not_found_and_not_stored_again(&*fresh());
+    a_rotated_operator_secret_replaces_the_old_one(&*fresh());
 }
 
 /// Writes, reopens with `reopen`, and checks that messages, ids and cids survived.
-fn restart_keeps_everything(log: Box<dyn Log>, reopen: impl FnOnce(Box<dyn Log>) -> Box<dyn Log>) {
+fn restart_keeps_everything(
+    log: Box<dyn Log>,
+    mut reopen: impl FnMut(Box<dyn Log>) -> Box<dyn Log>,
+) {
     let written = log
         .append(vec![draft("x", Some("kept")), draft("y", None)], 1)
         .unwrap();
@@ -143,6 +398,28 @@ fn restart_keeps_everything(log: Box<dyn Log>, reopen: impl FnOnce(Box<dyn Log>)
         "cids survive a restart"
     );
     assert_eq!(appended_ids(&log.append(drafts(&["z"]), 2).unwrap()), [3]);
+    // Changes, blocks and the operator secret survive too.
+    log.operator_secret(OPERATOR).unwrap();
+    let from_3 = Op::Post(draft("w", None).with_sender(Some("10.0.0.9".parse().unwrap())));
+    let blocked_id = posted_id(&one(&*log, from_3, 3));
+    one(&*log, delete(1, OPERATOR), 3).unwrap();
+    one(&*log, block(blocked_id, 60, OPERATOR), 3).unwrap();
+    let changes = log.changes(0, 10).unwrap();
+    let log = reopen(log);
+    assert_eq!(log.changes(0, 10).unwrap(), changes);
+    assert_eq!(log.last_id().unwrap(), 5);
+    assert!(matches!(
+        one(
+            &*log,
+            Op::Post(draft("v", None).with_sender(Some("10.0.0.9".parse().unwrap()))),
+            4
+        ),
+        Err(Denied::Blocked { .. })
+    ));
+    assert_eq!(
+        log.operator_secret("fresh-but-not-used-x").unwrap(),
+        OPERATOR
+    );
 }
 
 #[test]
@@ -208,7 +485,7 @@ fn the_redis_log_keeps_everything_across_a_restart_of_lanboard_and_of_redis() {
         drop(log);
         redis.restart();
         let target = RedisTarget {
-            url,
+            url: url.clone(),
             prefix: prefix.into(),
         };
         Box::new(RedisLog::open(&target).unwrap())
