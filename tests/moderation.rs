@@ -789,3 +789,31 @@ async fn an_edit_on_one_node_and_a_deletion_on_another_reach_a_third_in_the_one_
         "every node shares one operator secret"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_message_s_entry_is_removed_from_the_redis_stream_and_the_export() {
+    let redis = redis_or_skip!(Persistence::None);
+    let node = Board::node(&redis.url(), "gone", &[]);
+    let mut client = Client::connect(&node.ws_url()).await;
+    let secret = "door code 4711-redis-only";
+    let doomed = post_with_key(&mut client, secret, ALICE, 1).await;
+    post_with_key(&mut client, "stays", ALICE, 2).await;
+    let stream = || redis.cli(&["XRANGE", "gone:messages", "-", "+"]);
+    assert!(stream().contains(secret), "stored at first");
+    let deleted = json!({"id": doomed["id"], "key": ALICE});
+    assert_eq!(
+        ask(&mut client, "delete-message", deleted, 3).await["event"],
+        "ack"
+    );
+    assert!(!stream().contains(secret), "{}", stream());
+    assert!(stream().contains("stays"));
+    let (status, exported, stderr) = common::run(
+        &["export", "--redis", &redis.url(), "--redis-prefix", "gone"],
+        std::env::temp_dir().as_path(),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(
+        exported.contains("stays") && !exported.contains(secret),
+        "{exported}"
+    );
+}
