@@ -272,7 +272,7 @@ async fn edit_message(
     };
     let (id, key) = match id_and_key(&request, &id) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(rejection) => return reject(StatusCode::BAD_REQUEST, &rejection),
     };
     let message = match value.get("message") {
         Some(serde_json::Value::String(text)) => {
@@ -309,7 +309,7 @@ async fn delete_message(
     }
     let (id, key) = match id_and_key(&request, &id) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(rejection) => return reject(StatusCode::BAD_REQUEST, &rejection),
     };
     match state
         .writer
@@ -322,13 +322,13 @@ async fn delete_message(
 }
 
 /// The message id in the path and the key in `Lanboard-Key`.
-fn id_and_key(request: &HttpRequest, id: &str) -> Result<(u64, String), HttpResponse> {
+fn id_and_key(request: &HttpRequest, id: &str) -> Result<(u64, String), Rejection> {
     let id = match id.parse::<u64>() {
         Ok(id) if id > 0 => id,
         _ => {
-            return Err(reject(
-                StatusCode::BAD_REQUEST,
-                &Rejection::new(Code::BadRequest, "the path must end in a message id"),
+            return Err(Rejection::new(
+                Code::BadRequest,
+                "the path must end in a message id",
             ))
         }
     };
@@ -338,16 +338,13 @@ fn id_and_key(request: &HttpRequest, id: &str) -> Result<(u64, String), HttpResp
         .and_then(|key| key.to_str().ok())
     {
         Some(key) if protocol::is_key(key) => Ok((id, key.to_owned())),
-        _ => Err(reject(
-            StatusCode::BAD_REQUEST,
-            &Rejection::new(
-                Code::BadRequest,
-                format!(
-                    "send the author key (or the operator secret) in the {KEY_HEADER} header: \
-                     {} to {} printable ASCII characters",
-                    protocol::KEY_CHARS.start(),
-                    protocol::KEY_CHARS.end()
-                ),
+        _ => Err(Rejection::new(
+            Code::BadRequest,
+            format!(
+                "send the author key (or the operator secret) in the {KEY_HEADER} header: \
+                 {} to {} printable ASCII characters",
+                protocol::KEY_CHARS.start(),
+                protocol::KEY_CHARS.end()
             ),
         )),
     }
