@@ -12,8 +12,8 @@
 //! - `protocol`: the JSON frames and the validation of what clients post.
 //! - `board`: the hub: recent-message window and its epoch, subscribers,
 //!   fan-out, presence; the `Follower` a shared store's tail feeds.
-//! - `writer`: the thread that owns the log's writing end: commits posts in
-//!   batches, survives a failing store, tells the server if it ever stops.
+//! - `writer`: the thread that owns the log's writing end: commits posts,
+//!   edits, deletions and blocks in batches, survives a failing store, tells the server if it ever stops.
 //! - `store`: the history log (`Log`, persistence only) in SQLite, memory or
 //!   Redis, and the Redis tail that feeds a `Follower`.
 //! - `transfer`: `export` and `import` as JSON Lines.
@@ -30,12 +30,17 @@
 //! | event                | direction        | data                                  |
 //! |----------------------|------------------|---------------------------------------|
 //! | `messages-available` | server -> client | `[Message, ...]`, oldest first        |
-//! | `add-message`        | client -> server | `{name, message, cid?}`, optional `ack` |
+//! | `add-message`        | client -> server | `{name, message, cid?, key?}`, optional `ack` |
 //! | `message-added`      | server -> all    | `Message`, in id order                |
 //! | `ack`                | server -> sender | `Message`, with the client's `ack`    |
 //! | `error`              | server -> sender | `{code, message}`, with `ack` if any  |
 //! | `load-older`         | client -> server | `{before, limit}`                     |
 //! | `older-messages`     | server -> sender | `{messages, more}`                    |
+//! | `edit-message`       | client -> server | `{id, message, key}`, optional `ack`  |
+//! | `delete-message`     | client -> server | `{id, key}`, optional `ack`           |
+//! | `block-sender`       | client -> server | `{id, minutes, key}` (operator secret) |
+//! | `message-edited`     | server -> all    | `Message` with `edited` and `change`  |
+//! | `message-deleted`    | server -> all    | `{id, change}`                        |
 //! | `presence`           | server -> all    | `{online}`, over every node           |
 //! | `board-reset`        | server -> all    | `{message}`: the history was lost     |
 
