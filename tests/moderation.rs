@@ -776,44 +776,105 @@ async fn an_edit_on_one_node_and_a_deletion_on_another_reach_a_third_in_the_one_
     take_frames(&mut late, &mut shown, std::time::Duration::from_millis(500)).await;
     assert_eq!(shown.list(), board_now(nodes[2].addr).await);
     assert_eq!(shown.list().len(), 1);
-    let stream = redis.cli(&["XRANGE", "mod:messages", "-", "+"]);
-    assert!(
-        !stream.contains("second"),
-        "the deleted entry is gone: {stream}"
-    );
-    assert!(stream.contains("first, edited"));
-    let blocked_secret = redis.cli(&["GET", "mod:operator"]);
+    let second_key = format!("mod:message:{}", second["id"]);
     assert_eq!(
-        blocked_secret.trim().len(),
+        redis.cli(&["EXISTS", &second_key]).trim(),
+        "0",
+        "the deleted message is gone"
+    );
+    let first_key = format!("mod:message:{}", first["id"]);
+    assert_eq!(
+        redis.cli(&["HGET", &first_key, "message"]).trim(),
+        "first, edited"
+    );
+    let operator = redis.cli(&["GET", "mod:operator"]);
+    assert_eq!(
+        operator.trim().len(),
         32,
         "every node shares one operator secret"
     );
 }
 
+/// Every byte of every file under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            bytes.extend(files_under(&path));
+        } else if let Ok(content) = std::fs::read(&path) {
+            bytes.extend(content);
+        }
+    }
+    bytes
+}
+
 #[tokio::test]
-async fn a_deleted_message_s_entry_is_removed_from_the_redis_stream_and_the_export() {
-    let redis = redis_or_skip!(Persistence::None);
+async fn deleted_and_edited_away_text_is_gone_from_redis_its_files_and_the_export() {
+    // Uncompressed snapshots, so that reading the files' bytes can find text.
+    let Some(redis) = Redis::start_with(Persistence::AppendOnly, &["--rdbcompression", "no"])
+    else {
+        return;
+    };
     let node = Board::node(&redis.url(), "gone", &[]);
     let mut client = Client::connect(&node.ws_url()).await;
     let secret = "door code 4711-redis-only";
+    let edited_away = "first draft: token plugh-9";
     let doomed = post_with_key(&mut client, secret, ALICE, 1).await;
-    post_with_key(&mut client, "stays", ALICE, 2).await;
-    let stream = || redis.cli(&["XRANGE", "gone:messages", "-", "+"]);
-    assert!(stream().contains(secret), "stored at first");
+    let fixed = post_with_key(&mut client, edited_away, ALICE, 2).await;
+    post_with_key(&mut client, "stays-42", ALICE, 3).await;
+    assert!(
+        contains(&files_under(redis.dir()), secret),
+        "written at first"
+    );
     let deleted = json!({"id": doomed["id"], "key": ALICE});
     assert_eq!(
-        ask(&mut client, "delete-message", deleted, 3).await["event"],
+        ask(&mut client, "delete-message", deleted, 4).await["event"],
         "ack"
     );
-    assert!(!stream().contains(secret), "{}", stream());
-    assert!(stream().contains("stays"));
+    let edit = json!({"id": fixed["id"], "message": "fixed-77", "key": ALICE});
+    assert_eq!(
+        ask(&mut client, "edit-message", edit, 5).await["event"],
+        "ack"
+    );
+    let key = format!("gone:message:{}", doomed["id"]);
+    assert_eq!(redis.cli(&["EXISTS", &key]).trim(), "0");
+    let stream = redis.cli(&["XRANGE", "gone:messages", "-", "+"]);
+    assert!(
+        !stream.contains(&format!("{}-0", doomed["id"])),
+        "its entry is gone: {stream}"
+    );
+
+    // The node asks Redis to rewrite its files, which Redis does in the background.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let files = files_under(redis.dir());
+        let left: Vec<&str> = [secret, edited_away]
+            .into_iter()
+            .filter(|text| contains(&files, text))
+            .collect();
+        if left.is_empty() {
+            assert!(
+                contains(&files, "stays-42") && contains(&files, "fixed-77"),
+                "the check reads the real files"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left:?} still in Redis's files; node: {}",
+            node.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let (status, exported, stderr) = common::run(
         &["export", "--redis", &redis.url(), "--redis-prefix", "gone"],
         std::env::temp_dir().as_path(),
     );
     assert!(status.success(), "{stderr}");
     assert!(
-        exported.contains("stays") && !exported.contains(secret),
+        exported.contains("stays-42") && exported.contains("fixed-77"),
         "{exported}"
     );
+    assert!(!exported.contains(secret) && !exported.contains(edited_away));
 }

@@ -2,14 +2,21 @@
 //! lanboard processes ("nodes") started with the same URL and prefix.
 //!
 //! Keys, all under `--redis-prefix` (default `lanboard`):
-//! - `P:messages`: a Stream, the board's one order. Message `n` is entry
-//!   `n-0` with fields `name`, `message`, `time`, in that order, then `key`
-//!   (the author key's SHA-256) and `sender` (its address, for blocks) when
-//!   known. An edit with change id `c` is entry `c-0` with fields `edit`
-//!   (the message's id), `name`, `message`, `time`, `edited`; a deletion is
-//!   entry `c-0` with the field `delete`. A deletion removes the message's
-//!   entry and its edit entry (`XDEL`); an edit removes the previous edit's.
-//! - `P:edited`: a hash, message id -> the id of its current edit entry.
+//! - `P:messages`: a Stream, the board's one order, holding no text. Message
+//!   `n` is entry `n-0` with the field `post`; an edit or deletion of message
+//!   `m` with change id `c` is entry `c-0` with the field `edit` or `delete`
+//!   set to `m`. A deletion also removes the message's own entry (`XDEL`).
+//! - `P:message:<n>`: a hash, message `n` as it reads now: `name`, `message`,
+//!   `time`, `edited` once edited, `key` (the author key's SHA-256) and
+//!   `sender` (its address, for blocks) when known. An edit overwrites it; a
+//!   deletion deletes it. The text lives here and not in the stream because
+//!   Redis keeps a removed stream entry's bytes inside its stream node (and
+//!   writes them to its files) until every entry of that node is removed,
+//!   while a deleted key is gone from Redis's data and, once Redis rewrites
+//!   them, from its files. Boards written by lanboard before this layout have
+//!   their posts' fields in the stream entry itself (`name`, `message`,
+//!   `time`): they are still read, and the first edit moves the message to
+//!   its hash.
 //! - `P:changes`: a sorted set of message ids scored by their latest
 //!   change, for clients resuming after it.
 //! - `P:operator`: the operator secret.
@@ -48,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
 use super::{
@@ -88,6 +95,12 @@ const IMPORT_CHUNK: usize = 500;
 /// (an append is at most two [`COMMAND_TIMEOUT`]s: the young-board wait,
 /// then one try), so only a stuck runtime reaches it.
 const CALL_LIMIT: Duration = Duration::from_secs(6);
+/// How long deletions are gathered before Redis is asked to rewrite its files.
+const SCRUB_GATHER: Duration = Duration::from_millis(200);
+/// How long to wait before asking again while a rewrite is already running.
+const SCRUB_RETRY: Duration = Duration::from_millis(500);
+/// How often to ask before giving up (with a warning) until the next deletion.
+const SCRUB_ATTEMPTS: u32 = 120;
 /// How long a panicked tail or presence task rests before it runs again, so a
 /// fault that repeats does not spin.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
@@ -113,7 +126,7 @@ impl RedisTarget {
 
 /// Names of the board's keys.
 struct Keys {
-    edited: String,
+    message: String,
     changes: String,
     operator: String,
     block: String,
@@ -130,7 +143,7 @@ struct Keys {
 impl Keys {
     fn new(prefix: &str) -> Keys {
         Keys {
-            edited: format!("{prefix}:edited"),
+            message: format!("{prefix}:message:"),
             changes: format!("{prefix}:changes"),
             operator: format!("{prefix}:operator"),
             block: format!("{prefix}:block:"),
@@ -152,42 +165,38 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
 /// Lua helpers shared by the scripts. `field(f, name)` reads a field of a
-/// stream entry's flat field list; `current(stream, edited, id)` is message
-/// `id` as it reads now (`nil` when it was never posted or is deleted):
-/// its post entry `id-0`, with the text and `edited` of its latest edit
-/// entry when it has one.
+/// flat field list; `current(stream, prefix, id)` is message `id` as it reads
+/// now, from its hash `prefix .. id` (or, for a board written before hashes,
+/// from its own stream entry), `nil` when it was never posted or is deleted.
 const LUA_MESSAGES: &str = r#"
 local function field(f, name)
   for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
   return nil
 end
-local function current(stream, edited, id)
-  local found = redis.call('XRANGE', stream, id .. '-0', id .. '-0')
-  if #found == 0 or found[1][2][1] ~= 'name' then return nil end
-  local f = found[1][2]
-  local m = {id = id, name = field(f, 'name'), message = field(f, 'message'),
+local function current(stream, prefix, id)
+  local f = redis.call('HGETALL', prefix .. id)
+  if #f == 0 then
+    local found = redis.call('XRANGE', stream, id .. '-0', id .. '-0')
+    if #found == 0 or found[1][2][1] ~= 'name' then return nil end
+    f = found[1][2]
+  end
+  return {id = id, name = field(f, 'name'), message = field(f, 'message'),
     time = field(f, 'time'), edited = field(f, 'edited') or '',
     key = field(f, 'key') or '', sender = field(f, 'sender') or ''}
-  local change = redis.call('HGET', edited, id)
-  if change then
-    local e = redis.call('XRANGE', stream, change .. '-0', change .. '-0')
-    if #e > 0 then
-      m.message = field(e[1][2], 'message')
-      m.edited = field(e[1][2], 'edited')
-    end
-  end
-  return m
+end
+local function row(kind, m)
+  return {kind, m.id, m.name, m.message, m.time, m.edited}
 end
 "#;
 
 /// Carries out a batch of ops. KEYS: stream, last-id, epoch, epoch-born,
-/// edited, changes, operator. ARGV: the epoch the node knows, the time,
-/// the cid key prefix, the cid memory in seconds, the deadline (Redis
-/// clock, ms), the young-board wait (ms), the block key prefix, then eight
-/// per op: `kind, id, name, message, cid, key hash, key, sender` ("" where
-/// an op has none). Returns one row of strings per op:
-/// `new|repeat, id, name, message, time, edited`, `edited, id, name,
-/// message, time, edited, change`, `deleted, id, change, author|operator`,
+/// changes, operator. ARGV: the epoch the node knows, the time, the cid key
+/// prefix, the cid memory in seconds, the deadline (Redis clock, ms), the
+/// young-board wait (ms), the block key prefix, the message key prefix,
+/// then eight per op: `kind, id, name, message, cid, key hash, key, sender`
+/// ("" where an op has none). Returns one row of strings per op:
+/// `new|repeat|edited, id, name, message, time, edited` (an edit's row ends
+/// with its change), `deleted, id, change, author|operator`,
 /// `blocked-sender, id, until`, or a refusal: `forbidden`, `not-found`,
 /// `blocked, until`.
 ///
@@ -207,104 +216,107 @@ local born = tonumber(redis.call('GET', KEYS[4]) or '0')
 if now - born < tonumber(ARGV[6]) then
   return redis.error_reply('LANBOARD_YOUNG ' .. string.format('%d', born + tonumber(ARGV[6]) - now))
 end
-local stream, edited, changes = KEYS[1], KEYS[5], KEYS[6]
-local operator = redis.call('GET', KEYS[7]) or ''
+local stream, changes, prefix = KEYS[1], KEYS[5], ARGV[8]
+local operator = redis.call('GET', KEYS[6]) or ''
 local time = ARGV[2]
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local function text(n) return string.format('%d', n) end
-local function message_row(kind, m)
-  return {kind, m.id, m.name, m.message, m.time, m.edited}
+local function store(m)
+  local fields = {'name', m.name, 'message', m.message, 'time', m.time}
+  for _, name in ipairs({'edited', 'key', 'sender'}) do
+    if m[name] ~= '' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = m[name]
+    end
+  end
+  redis.call('HSET', prefix .. m.id, unpack(fields))
 end
 local rows = {}
-for i = 8, #ARGV, 8 do
+for i = 9, #ARGV, 8 do
   local kind, id, name, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local cid, hash, key, sender = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   local is_operator = operator ~= '' and key == operator
-  local row = nil
+  local answer = nil
   if kind == 'post' then
     if cid ~= '' then
       local earlier = redis.call('GET', ARGV[3] .. cid)
       local was, at = nil, nil
       if earlier then was, at = string.match(earlier, '^(%d+) (%-?%d+)$') end
       if was and tonumber(at) > tonumber(time) - tonumber(ARGV[4]) * 1000 then
-        local m = current(stream, edited, was)
-        if m then row = message_row('repeat', m) else row = {'not-found'} end
+        local m = current(stream, prefix, was)
+        if m then answer = row('repeat', m) else answer = {'not-found'} end
       end
     end
-    if not row and sender ~= '' and not is_operator then
+    if not answer and sender ~= '' and not is_operator then
       local until_ = redis.call('GET', ARGV[7] .. sender)
-      if until_ and tonumber(until_) > tonumber(time) then row = {'blocked', until_} end
+      if until_ and tonumber(until_) > tonumber(time) then answer = {'blocked', until_} end
     end
-    if not row then
+    if not answer then
       last = last + 1
-      local new = text(last)
-      local fields = {'name', name, 'message', message, 'time', time}
-      if hash ~= '' then fields[#fields + 1] = 'key'; fields[#fields + 1] = hash end
-      if sender ~= '' then fields[#fields + 1] = 'sender'; fields[#fields + 1] = sender end
-      redis.call('XADD', stream, new .. '-0', unpack(fields))
+      local m = {id = text(last), name = name, message = message, time = time,
+        edited = '', key = hash, sender = sender}
+      store(m)
+      redis.call('XADD', stream, m.id .. '-0', 'post', '1')
       if cid ~= '' then
-        redis.call('SET', ARGV[3] .. cid, new .. ' ' .. time, 'EX', ARGV[4])
+        redis.call('SET', ARGV[3] .. cid, m.id .. ' ' .. time, 'EX', ARGV[4])
       end
-      row = {'new', new, name, message, time, ''}
+      answer = row('new', m)
     end
   elseif kind == 'block' then
     if not is_operator then
-      row = {'forbidden'}
+      answer = {'forbidden'}
     else
-      local m = current(stream, edited, id)
+      local m = current(stream, prefix, id)
       if not m or m.sender == '' then
-        row = {'not-found'}
+        answer = {'not-found'}
       else
         local minutes = tonumber(name)
         local until_ = text(tonumber(time) + minutes * 60000)
         redis.call('SET', ARGV[7] .. m.sender, until_, 'PX', minutes * 60000)
-        row = {'blocked-sender', id, until_}
+        answer = {'blocked-sender', id, until_}
       end
     end
   else
-    local m = current(stream, edited, id)
+    local m = current(stream, prefix, id)
     local is_author = m and m.key ~= '' and m.key == hash
     if not m then
-      row = {'not-found'}
+      answer = {'not-found'}
     elseif kind == 'edit' and not is_author then
-      row = {'forbidden'}
+      answer = {'forbidden'}
     elseif kind == 'delete' and not is_author and not is_operator then
-      row = {'forbidden'}
+      answer = {'forbidden'}
     else
       last = last + 1
       local change = text(last)
-      local previous = redis.call('HGET', edited, id)
-      if previous then redis.call('XDEL', stream, previous .. '-0') end
       if kind == 'edit' then
-        redis.call('XADD', stream, change .. '-0', 'edit', id, 'name', m.name,
-          'message', message, 'time', m.time, 'edited', time)
-        redis.call('HSET', edited, id, change)
         m.message, m.edited = message, time
-        row = message_row('edited', m)
-        row[#row + 1] = change
+        store(m)
+        redis.call('XADD', stream, change .. '-0', 'edit', id)
+        answer = row('edited', m)
+        answer[#answer + 1] = change
       else
+        redis.call('DEL', prefix .. id)
         redis.call('XDEL', stream, id .. '-0')
-        redis.call('HDEL', edited, id)
         redis.call('XADD', stream, change .. '-0', 'delete', id)
         local by = 'operator'
         if is_author then by = 'author' end
-        row = {'deleted', id, change, by}
+        answer = {'deleted', id, change, by}
       end
       redis.call('ZADD', changes, last, id)
     end
   end
-  rows[#rows + 1] = row
+  rows[#rows + 1] = answer
 end
 redis.call('SET', KEYS[2], text(last))
 return rows
 "#;
 
 /// Messages in their current form, skipping the stream's edit and delete
-/// entries. KEYS: stream, edited. ARGV: `XRANGE` or `XREVRANGE`, where to
-/// start (a stream range bound), how many. Returns rows `id, name,
-/// message, time, edited` in the command's order.
+/// entries. KEYS: stream. ARGV: `XRANGE` or `XREVRANGE`, where to start (a
+/// stream range bound), how many, the message key prefix. Returns rows
+/// `id, name, message, time, edited` in the command's order.
 const READ: &str = r#"
-local stream, edited = KEYS[1], KEYS[2]
+local stream, prefix = KEYS[1], ARGV[4]
 local command, cursor, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
 while #out < limit do
@@ -316,8 +328,9 @@ while #out < limit do
   end
   if #batch == 0 then break end
   for _, entry in ipairs(batch) do
-    if entry[2][1] == 'name' then
-      local m = current(stream, edited, string.match(entry[1], '^(%d+)'))
+    local first = entry[2][1]
+    if first == 'post' or first == 'name' then
+      local m = current(stream, prefix, string.match(entry[1], '^(%d+)'))
       if m then out[#out + 1] = {m.id, m.name, m.message, m.time, m.edited} end
     end
   end
@@ -327,21 +340,48 @@ return out
 "#;
 
 /// Every message whose latest change is after an id, in change order.
-/// KEYS: changes, stream, edited. ARGV: the id, how many. Returns rows
-/// `change, id, ""` for a deletion, `change, id, name, message, time,
-/// edited` for an edit.
+/// KEYS: changes, stream. ARGV: the id, how many, the message key prefix.
+/// Returns rows `change, id, ""` for a deletion, `change, id, name,
+/// message, time, edited` for an edit.
 const CHANGES: &str = r#"
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for i = 1, #found, 2 do
   local id, change = found[i], found[i + 1]
-  local m = nil
-  if redis.call('HGET', KEYS[3], id) == change then m = current(KEYS[2], KEYS[3], id) end
+  local m = current(KEYS[2], ARGV[3], id)
   if m then
     out[#out + 1] = {change, id, m.name, m.message, m.time, m.edited}
   else
     out[#out + 1] = {change, id, ''}
   end
+end
+return out
+"#;
+
+/// The tail's read: the events after an id, each with the message as it
+/// reads now. KEYS: stream. ARGV: the id, how many, the message key prefix.
+/// Returns rows `post|edit, position, id, name, message, time, edited`,
+/// `delete, position, id`, or `skip, position` for an entry whose message
+/// is gone by now (its deletion follows) or that lanboard did not write.
+const EVENTS: &str = r#"
+local stream, prefix = KEYS[1], ARGV[3]
+local batch = redis.call('XRANGE', stream, '(' .. ARGV[1] .. '-0', '+', 'COUNT', tonumber(ARGV[2]))
+local out = {}
+for _, entry in ipairs(batch) do
+  local position = string.match(entry[1], '^(%d+)')
+  local f = entry[2]
+  local first = f[1]
+  local answer = {'skip', position}
+  if first == 'post' or first == 'name' then
+    local m = current(stream, prefix, position)
+    if m then answer = {'post', position, m.id, m.name, m.message, m.time, m.edited} end
+  elseif first == 'edit' then
+    local m = current(stream, prefix, f[2])
+    if m then answer = {'edit', position, m.id, m.name, m.message, m.time, m.edited} end
+  elseif first == 'delete' then
+    answer = {'delete', position, f[2]}
+  end
+  out[#out + 1] = answer
 end
 return out
 "#;
@@ -391,16 +431,15 @@ return {total, now}
 "#;
 
 /// Loads exported messages into an empty board. KEYS: stream, last-id.
-/// ARGV: `id, name, message, time, edited` per message ("" for never
-/// edited), ids increasing.
+/// ARGV: the message key prefix, then `id, name, message, time, edited` per
+/// message ("" for never edited), ids increasing.
 const IMPORT: &str = r#"
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-for i = 1, #ARGV, 5 do
-  if ARGV[i + 4] == '' then
-    redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 'name', ARGV[i + 1], 'message', ARGV[i + 2], 'time', ARGV[i + 3])
-  else
-    redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 'name', ARGV[i + 1], 'message', ARGV[i + 2], 'time', ARGV[i + 3], 'edited', ARGV[i + 4])
-  end
+for i = 2, #ARGV, 5 do
+  local key = ARGV[1] .. ARGV[i]
+  redis.call('HSET', key, 'name', ARGV[i + 1], 'message', ARGV[i + 2], 'time', ARGV[i + 3])
+  if ARGV[i + 4] ~= '' then redis.call('HSET', key, 'edited', ARGV[i + 4]) end
+  redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 'post', '1')
   last = tonumber(ARGV[i])
 end
 redis.call('SET', KEYS[2], string.format('%d', last))
@@ -449,10 +488,14 @@ struct Shared {
     clock_offset: AtomicI64,
     /// Set by a write that found the epoch changed, so the tail checks at once.
     check_epoch: AtomicBool,
+    /// Woken by a commit that deleted or replaced text: Redis's files are
+    /// rewritten so it is gone from them too (see [`Shared::scrub_files`]).
+    scrub: tokio::sync::Notify,
     node: String,
     commit: Script,
     read: Script,
     changes: Script,
+    events: Script,
     epoch_script: Script,
     presence: Script,
     import: Script,
@@ -500,10 +543,12 @@ impl RedisLog {
             seen: AtomicU64::new(0),
             clock_offset: AtomicI64::new(0),
             check_epoch: AtomicBool::new(false),
+            scrub: tokio::sync::Notify::new(),
             node: random_token(),
             commit: Script::new(&format!("{LUA_NOW}{LUA_MESSAGES}{COMMIT}")),
             read: Script::new(&format!("{LUA_MESSAGES}{READ}")),
             changes: Script::new(&format!("{LUA_MESSAGES}{CHANGES}")),
+            events: Script::new(&format!("{LUA_MESSAGES}{EVENTS}")),
             epoch_script: Script::new(&format!("{LUA_NOW}{EPOCH}")),
             presence: Script::new(&format!("{LUA_NOW}{PRESENCE}")),
             import: Script::new(IMPORT),
@@ -638,7 +683,6 @@ impl Shared {
             .key(&self.keys.last_id)
             .key(&self.keys.epoch)
             .key(&self.keys.epoch_born)
-            .key(&self.keys.edited)
             .key(&self.keys.changes)
             .key(&self.keys.operator)
             .arg(self.epoch.lock().as_str())
@@ -647,7 +691,8 @@ impl Shared {
             .arg(CID_MEMORY_MS / 1000)
             .arg(deadline)
             .arg(YOUNG_BOARD.as_millis() as u64)
-            .arg(&self.keys.block);
+            .arg(&self.keys.block)
+            .arg(&self.keys.message);
         for op in ops {
             for arg in op_args(op) {
                 invocation.arg(arg);
@@ -693,10 +738,10 @@ impl Shared {
         let rows: Vec<Vec<String>> = timed(
             self.read
                 .key(&self.keys.stream)
-                .key(&self.keys.edited)
                 .arg(command)
                 .arg(from)
                 .arg(limit)
+                .arg(&self.keys.message)
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -791,16 +836,23 @@ impl Shared {
         }
     }
 
+    /// The events after `last` (at most [`TAIL_BATCH`]) and the position
+    /// read to; when there are none yet, waits for some with `XREAD BLOCK`
+    /// first, up to [`TAIL_BLOCK`].
     async fn read_after(
         &self,
         conn: &mut ConnectionManager,
         last: u64,
     ) -> Result<(Vec<Event>, u64), StoreError> {
-        let reply: Option<StreamReadReply> = tokio::time::timeout(
+        let read = self.events_after(conn, last).await?;
+        if read.1 > last {
+            return Ok(read);
+        }
+        let arrived: Option<StreamReadReply> = tokio::time::timeout(
             TAIL_BLOCK + COMMAND_TIMEOUT,
             redis::cmd("XREAD")
                 .arg("COUNT")
-                .arg(TAIL_BATCH)
+                .arg(1)
                 .arg("BLOCK")
                 .arg(TAIL_BLOCK.as_millis() as u64)
                 .arg("STREAMS")
@@ -811,25 +863,44 @@ impl Shared {
         .await
         .map_err(|_| StoreError::Unavailable("Redis did not answer in time".into()))?
         .map_err(classify)?;
-        let Some(reply) = reply else {
-            return Ok((Vec::new(), last));
-        };
-        // An entry that is not a lanboard message (someone else wrote to the
-        // stream) is passed over, not retried forever, which would stop
-        // delivery on this node.
+        match arrived {
+            Some(_) => self.events_after(conn, last).await,
+            None => Ok((Vec::new(), last)),
+        }
+    }
+
+    /// One run of [`EVENTS`] after `last`.
+    async fn events_after(
+        &self,
+        conn: &mut ConnectionManager,
+        last: u64,
+    ) -> Result<(Vec<Event>, u64), StoreError> {
+        let rows: Vec<Vec<String>> = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            self.events
+                .key(&self.keys.stream)
+                .arg(last)
+                .arg(TAIL_BATCH)
+                .arg(&self.keys.message)
+                .invoke_async(conn),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("Redis did not answer in time".into()))?
+        .map_err(classify)?;
         let mut events = Vec::new();
         let mut read_to = last;
-        for entry in reply.keys.iter().flat_map(|key| key.ids.iter()) {
-            match to_event(entry) {
-                Ok(event) => {
-                    read_to = event.position();
-                    events.push(event);
+        for row in &rows {
+            // An entry the script cannot read (someone else wrote to the
+            // stream) is passed over, not retried forever, which would
+            // stop delivery on this node.
+            match event_from_row(row) {
+                Ok((position, event)) => {
+                    read_to = read_to.max(position);
+                    events.extend(event);
                 }
                 Err(e) => {
-                    log::warn!("skipping stream entry {}: {e}", entry.id);
-                    if let Some(id) = entry.id.split('-').next().and_then(|id| id.parse().ok()) {
-                        read_to = read_to.max(id);
-                    }
+                    log::warn!("skipping a stream entry after {read_to}: {e}");
+                    read_to = read_to.max(number(row.get(1)).unwrap_or(read_to));
                 }
             }
         }
@@ -861,6 +932,55 @@ impl Shared {
         let answered = now_ms();
         let offset = redis_now - (asked + answered) / 2;
         self.clock_offset.store(offset, Ordering::Relaxed);
+    }
+
+    /// After each commit that deleted or edited a message, asks Redis to
+    /// rewrite its files: its append-only file still holds the command that
+    /// stored the old text, and its snapshot the old state, until rewritten.
+    /// Deletions of the next [`SCRUB_GATHER`] share one rewrite; a rewrite
+    /// already running (which may have begun before the deletion) is waited
+    /// out and another asked for.
+    async fn scrub_files(self: Arc<Self>, board: Arc<dyn Follower>) {
+        while !board.is_closed() {
+            self.scrub.notified().await;
+            tokio::time::sleep(SCRUB_GATHER).await;
+            for attempt in 0.. {
+                match self.rewrite_files().await {
+                    Ok(()) => break,
+                    Err(error) if attempt < SCRUB_ATTEMPTS => {
+                        log::debug!(
+                            "Redis could not rewrite its files yet ({error}); asking again"
+                        );
+                        tokio::time::sleep(SCRUB_RETRY).await;
+                    }
+                    Err(error) => {
+                        log::warn!(
+                            "Redis at {} did not rewrite its files after a deletion ({error}); \
+                             the deleted text stays in them until its next rewrite",
+                            self.target.display_url()
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `BGREWRITEAOF` when Redis keeps an append-only file, `BGSAVE` when it
+    /// keeps snapshots; an error while one of them is already running.
+    async fn rewrite_files(&self) -> Result<(), StoreError> {
+        let mut conn = self.commands.clone();
+        let config = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).to_owned();
+        let appendonly: Vec<String> = timed(config("appendonly").query_async(&mut conn)).await?;
+        if appendonly.get(1).is_some_and(|on| on == "yes") {
+            let _: String = timed(redis::cmd("BGREWRITEAOF").query_async(&mut conn)).await?;
+        }
+        let save: Vec<String> = timed(config("save").query_async(&mut conn)).await?;
+        if save.get(1).is_some_and(|rules| !rules.trim().is_empty()) {
+            let _: String =
+                timed(redis::cmd("BGSAVE").arg("SCHEDULE").query_async(&mut conn)).await?;
+        }
+        Ok(())
     }
 
     /// Every [`PRESENCE_EVERY`]: this node's count and highest id in, the
@@ -916,7 +1036,17 @@ impl Log for RedisLog {
                 }
             }
         })?;
-        rows.iter().map(|row| outcome_from_row(row)).collect()
+        let outcomes: Vec<Outcome> = rows
+            .iter()
+            .map(|row| outcome_from_row(row))
+            .collect::<Result<_, _>>()?;
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Ok(Done::Edited { .. } | Done::Deleted { .. })))
+        {
+            self.shared.scrub.notify_one();
+        }
+        Ok(outcomes)
     }
 
     fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
@@ -946,9 +1076,9 @@ impl Log for RedisLog {
                     .changes
                     .key(&shared.keys.changes)
                     .key(&shared.keys.stream)
-                    .key(&shared.keys.edited)
                     .arg(id)
                     .arg(limit)
+                    .arg(&shared.keys.message)
                     .invoke_async(&mut conn),
             )
             .await
@@ -1008,7 +1138,8 @@ impl Log for RedisLog {
                 let mut invocation = shared.import.prepare_invoke();
                 invocation
                     .key(&shared.keys.stream)
-                    .key(&shared.keys.last_id);
+                    .key(&shared.keys.last_id)
+                    .arg(&shared.keys.message);
                 for m in &chunk {
                     invocation
                         .arg(m.id)
@@ -1201,9 +1332,13 @@ impl RedisLog {
         runtime.spawn(supervise("the Redis tail", move || {
             shared.clone().tail(follower.clone())
         }));
-        let shared = self.shared.clone();
+        let (shared, follower) = (self.shared.clone(), board.clone());
         runtime.spawn(supervise("presence sharing", move || {
-            shared.clone().share_presence(board.clone())
+            shared.clone().share_presence(follower.clone())
+        }));
+        let shared = self.shared.clone();
+        runtime.spawn(supervise("rewriting Redis's files", move || {
+            shared.clone().scrub_files(board.clone())
         }));
         Feed::Tail
     }
@@ -1320,36 +1455,24 @@ fn classify(error: RedisError) -> StoreError {
     }
 }
 
-/// The event a stream entry records: a post, an edit or a deletion.
-fn to_event(entry: &StreamId) -> Result<Event, StoreError> {
-    let bad = || {
-        StoreError::Redis(format!(
-            "stream entry {} is not a lanboard message",
-            entry.id
-        ))
-    };
-    let position = stream_position(&entry.id).ok_or_else(bad)?;
-    if let Some(id) = entry.get::<u64>("delete") {
-        return Ok(Event::Deleted {
-            id,
+/// An [`EVENTS`] row: the entry's position and the event it records, if
+/// any is left to tell.
+fn event_from_row(row: &[String]) -> Result<(u64, Option<Event>), StoreError> {
+    let position = number(row.get(1))?;
+    let message = || message_from_row(row.get(2..).unwrap_or_default());
+    let event = match row.first().map(String::as_str) {
+        Some("post") => Some(Event::Posted(message()?)),
+        Some("edit") => Some(Event::Edited {
+            message: message()?,
             change: position,
-        });
-    }
-    let message = Message {
-        id: entry.get("edit").unwrap_or(position),
-        name: entry.get("name").ok_or_else(bad)?,
-        message: entry.get("message").ok_or_else(bad)?,
-        time: entry.get("time").ok_or_else(bad)?,
-        edited: entry.get("edited"),
-    };
-    Ok(if entry.contains_key("edit") {
-        Event::Edited {
-            message,
+        }),
+        Some("delete") => Some(Event::Deleted {
+            id: number(row.get(2))?,
             change: position,
-        }
-    } else {
-        Event::Posted(message)
-    })
+        }),
+        _ => None,
+    };
+    Ok((position, event))
 }
 
 /// True when `version` ("7.0.15") is 6.2 or newer.
