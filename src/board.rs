@@ -394,9 +394,12 @@ impl Board {
             // live feed (newer than the subscription): the store is read
             // after subscribing, so nothing falls between.
             let stored = self.shared.log.changes(read.since, cap + 1)?;
-            let whole = stored.len() <= cap;
+            // The read holds every change up to `from` when it stopped
+            // short of its limit or went past `from`.
+            let mut whole = stored.len() <= cap;
             for event in stored {
                 if event.position() > read.from {
+                    whole = true;
                     break;
                 }
                 match &event {

@@ -270,6 +270,9 @@ async fn edit_message(
             )
         }
     };
+    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
+        return refuse(refusal);
+    }
     let (id, key) = match id_and_key(&request, &id) {
         Ok(found) => found,
         Err(rejection) => return reject(StatusCode::BAD_REQUEST, &rejection),
@@ -305,6 +308,9 @@ async fn delete_message(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
+    }
+    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
         return refuse(refusal);
     }
     let (id, key) = match id_and_key(&request, &id) {

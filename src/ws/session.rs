@@ -436,15 +436,18 @@ fn answer(text: &str, conversation: &mut Conversation<'_>) -> Reply {
         }
     };
     let ack = request.ack;
+    // An edit, a deletion or a block reaches every client as a post does,
+    // so it draws on the same posting budget.
+    let costs_a_post = !matches!(request.action, Action::LoadOlder { .. });
+    if let (true, Some(bucket), Some(rate)) = (costs_a_post, bucket, config.rate) {
+        if !bucket.try_take(Instant::now()) {
+            let refusal = guard::rate_limited(rate);
+            log::info!("{peer}: rejected (rate-limited)");
+            return ready(protocol::error_frame(&refusal.rejection, ack));
+        }
+    }
     match request.action {
         Action::AddMessage(draft) => {
-            if let (Some(bucket), Some(rate)) = (bucket, config.rate) {
-                if !bucket.try_take(Instant::now()) {
-                    let refusal = guard::rate_limited(rate);
-                    log::info!("{peer}: rejected (rate-limited)");
-                    return ready(protocol::error_frame(&refusal.rejection, ack));
-                }
-            }
             let writer = writer.clone();
             let draft = draft.with_sender(conversation.ip);
             Box::pin(async move {
