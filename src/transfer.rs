@@ -24,6 +24,8 @@ pub enum TransferError {
     },
     #[error("{0} does not exist; nothing to export")]
     Missing(String),
+    #[error("{0} does not exist: give the running board's file with --data (or its --redis)")]
+    NoBoard(String),
 }
 
 /// Which board to read or fill.
@@ -55,6 +57,11 @@ impl Place {
 pub fn operator_link(place: &Place, port: u16, rotate: bool) -> Result<String, TransferError> {
     let fresh = crate::store::random_token();
     let secret = match place {
+        // A mistyped path must not quietly make a new board with a secret
+        // of its own, whose link the running board would refuse.
+        Place::File(data) if !data.exists() => {
+            return Err(TransferError::NoBoard(data.display().to_string()))
+        }
         Place::File(data) => crate::store::operator_secret_in(data, &fresh, rotate)?,
         Place::Redis(target) => {
             let log = RedisLog::open(target)?;

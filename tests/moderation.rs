@@ -897,3 +897,17 @@ async fn edits_draw_on_the_posting_budget_like_posts() {
     }
     assert_eq!(codes, ["done", "done", "rate-limited", "rate-limited"]);
 }
+
+#[test]
+fn operator_link_refuses_a_file_that_holds_no_board_and_makes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let (status, stdout, stderr) = common::run(
+        &["operator-link", "--data", missing.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!status.success());
+    assert_eq!(stdout, "", "no link for a board that does not exist");
+    assert!(stderr.contains("typo.db does not exist"), "{stderr}");
+    assert!(!missing.exists(), "no new board was made");
+}
