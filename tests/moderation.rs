@@ -58,37 +58,110 @@ impl Replies for Client {
     }
 }
 
-/// The operator secret of the board on `data`, from the real subcommand.
-fn operator_secret(data: &std::path::Path, extra: &[&str]) -> String {
-    let mut args = vec![
-        "operator-link",
-        "--data",
-        data.to_str().unwrap(),
-        "--port",
-        "4000",
-    ];
-    args.extend_from_slice(extra);
-    let (status, stdout, stderr) = common::run(&args, std::env::temp_dir().as_path());
-    assert!(status.success(), "operator-link failed: {stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "only the link on stdout: {stdout:?}");
-    let (base, secret) = lines[0]
-        .split_once("/#operator=")
-        .unwrap_or_else(|| panic!("a link with #operator=: {stdout}"));
-    assert!(
-        base.starts_with("http://") && base.ends_with(":4000"),
-        "{base}"
-    );
-    assert!(
-        secret.len() == 32 && secret.bytes().all(|b| b.is_ascii_hexdigit()),
-        "{secret}"
-    );
-    secret.to_owned()
+/// A board for one test, and the Redis it lives in when it is a node.
+struct Setup {
+    board: Board,
+    redis: Option<Redis>,
 }
 
-#[tokio::test]
-async fn an_author_edits_and_deletes_their_post_and_everyone_sees_it_in_the_one_order() {
-    let board = Board::start(&[]);
+impl Setup {
+    fn sqlite(extra: &[&str]) -> Setup {
+        Setup {
+            board: Board::start(extra),
+            redis: None,
+        }
+    }
+
+    /// A node on a fresh `redis-server`; `None` (said loudly, and a failure
+    /// under CI) when this machine has none.
+    fn redis(extra: &[&str]) -> Option<Setup> {
+        let redis = Redis::start(Persistence::None)?;
+        Some(Setup {
+            board: Board::node(&redis.url(), "board", extra),
+            redis: Some(redis),
+        })
+    }
+
+    /// The board's operator secret, from the real `operator-link`.
+    fn operator_secret(&self, extra: &[&str]) -> String {
+        let data = self.board.data.display().to_string();
+        let url = self.redis.as_ref().map(Redis::url);
+        let mut args = vec!["operator-link", "--port", "4000"];
+        match &url {
+            Some(url) => args.extend(["--redis", url, "--redis-prefix", "board"]),
+            None => args.extend(["--data", &data]),
+        }
+        args.extend_from_slice(extra);
+        let (status, stdout, stderr) = common::run(&args, std::env::temp_dir().as_path());
+        assert!(status.success(), "operator-link failed: {stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "only the link on stdout: {stdout:?}");
+        let (base, secret) = lines[0]
+            .split_once("/#operator=")
+            .unwrap_or_else(|| panic!("a link with #operator=: {stdout}"));
+        assert!(
+            base.starts_with("http://") && base.ends_with(":4000"),
+            "{base}"
+        );
+        assert!(
+            secret.len() == 32 && secret.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{secret}"
+        );
+        secret.to_owned()
+    }
+}
+
+/// Runs the check `$check` on a board in SQLite and on a node of a board in
+/// Redis, as `$check::on_sqlite` and `$check::on_redis`.
+macro_rules! on_both_stores {
+    ($check:ident, $extra:expr) => {
+        mod $check {
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$check(super::Setup::sqlite($extra)).await;
+            }
+
+            #[tokio::test]
+            async fn on_redis() {
+                if let Some(setup) = super::Setup::redis($extra) {
+                    super::$check(setup).await;
+                }
+            }
+        }
+    };
+}
+
+on_both_stores!(
+    an_author_edits_and_deletes_their_post_and_everyone_sees_it_in_the_one_order,
+    &[]
+);
+on_both_stores!(every_refusal_has_its_code, &["--max-message-chars", "10"]);
+on_both_stores!(
+    wrong_keys_spend_the_guess_budget_and_then_every_key_is_refused,
+    &[]
+);
+on_both_stores!(
+    the_operator_deletes_any_post_and_blocks_its_sender_until_the_block_ends,
+    &[]
+);
+on_both_stores!(
+    a_rotated_operator_link_stops_working_even_while_the_board_runs,
+    &[]
+);
+on_both_stores!(the_http_api_edits_and_deletes_with_the_key_header, &[]);
+on_both_stores!(
+    a_client_resuming_after_edits_and_deletions_ends_with_exactly_the_board,
+    &["--rate-limit", "0"]
+);
+on_both_stores!(
+    a_resume_learns_of_changes_the_board_no_longer_keeps_in_memory,
+    &[]
+);
+
+async fn an_author_edits_and_deletes_their_post_and_everyone_sees_it_in_the_one_order(
+    setup: Setup,
+) {
+    let board = &setup.board;
     let mut alice = Client::connect(&board.ws_url()).await;
     let mut watcher = Client::connect(&board.ws_url()).await;
     let posted = post_with_key(&mut alice, "frist", ALICE, 1).await;
@@ -134,6 +207,8 @@ async fn an_author_edits_and_deletes_their_post_and_everyone_sees_it_in_the_one_
 
     let next = post_with_key(&mut alice, "after", ALICE, 4).await;
     assert_eq!(next["id"], 4, "a post takes the id after the changes");
+    // Once the board has published it (on Redis that follows the ack).
+    assert_eq!(watcher.next_event("message-added").await["data"]["id"], 4);
     let fresh = Client::connect(&board.ws_url()).await;
     assert_eq!(
         common::ids(&fresh.history),
@@ -150,9 +225,8 @@ async fn an_author_edits_and_deletes_their_post_and_everyone_sees_it_in_the_one_
     assert!(!board.stderr().contains("frist"), "never their text");
 }
 
-#[tokio::test]
-async fn every_refusal_has_its_code() {
-    let board = Board::start(&["--max-message-chars", "10"]);
+async fn every_refusal_has_its_code(setup: Setup) {
+    let board = &setup.board;
     let mut alice = Client::connect(&board.ws_url()).await;
     let mut bob = Client::connect(&board.ws_url()).await;
     post_with_key(&mut alice, "alice's", ALICE, 1).await;
@@ -242,9 +316,8 @@ async fn every_refusal_has_its_code() {
     assert!(listed[0].get("edited").is_none());
 }
 
-#[tokio::test]
-async fn wrong_keys_spend_the_guess_budget_and_then_every_key_is_refused() {
-    let board = Board::start(&[]);
+async fn wrong_keys_spend_the_guess_budget_and_then_every_key_is_refused(setup: Setup) {
+    let board = &setup.board;
     let mut alice = Client::connect(&board.ws_url()).await;
     post_with_key(&mut alice, "mine", ALICE, 1).await;
     let mut guesser = Client::connect(&board.ws_url()).await;
@@ -283,10 +356,9 @@ async fn wrong_keys_spend_the_guess_budget_and_then_every_key_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn the_operator_deletes_any_post_and_blocks_its_sender_until_the_block_ends() {
-    let board = Board::start(&[]);
-    let secret = operator_secret(&board.data, &[]);
+async fn the_operator_deletes_any_post_and_blocks_its_sender_until_the_block_ends(setup: Setup) {
+    let board = &setup.board;
+    let secret = setup.operator_secret(&[]);
     assert!(!board.banner.contains(&secret), "never in the banner");
     let mut operator = Client::connect(&board.ws_url()).await;
     let mut spammer = Client::connect(&board.ws_url()).await;
@@ -364,7 +436,8 @@ async fn the_operator_deletes_any_post_and_blocks_its_sender_until_the_block_end
     );
 
     // The block is kept in the store: a restart does not lift it.
-    let mut board = board;
+    let mut setup = setup;
+    let board = &mut setup.board;
     board.restart();
     let refused = http(
         board.addr,
@@ -377,19 +450,18 @@ async fn the_operator_deletes_any_post_and_blocks_its_sender_until_the_block_end
     assert_eq!(refused.status, 403, "{}", refused.body);
 }
 
-#[tokio::test]
-async fn a_rotated_operator_link_stops_working_even_while_the_board_runs() {
-    let board = Board::start(&[]);
-    let old = operator_secret(&board.data, &[]);
+async fn a_rotated_operator_link_stops_working_even_while_the_board_runs(setup: Setup) {
+    let board = &setup.board;
+    let old = setup.operator_secret(&[]);
     assert_eq!(
-        operator_secret(&board.data, &[]),
+        setup.operator_secret(&[]),
         old,
         "the same link until rotated"
     );
     let mut client = Client::connect(&board.ws_url()).await;
     post_with_key(&mut client, "one", ALICE, 1).await;
     post_with_key(&mut client, "two", ALICE, 2).await;
-    let new = operator_secret(&board.data, &["--rotate"]);
+    let new = setup.operator_secret(&["--rotate"]);
     assert_ne!(new, old);
     let stale = ask(
         &mut client,
@@ -409,9 +481,8 @@ async fn a_rotated_operator_link_stops_working_even_while_the_board_runs() {
     assert_eq!(fresh["event"], "ack");
 }
 
-#[tokio::test]
-async fn the_http_api_edits_and_deletes_with_the_key_header() {
-    let board = Board::start(&[]);
+async fn the_http_api_edits_and_deletes_with_the_key_header(setup: Setup) {
+    let board = &setup.board;
     let created = http(
         board.addr,
         "POST",
@@ -539,6 +610,16 @@ async fn take_frames(client: &mut Client, shown: &mut Shown, quiet: std::time::D
     }
 }
 
+/// Waits until what the board lists passes `done`: on Redis an ack can come
+/// before the node's tail has read the post (or change) back.
+async fn until_board(board: &Board, what: &str, done: impl Fn(&[Value]) -> bool) {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while !done(&board_now(board.addr).await) {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Every message of the board now, as the HTTP API lists it.
 async fn board_now(addr: std::net::SocketAddr) -> Vec<Value> {
     get(addr, "/api/messages?limit=500")
@@ -549,12 +630,20 @@ async fn board_now(addr: std::net::SocketAddr) -> Vec<Value> {
         .clone()
 }
 
-#[tokio::test]
-async fn a_client_resuming_after_edits_and_deletions_ends_with_exactly_the_board() {
-    let board = Board::start(&["--rate-limit", "0"]);
+async fn a_client_resuming_after_edits_and_deletions_ends_with_exactly_the_board(setup: Setup) {
+    let board = &setup.board;
     let mut others = Client::connect(&board.ws_url()).await;
     for n in 1..=50 {
         post_with_key(&mut others, &format!("message {n}"), ALICE, n).await;
+    }
+    // On Redis an ack can come before the node's tail has read the post back.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while board_now(board.addr).await.len() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the posts reach the board"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let mut away = Client::connect(&board.ws_url()).await;
     let mut shown = Shown::default();
@@ -574,6 +663,10 @@ async fn a_client_resuming_after_edits_and_deletions_ends_with_exactly_the_board
         "ack"
     );
     post_with_key(&mut others, "fifty-one", ALICE, 102).await;
+    until_board(board, "the changes are listed", |listed| {
+        listed.last().is_some_and(|m| m["id"] == 53)
+    })
+    .await;
 
     let resume = format!("{}?since={}", board.ws_url(), shown.last);
     let mut back = Client::connect(&resume).await;
@@ -590,11 +683,8 @@ async fn a_client_resuming_after_edits_and_deletions_ends_with_exactly_the_board
     assert_eq!(shown.last, 53);
 }
 
-#[tokio::test]
-async fn a_resume_learns_of_changes_the_board_no_longer_keeps_in_memory() {
-    // After a restart the board keeps no changes in memory: a resume from
-    // before them reads them from the file.
-    let mut board = Board::start(&[]);
+async fn a_resume_learns_of_changes_the_board_no_longer_keeps_in_memory(mut setup: Setup) {
+    let board = &mut setup.board;
     let mut client = Client::connect(&board.ws_url()).await;
     for n in 1..=5 {
         post_with_key(&mut client, &format!("m{n}"), ALICE, n).await;
@@ -645,7 +735,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test]
 async fn deleted_text_is_gone_from_the_file_its_wal_and_the_export() {
-    let board = Board::start(&[]);
+    let board = &Board::start(&[]);
     let mut client = Client::connect(&board.ws_url()).await;
     // One short text, one long enough to spill into overflow pages.
     let short = "wifi password: hunter2-zebra";
@@ -886,7 +976,7 @@ async fn deleted_and_edited_away_text_is_gone_from_redis_its_files_and_the_expor
 
 #[tokio::test]
 async fn edits_draw_on_the_posting_budget_like_posts() {
-    let board = Board::start(&["--rate-limit", "1", "--rate-burst", "3"]);
+    let board = &Board::start(&["--rate-limit", "1", "--rate-burst", "3"]);
     let mut alice = Client::connect(&board.ws_url()).await;
     post_with_key(&mut alice, "v0", ALICE, 1).await;
     let mut codes = Vec::new();
