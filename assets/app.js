@@ -335,15 +335,23 @@ const ownPosts = {
 
   add(message) {
     // The new pair first, so that it wins over a remembered one with the same id.
-    const all = [[message.id, message.time], ...ownPosts.stored(), ...ownPosts.pairs];
-    all.sort((a, b) => a[0] - b[0]);
-    const unique = all.filter((pair, i) => i === 0 || pair[0] !== all[i - 1][0]);
-    ownPosts.save(unique.slice(-OWN_POSTS_KEPT));
+    ownPosts.save(ownPosts.merged([[message.id, message.time]]).slice(-OWN_POSTS_KEPT));
   },
 
   /** Forgets a post the board says this browser's key may not change. */
   forget(id) {
-    ownPosts.save(ownPosts.stored().filter(([other]) => other !== id));
+    ownPosts.save(ownPosts.merged([]).filter(([other]) => other !== id));
+  },
+
+  /**
+   * `first`, the stored pairs and this page's (which are all there is where
+   * storage keeps nothing), by id, with the first pair of each id.
+   */
+  merged(first) {
+    const all = [...first, ...ownPosts.stored(), ...ownPosts.pairs];
+    // Sorting is stable, so the first pair of an id stays first among its equals.
+    all.sort((a, b) => a[0] - b[0]);
+    return all.filter((pair, i) => i === 0 || pair[0] !== all[i - 1][0]);
   },
 
   save(pairs) {
@@ -1052,7 +1060,7 @@ function removeMessage(id) {
   ui.empty.hidden = ui.list.children.length > 0;
   updateOlderButton();
   if (focused) {
-    const target = next && next.querySelector('.actions button');
+    const target = next && next.querySelector('.actions:not([hidden]) button');
     (target || ui.list).focus();
   }
 }
