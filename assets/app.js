@@ -1233,7 +1233,7 @@ function startEditing(item) {
   const body = item.querySelector('.body');
   const box = document.createElement('textarea');
   box.className = 'edit-box';
-  box.rows = 2;
+  box.rows = 1;
   box.value = body.textContent;
   box.enterKeyHint = 'done';
   box.setAttribute('aria-label', 'Your message');
