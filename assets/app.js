@@ -7,6 +7,12 @@
 // kept: the HttpOnly cookie `/api/login` sets is what opens the board, and a
 // 401 brings the passphrase form back. User text only ever reaches the page
 // through text nodes.
+//
+// Every post carries this browser's author key, so the posts it wrote can be
+// edited and deleted from it later; an operator link (`#operator=<secret>`)
+// turns on operator mode, in which any post can be deleted and its sender
+// blocked. Edits and deletions reach every open page through the feed, and a
+// page that was away gets the ones it missed when it resumes.
 'use strict';
 
 // ---- Settings (units in the names) -----------------------------------------
@@ -38,6 +44,13 @@ const ANNOUNCE_MAX_CHARS = 200;
 const COPIED_MS = 1600;
 /** How long a new message stays highlighted on the wall. */
 const ARRIVAL_MS = 4000;
+/** Own posts remembered across reloads (for their Edit and Delete); older ones drop off. */
+const OWN_POSTS_KEPT = 500;
+/** The blocks offered in operator mode (the board takes 1 to 10,080 minutes). */
+const BLOCK_CHOICES = [
+  { minutes: 60, label: 'Block sender for 1 hour', span: '1 hour' },
+  { minutes: 1440, label: 'Block sender for 1 day', span: '1 day' },
+];
 /**
  * While the board's storage is unreachable, a post is offered again about
  * this often (jittered, so that every waiting page does not knock at once).
@@ -86,6 +99,8 @@ const ui = {
   notifyHint: byId('notify-hint'),
   download: byId('download'),
   favicon: byId('favicon'),
+  operatorBadge: byId('operator-badge'),
+  operatorLeave: byId('operator-leave'),
 };
 
 // ---- State ------------------------------------------------------------------
@@ -135,7 +150,11 @@ const state = {
   /** The board said its storage is unreachable; the outbox waits and retries. */
   paused: false,
   pausedTimer: 0,
-  unread: 0,
+  /**
+   * Others' messages that arrived while the page was hidden, by id: the
+   * title counts them, and a deletion takes its message back out.
+   */
+  unread: [],
   /**
    * New messages whose news (unread count, sound, notification, screen
    * reader) waits while this page has posts the board has not confirmed:
@@ -148,6 +167,8 @@ const state = {
   limits: { max_message_chars: 4000, max_name_chars: 64 },
   sound: false,
   notify: false,
+  /** The operator secret of an operator link, while in operator mode; '' otherwise. */
+  operatorKey: '',
 };
 
 const BASE_TITLE = WALL ? 'lanboard wall' : 'lanboard';
@@ -158,6 +179,12 @@ const STORAGE = {
   // Posts not yet confirmed by the board, so a reload or a closed tab does
   // not lose them: a JSON array of {cid, name, text, createdMs}, oldest first.
   outbox: 'lanboard.outbox',
+  // This browser's author key (see `authorKey`).
+  key: 'lanboard.key',
+  // The posts this browser wrote (see `ownPosts`).
+  own: 'lanboard.own',
+  // The secret of the operator link this browser was opened with (see `takeOperatorLink`).
+  operator: 'lanboard.operator',
 };
 
 /** localStorage that never throws: private windows and full disks only lose the setting. */
@@ -257,13 +284,152 @@ const outbox = {
 };
 
 /**
- * A fresh cid: 32 lowercase hex digits (128 random bits). Not
- * `crypto.randomUUID`, which browsers only offer in secure contexts (https
- * or localhost), and boards are mostly opened over plain http on the LAN.
+ * 32 lowercase hex digits (128 random bits): a post's cid, or this
+ * browser's author key. Not `crypto.randomUUID`, which browsers only offer
+ * in secure contexts (https or localhost), and boards are mostly opened over
+ * plain http on the LAN.
  */
-function newCid() {
+function randomHex() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
+/** True for what the board takes as a key: 16 to 128 printable ASCII characters. */
+const isKey = (text) => typeof text === 'string' && /^[\x20-\x7e]{16,128}$/.test(text);
+
+// ---- Own posts and operator mode --------------------------------------------
+
+/** This page's author key where the browser's storage keeps nothing (a private window). */
+let pageKey = '';
+
+/**
+ * This browser's author key, sent with every post: the key a post was sent
+ * with is the one that may edit or delete it later (the board keeps only its
+ * hash). One per browser, made on first use and kept in localStorage; read
+ * from there each time, so that every tab of the browser sends the one key
+ * whichever tab made it.
+ */
+function authorKey() {
+  const stored = storage.get(STORAGE.key);
+  if (isKey(stored)) return stored;
+  pageKey = pageKey || randomHex();
+  storage.set(STORAGE.key, pageKey);
+  return pageKey;
+}
+
+/**
+ * The posts this browser wrote, known by the ids their acks gave them: they
+ * get Edit and Delete. Mirrored in localStorage, the newest OWN_POSTS_KEPT,
+ * so that a reload keeps them editable; tabs merge into the stored list
+ * rather than overwrite it. Each id is kept with its post's time, because a
+ * board that lost its history gives its ids out again from 1: a post with a
+ * remembered id but another time is someone else's.
+ */
+const ownPosts = {
+  /** @type {[number, number][]} [id, time] pairs, by id. */
+  pairs: [],
+
+  load() {
+    ownPosts.pairs = ownPosts.stored();
+  },
+
+  add(message) {
+    // The new pair first, so that it wins over a remembered one with the same id.
+    ownPosts.save(ownPosts.merged([[message.id, message.time]]).slice(-OWN_POSTS_KEPT));
+  },
+
+  /** Forgets a post the board says this browser's key may not change. */
+  forget(id) {
+    ownPosts.save(ownPosts.merged([]).filter(([other]) => other !== id));
+  },
+
+  /**
+   * `first`, the stored pairs and this page's (which are all there is where
+   * storage keeps nothing), by id, with the first pair of each id.
+   */
+  merged(first) {
+    const all = [...first, ...ownPosts.stored(), ...ownPosts.pairs];
+    // Sorting is stable, so the first pair of an id stays first among its equals.
+    all.sort((a, b) => a[0] - b[0]);
+    return all.filter((pair, i) => i === 0 || pair[0] !== all[i - 1][0]);
+  },
+
+  save(pairs) {
+    ownPosts.pairs = pairs;
+    storage.set(STORAGE.own, JSON.stringify(pairs));
+  },
+
+  has(id, time) {
+    return ownPosts.pairs.some((pair) => pair[0] === id && pair[1] === time);
+  },
+
+  /** The stored list, without anything malformed. */
+  stored() {
+    let list;
+    try {
+      list = JSON.parse(storage.get(STORAGE.own) || '[]');
+    } catch {
+      return ownPosts.pairs;
+    }
+    if (!Array.isArray(list)) return ownPosts.pairs;
+    return list.filter(
+      (pair) =>
+        Array.isArray(pair) && pair.length === 2 && Number.isSafeInteger(pair[0]) && Number.isFinite(pair[1]),
+    );
+  },
+};
+
+/**
+ * Takes the secret of an operator link (`#operator=<secret>`, printed by
+ * `lanboard operator-link`): kept in this browser's storage only, and out of
+ * the address bar at once, so it is not in the history, a bookmark or a
+ * shared screen. Then turns operator mode on.
+ */
+function takeOperatorLink() {
+  const secret = new URLSearchParams(location.hash.slice(1)).get('operator');
+  if (secret === null) return;
+  history.replaceState(history.state, '', `${location.pathname}${location.search}`);
+  if (!isKey(secret)) {
+    console.warn('lanboard: the operator link is damaged; operator mode stays off');
+    return;
+  }
+  storage.set(STORAGE.operator, secret);
+  setOperator(secret);
+  announce('Operator mode is on: any post can be deleted and its sender blocked.');
+}
+
+/** Turns operator mode on with `secret`, or off with anything that is not a key. */
+function setOperator(secret) {
+  state.operatorKey = isKey(secret) ? secret : '';
+  ui.operatorBadge.hidden = WALL || state.operatorKey === '';
+  showAllActions();
+}
+
+/** Leaves operator mode: this browser forgets the secret. */
+function leaveOperatorMode() {
+  storage.remove(STORAGE.operator);
+  setOperator('');
+}
+
+function setUpOwnPosts() {
+  ownPosts.load();
+  setOperator(storage.get(STORAGE.operator));
+  takeOperatorLink();
+  // The link opened in a tab that shows the board already only changes the fragment.
+  window.addEventListener('hashchange', takeOperatorLink);
+  ui.operatorLeave.addEventListener('click', () => {
+    leaveOperatorMode();
+    announce('Operator mode is off; this browser forgot the operator link.');
+    if (!WALL) ui.message.focus();
+  });
+  // Another tab of this browser posted, or entered or left operator mode.
+  window.addEventListener('storage', (event) => {
+    if (event.key === STORAGE.own || event.key === null) {
+      ownPosts.load();
+      showAllActions();
+    }
+    if (event.key === STORAGE.operator || event.key === null) setOperator(storage.get(STORAGE.operator));
+  });
 }
 
 // ---- Connection -------------------------------------------------------------
@@ -304,8 +470,13 @@ function disconnected() {
   state.socket = null;
   state.connected = false;
   // Replies to requests made on the old connection will never come. A post
-  // among them stays in the outbox and goes again after the reconnect.
+  // among them stays in the outbox and goes again after the reconnect; an
+  // edit, a deletion or a block is handed back to whoever asked.
+  const lost = [...state.pending.values()];
   state.pending.clear();
+  for (const request of lost) {
+    if (request.id !== undefined) actionRefused(request, { code: 'disconnected' });
+  }
   state.posting = null;
   setOlderLoading(false);
   setStatus(navigator.onLine === false ? 'offline' : 'reconnecting');
@@ -452,9 +623,23 @@ const handlers = {
     arrived(added);
   },
 
+  'message-edited'(frame) {
+    const data = frame.data || {};
+    passChange(data.change);
+    if (isMessage(data)) showEdited(data);
+  },
+
+  'message-deleted'(frame) {
+    const data = frame.data || {};
+    passChange(data.change);
+    if (Number.isSafeInteger(data.id)) removeMessage(data.id);
+  },
+
   ack(frame) {
     const request = takeRequest(frame.ack);
-    if (request && request.kind === 'post') posted(request.cid, frame.data);
+    if (!request) return;
+    if (request.kind === 'post') posted(request.cid, frame.data);
+    else if (request.id !== undefined) actionDone(request, frame.data || {});
   },
 
   error(frame) {
@@ -467,6 +652,10 @@ const handlers = {
     }
     if (request && request.kind === 'post') {
       refused(request.cid, problem);
+      return;
+    }
+    if (request && request.id !== undefined) {
+      actionRefused(request, problem);
       return;
     }
     showFormError(errorSentence(problem));
@@ -516,6 +705,13 @@ function errorSentence(problem) {
     case 'storage-error':
     case 'unavailable':
       return 'The board could not save the message right now; it is still in the box, try again shortly.';
+    case 'blocked':
+      return Number.isFinite(problem.until)
+        ? `The board's operator has blocked posts from this address until ${shortTime(new Date(problem.until))}.`
+        : "The board's operator has blocked posts from this address for now.";
+    case 'not-found':
+      // A resend of a post the board stored and someone deleted since.
+      return 'The message was posted, and has been deleted since.';
     default:
       return problem.message ? `The board refused the message: ${problem.message}` : 'The board refused the message.';
   }
@@ -557,7 +753,7 @@ function addMessages(messages, source = 'feed') {
       drawn = id <= floor || state.ahead.has(id);
       state.lastId = Math.max(state.lastId, id);
     } else if (source === 'ack') {
-      drawn = ui.list.querySelector(`[data-id="${id}"]`) !== null;
+      drawn = itemOf(id) !== null;
       if (!drawn && id > state.lastId) state.ahead.add(id);
     } else {
       drawn = oldest !== 0 && id >= oldest;
@@ -566,9 +762,7 @@ function addMessages(messages, source = 'feed') {
     insert(renderMessage(message), id);
     added.push(message);
   }
-  for (const id of state.ahead) {
-    if (id <= state.lastId) state.ahead.delete(id);
-  }
+  forgetPassedAcks();
   if (WALL) {
     while (ui.list.children.length > WALL_KEEP) ui.list.lastElementChild.remove();
   }
@@ -577,6 +771,31 @@ function addMessages(messages, source = 'feed') {
   ui.empty.hidden = ui.list.children.length > 0;
   updateOlderButton();
   return added;
+}
+
+/** Drops the ids in `state.ahead` that the feed has passed. */
+function forgetPassedAcks() {
+  for (const id of state.ahead) {
+    if (id <= state.lastId) state.ahead.delete(id);
+  }
+}
+
+/**
+ * An edit or deletion came through the feed as change `change`. Changes
+ * take their ids from the posts' counter, and the feed is in one order, so
+ * everything up to it has come through the feed: a resume starts after it
+ * (the board sends, on resuming, the changes among the messages at or below
+ * the point it is given). Never from an ack, which can overtake the feed.
+ */
+function passChange(change) {
+  if (!Number.isSafeInteger(change) || change <= state.lastId) return;
+  state.lastId = change;
+  forgetPassedAcks();
+}
+
+/** The list item of message `id`, if the page shows it. */
+function itemOf(id) {
+  return Number.isSafeInteger(id) ? ui.list.querySelector(`[data-id="${id}"]`) : null;
 }
 
 function isMessage(value) {
@@ -640,7 +859,7 @@ function startOver(reason) {
   clearMessages();
   state.epoch = null;
   state.loaded = false;
-  state.unread = 0;
+  state.unread = [];
   showUnread();
   ui.empty.hidden = false;
   updateOlderButton();
@@ -653,6 +872,8 @@ function renderMessage(message) {
   const item = document.createElement('li');
   item.className = 'message';
   item.dataset.id = String(message.id);
+  // With the id, what tells this browser's own posts (see `ownPosts`).
+  item.dataset.time = String(message.time);
 
   const avatar = document.createElement('span');
   avatar.className = `avatar hue-${hue(message.name)}`;
@@ -668,6 +889,7 @@ function renderMessage(message) {
   name.className = 'name';
   name.textContent = message.name;
   meta.append(name, renderTime(message.time));
+  if (Number.isFinite(message.edited)) meta.append(renderEdited(message.edited));
 
   const body = document.createElement('p');
   body.className = 'body';
@@ -675,6 +897,7 @@ function renderMessage(message) {
 
   content.append(meta, body);
   item.append(avatar, content);
+  showActions(item);
   return item;
 }
 
@@ -772,6 +995,479 @@ function safeHref(address) {
   }
 }
 
+// ---- Edits, deletions and blocks --------------------------------------------
+
+/**
+ * The "edited" mark of an edited post. Its title tells when on hover; it
+ * takes focus, so that keyboards and touch screens get the same (style.css
+ * shows the title beside it while it has focus).
+ */
+function renderEdited(ms) {
+  const mark = document.createElement('time');
+  mark.className = 'edited';
+  mark.textContent = 'edited';
+  mark.tabIndex = 0;
+  setEditedTime(mark, ms);
+  return mark;
+}
+
+function setEditedTime(mark, ms) {
+  const date = new Date(ms);
+  if (Number.isNaN(date.getTime())) return;
+  mark.dateTime = date.toISOString();
+  mark.title = `Edited ${date.toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'medium' })}`;
+}
+
+/**
+ * Shows the new form of an edited message, if this page shows it. Edits
+ * carry their change number, so one older than the edit shown (an ack can
+ * overtake the feed) is left out. Only the text and the mark are replaced:
+ * an edit box or a question open on the post stays.
+ */
+function showEdited(message) {
+  const item = itemOf(message.id);
+  if (!item) return;
+  const change = Number.isSafeInteger(message.change) ? message.change : 0;
+  if (change > 0 && change <= Number(item.dataset.change || 0)) return;
+  if (change > 0) item.dataset.change = String(change);
+  const body = item.querySelector('.body');
+  body.replaceChildren();
+  appendWithLinks(body, message.message);
+  const meta = item.querySelector('.meta');
+  const mark = meta.querySelector('.edited');
+  if (mark) setEditedTime(mark, message.edited);
+  else meta.append(renderEdited(message.edited));
+  // News not told yet tells of the message as it reads now.
+  state.held = state.held.map((held) => (held.id === message.id ? message : held));
+}
+
+/**
+ * Takes a deleted message off the page, and out of whatever counted it: the
+ * unread count and the news not told yet. Focus inside it moves to the next
+ * post, so that a keyboard user is not sent back to the top of the page.
+ */
+function removeMessage(id) {
+  state.held = state.held.filter((message) => message.id !== id);
+  const unread = state.unread.length;
+  state.unread = state.unread.filter((other) => other !== id);
+  if (state.unread.length !== unread) showUnread();
+  const item = itemOf(id);
+  if (!item) return;
+  const focused = item.contains(document.activeElement);
+  const next = item.nextElementSibling || item.previousElementSibling;
+  item.remove();
+  // `oldestId` stays: older messages still continue below it.
+  ui.empty.hidden = ui.list.children.length > 0;
+  updateOlderButton();
+  if (focused) {
+    const target = next && next.querySelector('.actions:not([hidden]) button');
+    (target || ui.list).focus();
+  }
+}
+
+const isOwn = (item) => ownPosts.has(Number(item.dataset.id), Number(item.dataset.time));
+
+function showAllActions() {
+  for (const item of ui.list.children) showActions(item);
+}
+
+/**
+ * The buttons under a post: Edit and Delete on this browser's own posts,
+ * and in operator mode Delete and the blocks on everyone else's. Real
+ * buttons, always shown, so that keyboards and touch screens reach them as
+ * well as mice do. None on the wall. Drawn again only when what this
+ * browser may do with the post changes, or when `reset`, so that a question
+ * open on a post survives messages arriving around it.
+ */
+function showActions(item, reset = false) {
+  if (WALL) return;
+  const own = isOwn(item);
+  const operator = state.operatorKey !== '';
+  const may = `${own ? 'own' : ''} ${operator ? 'operator' : ''}`.trim();
+  let bar = item.querySelector('.actions');
+  if (may === '') {
+    if (bar) bar.remove();
+    return;
+  }
+  if (bar && bar.dataset.may === may && !reset) return;
+  if (!bar) {
+    bar = document.createElement('div');
+    bar.className = 'actions';
+    // Before a note on the post, if there is one.
+    item.querySelector('.content').insertBefore(bar, item.querySelector('.item-note'));
+  }
+  bar.dataset.may = may;
+  delete bar.dataset.ask;
+  delete bar.dataset.minutes;
+  delete bar.dataset.busy;
+  bar.removeAttribute('role');
+  bar.removeAttribute('aria-labelledby');
+  const buttons = [];
+  if (own) buttons.push(actionButton('Edit', 'edit'));
+  buttons.push(actionButton('Delete', 'delete'));
+  if (operator && !own) {
+    for (const choice of BLOCK_CHOICES) {
+      const block = actionButton(choice.label, 'block');
+      block.dataset.minutes = String(choice.minutes);
+      buttons.push(block);
+    }
+  }
+  bar.replaceChildren(...buttons);
+}
+
+function actionButton(label, action, look = 'quiet action') {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = `button small ${look}`;
+  button.dataset.action = action;
+  button.textContent = label;
+  return button;
+}
+
+/**
+ * Asks in the post itself, not with window.confirm (which some browsers
+ * suppress and which stops the page), before a deletion or a block is
+ * sent. Focus goes to Cancel, so a second Enter does not delete.
+ */
+function askFirst(item, action, minutes) {
+  const bar = item.querySelector('.actions');
+  if (!bar) return;
+  hideNote(item);
+  const choice = BLOCK_CHOICES.find((c) => c.minutes === minutes);
+  let text;
+  let yes;
+  if (action === 'delete') {
+    text = isOwn(item) ? 'Delete your message for everyone?' : 'Delete this message for everyone?';
+    yes = 'Delete';
+  } else if (choice) {
+    text = `Block posts from this sender's address for ${choice.span}?`;
+    yes = `Block for ${choice.span}`;
+  } else {
+    return;
+  }
+  const question = document.createElement('span');
+  question.className = 'ask';
+  question.id = `ask-${item.dataset.id}`;
+  question.textContent = text;
+  const cancel = actionButton('Cancel', 'cancel', '');
+  bar.dataset.ask = action;
+  bar.dataset.minutes = choice ? String(choice.minutes) : '';
+  // Read out as the buttons' group when focus lands on Cancel.
+  bar.setAttribute('role', 'group');
+  bar.setAttribute('aria-labelledby', question.id);
+  bar.replaceChildren(question, actionButton(yes, 'confirm', 'danger'), cancel);
+  cancel.focus();
+}
+
+function cancelAsk(item) {
+  const bar = item.querySelector('.actions');
+  if (!bar || bar.dataset.busy) return;
+  const { ask, minutes } = bar.dataset;
+  showActions(item, true);
+  focusAction(item, ask, minutes);
+}
+
+/** Sends the deletion or block the post's question was about. */
+function confirmAction(item) {
+  const bar = item.querySelector('.actions');
+  if (!bar || bar.dataset.busy) return;
+  const id = Number(item.dataset.id);
+  const own = isOwn(item);
+  let ack;
+  if (bar.dataset.ask === 'delete') {
+    // Their own posts with this browser's key, which works whatever became of the operator link.
+    const key = own ? authorKey() : state.operatorKey;
+    ack = request('delete-message', { id, key }, { kind: 'delete', id, operator: !own });
+  } else {
+    const minutes = Number(bar.dataset.minutes);
+    const key = state.operatorKey;
+    ack = request('block-sender', { id, minutes, key }, { kind: 'block', id, operator: true, minutes });
+  }
+  if (ack === 0) {
+    const { ask, minutes } = bar.dataset;
+    showActions(item, true);
+    showNote(item, 'Not connected right now; try again once the board is back.', true);
+    focusAction(item, ask, minutes);
+    return;
+  }
+  // Marked busy rather than disabled: a disabled button would drop the focus.
+  bar.dataset.busy = 'true';
+  const [, yes, cancel] = bar.children;
+  yes.textContent = bar.dataset.ask === 'delete' ? 'Deleting…' : 'Blocking…';
+  for (const button of [yes, cancel]) button.setAttribute('aria-disabled', 'true');
+}
+
+/** Focuses the post's button for `action` (and `minutes`, for a block); false when there is none. */
+function focusAction(item, action, minutes) {
+  const which = minutes ? `[data-minutes="${Number(minutes)}"]` : '';
+  const button = item.querySelector(`.actions [data-action="${action}"]${which}`);
+  if (button) button.focus();
+  return button !== null;
+}
+
+/** A line under a post about what was just done to it, or why it was not. */
+function showNote(item, text, problem) {
+  let note = item.querySelector('.item-note');
+  if (!note) {
+    note = document.createElement('p');
+    // Focusable, for when the button that was focused is gone.
+    note.tabIndex = -1;
+    item.querySelector('.content').append(note);
+  }
+  note.className = problem ? 'item-note form-error' : 'item-note';
+  note.textContent = text;
+}
+
+function hideNote(item) {
+  const note = item.querySelector('.item-note');
+  if (note) note.remove();
+}
+
+/**
+ * Edits the post in place: its text becomes a box, where Enter saves,
+ * Shift+Enter is a new line and Escape cancels. Refusals show under the box.
+ */
+function startEditing(item) {
+  if (item.querySelector('.editor')) return;
+  const id = item.dataset.id;
+  const body = item.querySelector('.body');
+  const box = document.createElement('textarea');
+  box.className = 'edit-box';
+  box.rows = 1;
+  box.value = body.textContent;
+  box.enterKeyHint = 'done';
+  box.setAttribute('aria-label', 'Your message');
+  const hint = document.createElement('p');
+  hint.className = 'hint';
+  hint.id = `edit-hint-${id}`;
+  hint.textContent = 'Enter saves · Shift+Enter for a new line · Escape cancels';
+  const problem = document.createElement('p');
+  problem.className = 'form-error';
+  problem.id = `edit-problem-${id}`;
+  problem.setAttribute('role', 'alert');
+  problem.hidden = true;
+  box.setAttribute('aria-describedby', `${hint.id} ${problem.id}`);
+  const foot = document.createElement('div');
+  foot.className = 'editor-foot';
+  foot.append(hint, actionButton('Save', 'save', 'primary'), actionButton('Cancel', 'cancel-edit', ''));
+  const editor = document.createElement('div');
+  editor.className = 'editor';
+  editor.append(box, problem, foot);
+  hideNote(item);
+  body.hidden = true;
+  const bar = item.querySelector('.actions');
+  if (bar) bar.hidden = true;
+  body.after(editor);
+  fitHeight(box);
+  box.focus();
+  box.setSelectionRange(box.value.length, box.value.length);
+}
+
+/** Closes the post's edit box, if open, and shows its text and buttons again. */
+function stopEditing(item) {
+  const editor = item.querySelector('.editor');
+  if (!editor) return;
+  editor.remove();
+  item.querySelector('.body').hidden = false;
+  const bar = item.querySelector('.actions');
+  if (bar) bar.hidden = false;
+}
+
+function cancelEditing(item) {
+  const editor = item.querySelector('.editor');
+  if (!editor || editor.dataset.busy) return;
+  stopEditing(item);
+  focusAction(item, 'edit');
+}
+
+function saveEdit(item) {
+  const editor = item.querySelector('.editor');
+  if (!editor || editor.dataset.busy) return;
+  const box = editor.querySelector('.edit-box');
+  const text = box.value;
+  const max = state.limits.max_message_chars;
+  const used = Array.from(text.trimEnd()).length;
+  let problem = '';
+  if (text.trim() === '') {
+    problem = 'Write something, or delete the message instead.';
+  } else if (used > max) {
+    problem = `The message is ${used - max} characters over the limit of ${max}.`;
+  } else if (text.trimEnd() === item.querySelector('.body').textContent) {
+    // Nothing changed: nothing to send, and no "edited" mark for it.
+    cancelEditing(item);
+    return;
+  } else {
+    const id = Number(item.dataset.id);
+    const data = { id, message: text, key: authorKey() };
+    if (request('edit-message', data, { kind: 'edit', id, operator: false }) !== 0) {
+      setEditorBusy(editor, true);
+      return;
+    }
+    problem = 'Not connected right now. Your text stays here; save it once the board is back.';
+  }
+  showEditProblem(editor, problem);
+  box.focus();
+}
+
+function setEditorBusy(editor, busy) {
+  editor.querySelector('.edit-box').readOnly = busy;
+  const save = editor.querySelector('[data-action="save"]');
+  save.textContent = busy ? 'Saving…' : 'Save';
+  for (const button of editor.querySelectorAll('button')) {
+    if (busy) button.setAttribute('aria-disabled', 'true');
+    else button.removeAttribute('aria-disabled');
+  }
+  if (busy) {
+    editor.dataset.busy = 'true';
+    showEditProblem(editor, '');
+  } else {
+    delete editor.dataset.busy;
+  }
+}
+
+function showEditProblem(editor, text) {
+  const problem = editor.querySelector('.form-error');
+  problem.textContent = text;
+  problem.hidden = text === '';
+}
+
+/** The board did what a post's button asked. */
+function actionDone(request, data) {
+  const item = itemOf(request.id);
+  if (request.kind === 'edit') {
+    if (isMessage(data)) showEdited(data);
+    const editor = item && item.querySelector('.editor');
+    if (editor && editor.dataset.busy) {
+      const focused = editor.contains(document.activeElement);
+      stopEditing(item);
+      if (focused) focusAction(item, 'edit');
+    }
+    announce('Your edit is saved.');
+  } else if (request.kind === 'delete') {
+    removeMessage(request.id);
+    announce('The message is deleted.');
+  } else if (request.kind === 'block') {
+    const text = Number.isFinite(data.until)
+      ? `Posts from this sender's address are blocked until ${shortTime(new Date(data.until))}.`
+      : "Posts from this sender's address are blocked.";
+    if (item) {
+      const focused = item.contains(document.activeElement);
+      showActions(item, true);
+      showNote(item, text, false);
+      if (focused) focusAction(item, 'block', request.minutes);
+    }
+    announce(text);
+  }
+}
+
+/** The board refused what a post's button asked (or the connection dropped first). */
+function actionRefused(request, problem) {
+  const text = actionProblem(request, problem);
+  if (problem.code === 'forbidden') {
+    // An operator secret the board refuses is from a link that was replaced:
+    // keeping it would only count wrong guesses against this address. An
+    // author key refused for a post means the post is not this browser's.
+    if (request.operator) leaveOperatorMode();
+    else ownPosts.forget(request.id);
+  }
+  announce(text);
+  if (problem.code === 'not-found' && request.kind !== 'block') {
+    // Deleted meanwhile; the board's word for it may still be on its way.
+    removeMessage(request.id);
+    return;
+  }
+  const item = itemOf(request.id);
+  if (!item) return;
+  const editor = item.querySelector('.editor');
+  if (editor && request.kind === 'edit' && problem.code !== 'forbidden') {
+    setEditorBusy(editor, false);
+    showEditProblem(editor, text);
+    return;
+  }
+  const focused = item.contains(document.activeElement);
+  stopEditing(item);
+  showActions(item, true);
+  showNote(item, text, true);
+  if (focused && !focusAction(item, request.kind, request.minutes)) item.querySelector('.item-note').focus();
+}
+
+function actionProblem(request, problem) {
+  switch (problem.code) {
+    case 'forbidden':
+      return request.operator
+        ? 'The operator link is no longer valid: it may have been replaced by a new one. ' +
+            'Operator mode is off; open the current link to turn it on again.'
+        : "The board did not accept this browser's key for that message, so it cannot be changed from here.";
+    case 'not-found':
+      return request.kind === 'block'
+        ? 'The board does not know who sent that message (it was imported, or posted before senders ' +
+            'were kept), so its sender cannot be blocked.'
+        : 'That message had been deleted already.';
+    case 'rate-limited':
+      return 'The board refused too many keys from this address; wait a minute and try again.';
+    case 'empty-message':
+      return 'Write something, or delete the message instead.';
+    case 'message-too-long':
+      return `The message is longer than ${state.limits.max_message_chars} characters; shorten it.`;
+    case 'disconnected':
+      return 'The connection dropped before the board answered. Once the page is connected again, try again if it is still needed.';
+    case 'storage-error':
+    case 'storage-unavailable':
+    case 'unavailable':
+      return 'The board could not save that right now; try again shortly.';
+    default:
+      return problem.message ? `The board refused: ${problem.message}` : 'The board refused that.';
+  }
+}
+
+/** What each button on a post does, by its `data-action`. */
+const postActions = {
+  edit: (item) => startEditing(item),
+  delete: (item) => askFirst(item, 'delete'),
+  block: (item, button) => askFirst(item, 'block', Number(button.dataset.minutes)),
+  confirm: (item) => confirmAction(item),
+  cancel: (item) => cancelAsk(item),
+  save: (item) => saveEdit(item),
+  'cancel-edit': (item) => cancelEditing(item),
+};
+
+/** One listener each for the buttons and keys of every post, rather than some per post. */
+function setUpPostActions() {
+  ui.list.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    const item = button && button.closest('.message');
+    if (!item || button.getAttribute('aria-disabled') === 'true') return;
+    const action = button.dataset.action;
+    if (Object.hasOwn(postActions, action)) postActions[action](item, button);
+  });
+  ui.list.addEventListener('keydown', (event) => {
+    const item = event.target.closest('.message');
+    if (!item) return;
+    if (event.target.closest('.editor')) {
+      if (event.key === 'Escape') {
+        event.preventDefault();
+        cancelEditing(item);
+      } else if (
+        event.key === 'Enter' &&
+        event.target.matches('.edit-box') &&
+        !event.shiftKey &&
+        !event.altKey &&
+        // Enter that finishes an input method composition belongs to it.
+        !event.isComposing
+      ) {
+        event.preventDefault();
+        saveEdit(item);
+      }
+    } else if (event.key === 'Escape' && event.target.closest('.actions[data-ask]')) {
+      event.preventDefault();
+      cancelAsk(item);
+    }
+  });
+  ui.list.addEventListener('input', (event) => {
+    if (event.target.matches('.edit-box')) fitHeight(event.target);
+  });
+}
+
 // ---- News: unread count, favicon, sound, notifications, screen readers -----
 
 /** Reacts to messages that are new to this page (not its first load). */
@@ -779,7 +1475,7 @@ function arrived(messages) {
   if (messages.length === 0) return;
   const newest = messages.reduce((a, b) => (b.id > a.id ? b : a));
   if (WALL) {
-    const item = ui.list.querySelector(`[data-id="${newest.id}"]`);
+    const item = itemOf(newest.id);
     if (item) {
       item.classList.add('arrived');
       setTimeout(() => item.classList.remove('arrived'), ARRIVAL_MS);
@@ -812,7 +1508,7 @@ function forgetHeldNews() {
 function tell(fromOthers) {
   if (fromOthers.length === 0) return;
   if (document.hidden) {
-    state.unread += fromOthers.length;
+    state.unread.push(...fromOthers.map((message) => message.id));
     showUnread();
   }
   const latest = fromOthers[fromOthers.length - 1];
@@ -835,8 +1531,9 @@ function announce(text) {
 let dotIcon = '';
 
 function showUnread() {
-  document.title = state.unread > 0 ? `(${state.unread}) ${BASE_TITLE}` : BASE_TITLE;
-  if (state.unread > 0) {
+  const count = state.unread.length;
+  document.title = count > 0 ? `(${count}) ${BASE_TITLE}` : BASE_TITLE;
+  if (count > 0) {
     dotIcon = dotIcon || drawIcon(true);
     if (dotIcon) ui.favicon.href = dotIcon;
   } else {
@@ -946,7 +1643,7 @@ function submitMessage() {
   }
   const name = ui.name.value.trim();
   storage.set(STORAGE.name, name);
-  outbox.add({ cid: newCid(), name, text, createdMs: Date.now() });
+  outbox.add({ cid: randomHex(), name, text, createdMs: Date.now() });
   sendOutbox();
 }
 
@@ -961,7 +1658,7 @@ function sendOutbox() {
   state.pausedTimer = 0;
   const post = outbox.posts[0];
   if (post && state.posting === null && state.welcomed) {
-    const data = { name: post.name, message: post.text, cid: post.cid };
+    const data = { name: post.name, message: post.text, cid: post.cid, key: authorKey() };
     if (request('add-message', data, { kind: 'post', cid: post.cid }) !== 0) state.posting = post.cid;
   }
   updateSendButton();
@@ -975,7 +1672,12 @@ function posted(cid, message) {
   // after; drawn here too, so the box never empties before the list shows it.
   if (isMessage(message)) {
     state.ownIds.add(message.id);
+    // Remembered before it is drawn, so that it is drawn with its Edit and
+    // Delete; drawn from its `message-added` already, it gets them now.
+    ownPosts.add(message);
     addMessages([message], 'ack');
+    const item = itemOf(message.id);
+    if (item) showActions(item);
   }
   // Only clear what was sent: text typed since stays.
   if (post && ui.message.value === post.text) {
@@ -1060,9 +1762,13 @@ function messageEdited() {
   ui.counter.hidden = used < Math.floor(max * COUNTER_FROM);
   ui.counter.textContent = `${used} / ${max}`;
   ui.counter.classList.toggle('over', used > max);
-  // Grow with the text up to the CSS max-height, then scroll inside.
-  ui.message.style.height = 'auto';
-  ui.message.style.height = `${ui.message.scrollHeight + 2}px`;
+  fitHeight(ui.message);
+}
+
+/** Grows a text box with its text up to its CSS max-height; past that it scrolls inside. */
+function fitHeight(box) {
+  box.style.height = 'auto';
+  box.style.height = `${box.scrollHeight + 2}px`;
 }
 
 function setUpForm() {
@@ -1448,10 +2154,13 @@ function start() {
   }
   setUpOptions();
   setUpLogin();
+  // The wall takes an operator link too, only to get it out of the address bar.
+  setUpOwnPosts();
+  if (!WALL) setUpPostActions();
   setStatus('connecting');
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) return;
-    state.unread = 0;
+    state.unread = [];
     showUnread();
     reconnectNow();
   });

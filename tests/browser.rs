@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::{Persistence, Redis};
 use common::{Board, WAIT};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::elements::Element;
 use fantoccini::error::CmdError;
 use fantoccini::wd::WebDriverCompatibleCommand;
@@ -41,6 +42,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
 /// The key WebDriver sends for Enter.
 const ENTER: &str = "\u{E007}";
+/// Tab, Escape and Backspace, as WebDriver sends them.
+const TAB: &str = "\u{E004}";
+const ESCAPE: &str = "\u{E00C}";
+const BACKSPACE: &str = "\u{E003}";
+/// Shift and Control: typed into an element, they stay down until `NO_MODIFIERS`.
+const SHIFT: &str = "\u{E008}";
+const CONTROL: &str = "\u{E009}";
+const NO_MODIFIERS: &str = "\u{E000}";
 
 // ---- Finding the browser ---------------------------------------------------
 
@@ -364,6 +373,23 @@ impl Page {
             .unwrap_or_else(|e| panic!("typing {text:?} into {css} failed: {e}"));
     }
 
+    /// Presses `keys` one after the other wherever the focus is, as a
+    /// person at a keyboard would (no element is picked or focused first).
+    async fn press(&self, keys: &str) {
+        let mut typing = KeyActions::new("keyboard".to_owned());
+        for key in keys.chars() {
+            typing = typing
+                .then(KeyAction::Down { value: key })
+                .then(KeyAction::Up { value: key });
+        }
+        in_time(
+            &format!("pressing {keys:?}"),
+            self.client.perform_actions(typing),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pressing {keys:?} failed: {e}"));
+    }
+
     async fn clear(&self, css: &str) {
         let element = self.find(css).await;
         in_time(&format!("clearing {css}"), element.clear())
@@ -678,6 +704,128 @@ async fn stored_copies(board: &Board, text: &str) -> usize {
     assert_eq!(response.status, 200, "GET /api/messages: {}", response.body);
     let messages: Vec<Value> = serde_json::from_value(response.json()).expect("a list");
     messages.iter().filter(|m| m["message"] == text).count()
+}
+
+/// Script defining `seen(id)`: what the reader sees of message `id`, or null
+/// when the page does not show it: its text, its visible "edited" mark, the
+/// labels of its visible buttons, and whether it is being edited; append a
+/// `return`.
+const SEEN: &str = "
+    const seen = (id) => {
+        const item = document.querySelector(`#messages > [data-id=\"${id}\"]`);
+        if (!item) return null;
+        const shown = (e) => e !== null && !e.hidden && e.getClientRects().length > 0;
+        const mark = item.querySelector('.edited');
+        return {
+            body: item.querySelector('.body').textContent,
+            edited: shown(mark) ? {text: mark.textContent, title: mark.title, tabIndex: mark.tabIndex} : null,
+            actions: [...item.querySelectorAll('.actions button')].filter(shown).map(b => b.textContent),
+            editing: shown(item.querySelector('.edit-box')),
+        };
+    };";
+
+/// Script returning what has the focus: `{post, what}`, the id of the message
+/// it is in (null outside the list) and its `data-action`, or `edit-box`.
+const FOCUSED: &str = "
+    const focused = document.activeElement;
+    return {
+        post: Number(focused.closest('#messages > *')?.dataset.id) || null,
+        what: focused.matches('.edit-box') ? 'edit-box' : focused.dataset.action || focused.tagName,
+    };";
+
+/// Script returning the text of the `#operator-badge` while it is shown, else false.
+const OPERATOR_BADGE: &str = "
+    const badge = document.getElementById('operator-badge');
+    return !badge.hidden && badge.getClientRects().length > 0
+        && badge.textContent.replace(/\\s+/g, ' ').trim();";
+
+/// Script that reads a time `HH:MM` (or `D Mon, HH:MM`) just before the
+/// final full stop of `arguments[0]` and returns how many minutes from now
+/// it is on the page's clock, or null when the text names no time.
+const MINUTES_UNTIL: &str = "
+    const [, hours, minutes] = /(\\d\\d):(\\d\\d)\\.$/.exec(arguments[0]) || [];
+    if (hours === undefined) return null;
+    const now = new Date();
+    const until = new Date(now);
+    until.setHours(Number(hours), Number(minutes), 0, 0);
+    if (until < now) until.setDate(until.getDate() + 1);
+    return Math.round((until - now) / 60000);";
+
+/// Posts a message through the HTTP API with the author key `key`, which
+/// may edit and delete it later; returns it.
+async fn post_with_key(board: &Board, name: &str, message: &str, key: &str) -> Value {
+    let body = json!({"name": name, "message": message, "key": key}).to_string();
+    let response = common::post(board.addr, "/api/messages", &body).await;
+    assert_eq!(
+        response.status, 201,
+        "POST /api/messages: {}",
+        response.body
+    );
+    response.json()
+}
+
+/// Edits message `id` through the HTTP API with `key`.
+async fn edit_over_http(board: &Board, id: u64, key: &str, message: &str) {
+    let path = format!("/api/messages/{id}");
+    let body = json!({ "message": message }).to_string();
+    let response = common::http(board.addr, "PATCH", &path, &[("Lanboard-Key", key)], &body).await;
+    assert_eq!(response.status, 200, "PATCH {path}: {}", response.body);
+}
+
+/// Deletes message `id` through the HTTP API with `key`.
+async fn delete_over_http(board: &Board, id: u64, key: &str) {
+    let path = format!("/api/messages/{id}");
+    let response = common::http(board.addr, "DELETE", &path, &[("Lanboard-Key", key)], "").await;
+    assert_eq!(response.status, 204, "DELETE {path}: {}", response.body);
+}
+
+/// Runs the real `lanboard operator-link` for the board's data file (with
+/// `extra` flags), checks that it printed one link to the board's port and
+/// nothing else, and returns the operator secret from the link's fragment.
+fn operator_secret(board: &Board, extra: &[&str]) -> String {
+    let data = board.data.display().to_string();
+    let port = board.addr.port().to_string();
+    let mut args = vec!["operator-link", "--data", &data, "--port", &port];
+    args.extend_from_slice(extra);
+    // Any directory will do: the data file is named by its full path.
+    let (status, stdout, stderr) = common::run(&args, &std::env::temp_dir());
+    assert!(
+        status.success(),
+        "lanboard {args:?}: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let [link] = stdout.lines().collect::<Vec<_>>()[..] else {
+        panic!("lanboard {args:?} prints exactly one line, not:\n{stdout}");
+    };
+    let (base, secret) = link
+        .split_once("/#operator=")
+        .unwrap_or_else(|| panic!("not an operator link: {link}"));
+    assert!(
+        base.starts_with("http://") && base.ends_with(&format!(":{port}")),
+        "the link is to the board's port: {link}"
+    );
+    secret.to_owned()
+}
+
+/// Makes every WebSocket the page opens from now on fail at once, while
+/// `offline` (the page keeps retrying, as when its network is gone); when
+/// back online, tells the page so, as the browser does, so that it tries at
+/// once rather than after its backoff.
+async fn keep_offline(page: &Page, offline: bool) {
+    page.run_with(
+        "if (!window.__Online) {
+             window.__Online = window.WebSocket;
+             window.WebSocket = class extends window.__Online {
+                 constructor(url, protocols) {
+                     if (window.__offline) throw new DOMException('offline for the test', 'NetworkError');
+                     super(url, protocols);
+                 }
+             };
+         }
+         window.__offline = arguments[0];
+         if (!arguments[0]) window.dispatchEvent(new Event('online'));",
+        json!([offline]),
+    )
+    .await;
 }
 
 // ---- Tests -----------------------------------------------------------------
@@ -1999,4 +2147,523 @@ async fn a_page_left_open_keeps_no_record_of_every_id_and_still_drops_repeats() 
         set <= 10 && map <= 10,
         "after the resume: Set {set}, Map {map}"
     );
+}
+
+#[tokio::test]
+async fn an_own_post_edited_then_deleted_in_one_page_changes_then_leaves_the_others_and_the_wall() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    post(&board, "Reception", "Visitors: please sign in at the desk").await;
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    let bob = chrome.open(&board.url(), Screen::Desktop).await;
+    let wall = chrome
+        .open(&format!("{}/wall", board.url()), Screen::Desktop)
+        .await;
+    for page in [&alice, &bob, &wall] {
+        page.wait_connected().await;
+    }
+
+    alice.type_into("#name", "Alice").await;
+    alice
+        .type_into("#message", &format!("Lunch at 12:30{ENTER}"))
+        .await;
+    let own = alice
+        .wait_for(
+            "Edit and Delete on Alice's own post",
+            &format!("{SEEN} const m = seen(2); return m && m.actions.length > 0 && m;"),
+        )
+        .await;
+    assert_eq!(own["actions"], json!(["Edit", "Delete"]), "{own}");
+    assert_eq!(
+        alice.run(&format!("{SEEN} return seen(1).actions;")).await,
+        json!([]),
+        "nothing to do with someone else's post"
+    );
+    let key = alice
+        .run("return localStorage.getItem('lanboard.key')")
+        .await;
+    assert!(is_page_cid(&key), "one key per browser: {key}");
+    for page in [&bob, &wall] {
+        let m = page
+            .wait_for("Alice's post", &format!("{SEEN} return seen(2);"))
+            .await;
+        assert_eq!(m["actions"], json!([]), "not Bob's to change: {m}");
+    }
+
+    // Edited in place: the text becomes a box holding it, and Enter saves.
+    alice
+        .click("#messages > [data-id='2'] [data-action=edit]")
+        .await;
+    let editing = alice
+        .run(&format!(
+            "{SEEN} return {{m: seen(2), box: document.activeElement.value}};"
+        ))
+        .await;
+    assert_eq!(editing["m"]["editing"], true, "{editing}");
+    assert_eq!(editing["box"], "Lunch at 12:30", "{editing}");
+    alice.clear(".edit-box").await;
+    alice
+        .type_into(".edit-box", &format!("Lunch at 13:00, not 12:30{ENTER}"))
+        .await;
+    for page in [&alice, &bob, &wall] {
+        let m = page
+            .wait_for(
+                "the edit on every page",
+                &format!(
+                    "{SEEN} const m = seen(2); return m && m.body === 'Lunch at 13:00, not 12:30' && m;"
+                ),
+            )
+            .await;
+        let edited = &m["edited"];
+        assert_eq!(edited["text"], "edited", "{m}");
+        assert!(
+            edited["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Edited ") && t.len() > 20),
+            "the time of the edit shows on hover: {m}"
+        );
+        assert_eq!(edited["tabIndex"], 0, "and the mark takes focus: {m}");
+        assert_eq!(m["editing"], false, "{m}");
+    }
+    let tip = alice
+        .run(
+            "const mark = document.querySelector('#messages > [data-id=\"2\"] .edited');
+             mark.focus();
+             return {focused: document.hasFocus(), tip: getComputedStyle(mark, '::after').content};",
+        )
+        .await;
+    assert!(
+        tip["tip"].as_str().is_some_and(|t| t.contains("Edited ")),
+        "the time of the edit shows beside the focused mark: {tip}"
+    );
+
+    // A reload keeps the post editable: the browser remembers its own posts.
+    alice.goto(&board.url()).await;
+    alice.wait_connected().await;
+    let own = alice
+        .wait_for("Alice's post", &format!("{SEEN} return seen(2);"))
+        .await;
+    assert_eq!(own["actions"], json!(["Edit", "Delete"]), "{own}");
+
+    // Deleting asks first, in the page.
+    alice
+        .click("#messages > [data-id='2'] [data-action=delete]")
+        .await;
+    let asked = alice
+        .run(
+            "return {
+                 question: document.querySelector('#messages > [data-id=\"2\"] .actions').textContent,
+                 focused: document.activeElement.textContent,
+             };",
+        )
+        .await;
+    assert_eq!(
+        asked,
+        json!({"question": "Delete your message for everyone?DeleteCancel", "focused": "Cancel"})
+    );
+    assert_eq!(
+        alice.alert().await,
+        None,
+        "asked in the page, not with a dialog"
+    );
+    alice
+        .click("#messages > [data-id='2'] [data-action=confirm]")
+        .await;
+    for page in [&alice, &bob, &wall] {
+        page.wait_for(
+            "the deleted post to leave every page",
+            &format!("{SEEN} return seen(2) === null;"),
+        )
+        .await;
+        assert_eq!(page.ids().await, [1]);
+    }
+    assert_eq!(stored_copies(&board, "Lunch at 13:00, not 12:30").await, 0);
+}
+
+#[tokio::test]
+async fn operator_mode_from_the_printed_link_deletes_any_post_and_blocks_its_sender() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let poster = chrome.open(&board.url(), Screen::Desktop).await;
+    poster.wait_connected().await;
+    poster.type_into("#name", "Pat").await;
+    for text in ["Selling my old bike", "Selling my old bike, still here"] {
+        poster
+            .type_into("#message", &format!("{text}{ENTER}"))
+            .await;
+        poster
+            .wait_for(
+                "the board to take the post",
+                "return document.getElementById('message').value === ''",
+            )
+            .await;
+    }
+
+    let secret = operator_secret(&board, &[]);
+    let operator = chrome
+        .open(
+            &format!("{}/#operator={secret}", board.url()),
+            Screen::Desktop,
+        )
+        .await;
+    operator.wait_connected().await;
+    let opened = operator
+        .run(&format!(
+            "const badge = (() => {{ {OPERATOR_BADGE} }})();
+             return {{address: location.href, badge, kept: localStorage.getItem('lanboard.operator')}};"
+        ))
+        .await;
+    assert_eq!(
+        opened,
+        json!({
+            "address": format!("{}/", board.url()),
+            "badge": "Operator mode Leave",
+            "kept": secret,
+        }),
+        "the secret leaves the address bar for this browser's storage, and the badge shows"
+    );
+    let m = operator
+        .wait_for(
+            "the operator's actions on Pat's posts",
+            &format!("{SEEN} const m = seen(1); return m && m.actions.length > 0 && m;"),
+        )
+        .await;
+    assert_eq!(
+        m["actions"],
+        json!([
+            "Delete",
+            "Block sender for 1 hour",
+            "Block sender for 1 day"
+        ]),
+        "{m}"
+    );
+
+    operator
+        .click("#messages > [data-id='1'] [data-action=delete]")
+        .await;
+    operator
+        .click("#messages > [data-id='1'] [data-action=confirm]")
+        .await;
+    poster
+        .wait_for(
+            "the post the operator deleted to leave Pat's page",
+            &format!("{SEEN} return seen(1) === null;"),
+        )
+        .await;
+    assert_eq!(poster.ids().await, [2]);
+
+    operator
+        .click("#messages > [data-id='2'] [data-action=block][data-minutes='60']")
+        .await;
+    let question = operator
+        .run("return document.querySelector('#messages > [data-id=\"2\"] .actions').textContent")
+        .await;
+    assert_eq!(
+        question,
+        "Block posts from this sender's address for 1 hour?Block for 1 hourCancel"
+    );
+    operator
+        .click("#messages > [data-id='2'] [data-action=confirm]")
+        .await;
+    let note = operator
+        .wait_for(
+            "the operator's note of the block",
+            "return document.querySelector('#messages > [data-id=\"2\"] .item-note')?.textContent",
+        )
+        .await;
+    assert!(
+        note.as_str()
+            .is_some_and(|n| n.starts_with("Posts from this sender's address are blocked until ")),
+        "{note}"
+    );
+
+    // Every page is on 127.0.0.1, so Pat's address is the blocked one.
+    poster
+        .type_into("#message", &format!("Anyone want a bike?{ENTER}"))
+        .await;
+    let refusal = poster
+        .wait_for(
+            "the refusal of the blocked post",
+            "const e = document.getElementById('form-error');
+             return !e.hidden && e.getClientRects().length > 0 && e.textContent",
+        )
+        .await;
+    assert!(
+        refusal
+            .as_str()
+            .is_some_and(|r| r
+                .starts_with("The board's operator has blocked posts from this address until ")),
+        "{refusal}"
+    );
+    let minutes = poster.run_with(MINUTES_UNTIL, json!([refusal])).await;
+    assert!(
+        minutes.as_i64().is_some_and(|m| (58..=60).contains(&m)),
+        "the refusal says until when, in local time, an hour from now: {refusal} ({minutes} minutes)"
+    );
+    assert_eq!(
+        poster.run(STORED_OUTBOX).await,
+        json!([]),
+        "a blocked post is not kept for sending again"
+    );
+    assert_eq!(
+        poster
+            .run("return document.getElementById('message').value")
+            .await,
+        "Anyone want a bike?",
+        "the text stays in the box"
+    );
+    assert_eq!(stored_copies(&board, "Anyone want a bike?").await, 0);
+
+    // Leaving operator mode forgets the secret and takes the actions away.
+    operator.click("#operator-leave").await;
+    let left = operator
+        .run(&format!(
+            "{SEEN} const badge = (() => {{ {OPERATOR_BADGE} }})();
+             return {{badge, actions: seen(2).actions, kept: localStorage.getItem('lanboard.operator')}};"
+        ))
+        .await;
+    assert_eq!(left, json!({"badge": false, "actions": [], "kept": null}));
+}
+
+#[tokio::test]
+async fn an_operator_action_with_a_replaced_link_says_the_link_is_no_longer_valid() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    post(&board, "Pat", "Selling my old bike").await;
+    let old = operator_secret(&board, &[]);
+    let new = operator_secret(&board, &["--rotate"]);
+    assert_ne!(old, new, "--rotate makes a new secret");
+
+    let operator = chrome
+        .open(&format!("{}/#operator={old}", board.url()), Screen::Desktop)
+        .await;
+    operator.wait_connected().await;
+    operator
+        .wait_for(
+            "operator mode",
+            &format!("return (() => {{ {OPERATOR_BADGE} }})();"),
+        )
+        .await;
+    operator
+        .click("#messages > [data-id='1'] [data-action=delete]")
+        .await;
+    operator
+        .click("#messages > [data-id='1'] [data-action=confirm]")
+        .await;
+    let note = operator
+        .wait_for(
+            "why the deletion was refused",
+            "return document.querySelector('#messages > [data-id=\"1\"] .item-note')?.textContent",
+        )
+        .await;
+    assert!(
+        note.as_str()
+            .is_some_and(|n| n.starts_with("The operator link is no longer valid")),
+        "{note}"
+    );
+    let after = operator
+        .run(&format!(
+            "{SEEN} const badge = (() => {{ {OPERATOR_BADGE} }})();
+             return {{badge, post: seen(1), kept: localStorage.getItem('lanboard.operator')}};"
+        ))
+        .await;
+    assert_eq!(after["badge"], false, "operator mode is off: {after}");
+    assert_eq!(after["kept"], Value::Null, "{after}");
+    assert_eq!(after["post"]["body"], "Selling my old bike", "{after}");
+    assert_eq!(stored_copies(&board, "Selling my old bike").await, 1);
+}
+
+#[tokio::test]
+async fn a_post_is_edited_with_the_keyboard_alone_and_escape_cancels_an_edit() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    for text in ["first draft", "second thought"] {
+        page.type_into("#message", &format!("{text}{ENTER}")).await;
+        page.wait_for(
+            "the board to take the post",
+            "return document.getElementById('message').value === ''",
+        )
+        .await;
+    }
+    page.wait_for(
+        "Edit on the newest post",
+        &format!("{SEEN} return seen(2)?.actions.length === 2;"),
+    )
+    .await;
+
+    // From the message box, Tab reaches the Send button, then the newest post's Edit.
+    page.press(&format!("{TAB}{TAB}")).await;
+    assert_eq!(page.run(FOCUSED).await, json!({"post": 2, "what": "edit"}));
+    page.press(ENTER).await;
+    assert_eq!(
+        page.run(FOCUSED).await,
+        json!({"post": 2, "what": "edit-box"})
+    );
+    // Shift+Enter is a new line; Enter saves, and the focus goes back to Edit.
+    page.type_into(
+        ".edit-box",
+        &format!(", updated{SHIFT}{ENTER}{NO_MODIFIERS}with a second line{ENTER}"),
+    )
+    .await;
+    page.wait_for(
+        "the edit",
+        &format!("{SEEN} return seen(2)?.edited !== null;"),
+    )
+    .await;
+    let m = page.run(&format!("{SEEN} return seen(2);")).await;
+    assert_eq!(m["body"], "second thought, updated\nwith a second line");
+    assert_eq!(m["editing"], false);
+    assert_eq!(page.run(FOCUSED).await, json!({"post": 2, "what": "edit"}));
+
+    // On to the older post's Edit: past Delete.
+    page.press(&format!("{TAB}{TAB}")).await;
+    assert_eq!(page.run(FOCUSED).await, json!({"post": 1, "what": "edit"}));
+    page.press(ENTER).await;
+    // An empty message is refused beside the box, which stays open.
+    page.type_into(
+        ".edit-box",
+        &format!("{CONTROL}a{NO_MODIFIERS}{BACKSPACE}{ENTER}"),
+    )
+    .await;
+    let refusal = page
+        .run(
+            "const e = document.querySelector('#messages > [data-id=\"1\"] .editor .form-error');
+             return !e.hidden && e.textContent",
+        )
+        .await;
+    assert_eq!(refusal, "Write something, or delete the message instead.");
+    page.type_into(".edit-box", "abandoned").await;
+    page.press(ESCAPE).await;
+    let m = page.run(&format!("{SEEN} return seen(1);")).await;
+    assert_eq!(
+        m,
+        json!({"body": "first draft", "edited": null, "actions": ["Edit", "Delete"], "editing": false}),
+        "Escape leaves the post as it was"
+    );
+    assert_eq!(page.run(FOCUSED).await, json!({"post": 1, "what": "edit"}));
+    assert_eq!(stored_copies(&board, "first draft").await, 1);
+}
+
+#[tokio::test]
+async fn a_page_that_was_away_applies_the_edits_and_deletions_it_missed_when_it_comes_back() {
+    // Printable ASCII, 16 characters or more: a key the board takes.
+    const KEY: &str = "the script's own author key";
+    let Some(chrome) = chrome() else { return };
+    let mut board = Board::start(&[]);
+    for text in ["Room 4 is booked", "Room 5 is free", "Room 6 is free"] {
+        post_with_key(&board, "Rooms", text, KEY).await;
+    }
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    record_websockets(&page).await;
+    let wall = chrome
+        .open(&format!("{}/wall", board.url()), Screen::Desktop)
+        .await;
+    wall.wait_connected().await;
+    for view in [&page, &wall] {
+        view.wait_for(
+            "the three posts",
+            "return document.querySelectorAll('#messages > *').length === 3",
+        )
+        .await;
+    }
+
+    // The page loses the board and cannot come back while the posts change.
+    keep_offline(&page, true).await;
+    board.restart();
+    page.wait_for(
+        "the page to notice the board is gone",
+        "return document.getElementById('status').dataset.state === 'reconnecting'",
+    )
+    .await;
+    edit_over_http(&board, 1, KEY, "Room 4 is booked until 15:00").await;
+    delete_over_http(&board, 2, KEY).await;
+    // Give a page that were still connected the moment it would take.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        page.run(&format!("{SEEN} return [seen(1).body, seen(2) !== null];"))
+            .await,
+        json!(["Room 4 is booked", true]),
+        "the page was away"
+    );
+
+    keep_offline(&page, false).await;
+    page.wait_connected().await;
+    for view in [&page, &wall] {
+        let m = view
+            .wait_for(
+                "the missed edit and deletion",
+                &format!(
+                    "{SEEN} const m = seen(1);
+                     return m && m.body === 'Room 4 is booked until 15:00' && seen(2) === null && m;"
+                ),
+            )
+            .await;
+        assert_eq!(m["edited"]["text"], "edited", "{m}");
+        assert_eq!(view.ids().await, [3, 1]);
+    }
+    let urls = page.run("return window.__urls").await;
+    assert!(
+        urls[0].as_str().is_some_and(|u| u.ends_with("/ws?since=3")),
+        "the page resumed after the last post it had: {urls}"
+    );
+
+    // The edit and the deletion took ids 4 and 5 from the posts' counter:
+    // away again, the page resumes after them, and nothing comes twice.
+    keep_offline(&page, true).await;
+    board.restart();
+    page.wait_for(
+        "the page to notice the board is gone again",
+        "return document.getElementById('status').dataset.state === 'reconnecting'",
+    )
+    .await;
+    keep_offline(&page, false).await;
+    page.wait_connected().await;
+    let urls = page.run("return window.__urls").await;
+    assert!(
+        urls[1].as_str().is_some_and(|u| u.ends_with("/ws?since=5")),
+        "the page resumed after the last change it saw: {urls}"
+    );
+    assert_eq!(page.ids().await, [3, 1]);
+}
+
+#[tokio::test]
+async fn a_message_deleted_while_the_page_is_hidden_leaves_its_unread_count() {
+    const KEY: &str = "the script's own author key";
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    page.minimize().await;
+    page.wait_for("the page to be hidden", "return document.hidden === true")
+        .await;
+    for n in 1..=2 {
+        post_with_key(
+            &board,
+            "Colleague",
+            &format!("while you were away {n}"),
+            KEY,
+        )
+        .await;
+    }
+    page.wait_for(
+        "two unread in the title",
+        "return document.title === '(2) lanboard'",
+    )
+    .await;
+    delete_over_http(&board, 1, KEY).await;
+    page.wait_for(
+        "one unread left in the title",
+        "return document.title === '(1) lanboard'",
+    )
+    .await;
+    assert_eq!(page.ids().await, [2]);
+    page.restore().await;
+    page.wait_for(
+        "the count to clear once shown",
+        "return document.title === 'lanboard'",
+    )
+    .await;
 }
