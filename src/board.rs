@@ -412,10 +412,12 @@ impl Board {
                     _ => {}
                 }
             }
-            let reached = frames.len() + read.kept.len();
-            if !whole || reached > cap {
+            if !whole {
                 return Ok(None);
             }
+        }
+        if frames.len() + read.kept.len() > cap {
+            return Ok(None);
         }
         frames.extend(read.kept.iter().map(|frame| frame.to_string()));
         Ok(Some(frames))
@@ -911,6 +913,137 @@ mod tests {
         let mut by_bytes = Budget::new(100, 30);
         assert!(by_bytes.take(9) && by_bytes.take(9) && by_bytes.take(9));
         assert!(!by_bytes.take(0));
+    }
+
+    /// A board on a memory log holding `posts` posts by key `KEY` and then
+    /// the changes `before` (committed before the board opens, so it keeps
+    /// none of them), with a resume cap of `cap`.
+    fn board_with(
+        posts: u64,
+        before: Vec<crate::store::Op>,
+        cap: usize,
+    ) -> (Board, Arc<MemoryLog>) {
+        let log = Arc::new(MemoryLog::default());
+        let drafts = (1..=posts)
+            .map(|n| {
+                crate::protocol::Draft::new(
+                    "n",
+                    &format!("m{n}"),
+                    crate::cli::default_config().session.limits,
+                )
+                .unwrap()
+                .with_key(Some(KEY.into()))
+            })
+            .collect();
+        log.append(drafts, 1).unwrap();
+        log.commit(before, 1).unwrap();
+        let config = BoardConfig {
+            resume_cap: cap,
+            ..BoardConfig::with_history(10)
+        };
+        let board = Board::open(log.clone(), config).expect("a memory log always opens");
+        (board, log)
+    }
+
+    const KEY: &str = "author-key-0123456789";
+
+    /// Commits `ops` and publishes what they did, as the writer does.
+    fn commit(board: &Board, log: &MemoryLog, ops: Vec<crate::store::Op>) {
+        let events: Vec<Event> = log
+            .commit(ops, 2)
+            .unwrap()
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok()?.event())
+            .collect();
+        board.publish(&events);
+    }
+
+    fn events_of(frames: &[String]) -> Vec<(String, u64)> {
+        frames
+            .iter()
+            .map(|frame| {
+                let frame: serde_json::Value = serde_json::from_str(frame).unwrap();
+                let data = &frame["data"];
+                let at = data["change"].as_u64().unwrap_or(0);
+                (frame["event"].as_str().unwrap().to_owned(), at)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resume_gets_the_latest_change_of_each_message_it_has_from_the_hub_and_the_store() {
+        use crate::store::Op;
+        // Deleted before the board opened: in the store only.
+        let deleted_before = vec![Op::Delete {
+            id: 1,
+            key: KEY.into(),
+        }];
+        let (board, log) = board_with(5, deleted_before, 100);
+        // After: kept by the hub too. Message 2 changes twice; only its
+        // latest change is sent.
+        commit(
+            &board,
+            &log,
+            vec![Op::Edit {
+                id: 2,
+                message: "x".into(),
+                key: KEY.into(),
+            }],
+        );
+        commit(
+            &board,
+            &log,
+            vec![Op::Edit {
+                id: 3,
+                message: "y".into(),
+                key: KEY.into(),
+            }],
+        );
+        commit(
+            &board,
+            &log,
+            vec![Op::Delete {
+                id: 2,
+                key: KEY.into(),
+            }],
+        );
+        let (_subscription, frames) = board.subscribe(Some(5), None).unwrap();
+        assert_eq!(
+            events_of(&frames),
+            [
+                ("messages-available".to_owned(), 0),
+                ("message-deleted".to_owned(), 6),
+                ("message-edited".to_owned(), 8),
+                ("message-deleted".to_owned(), 9),
+            ]
+        );
+        // A client that has seen change 8 needs only what came after it.
+        let (_subscription, frames) = board.subscribe(Some(8), None).unwrap();
+        assert_eq!(events_of(&frames)[1..], [("message-deleted".to_owned(), 9)]);
+    }
+
+    #[test]
+    fn a_resume_after_more_changes_than_the_cap_starts_over_from_the_newest_messages() {
+        use crate::store::Op;
+        let (board, log) = board_with(8, Vec::new(), 3);
+        let deletions = (1..=4)
+            .map(|id| Op::Delete {
+                id,
+                key: KEY.into(),
+            })
+            .collect();
+        commit(&board, &log, deletions);
+        let (_subscription, frames) = board.subscribe(Some(8), None).unwrap();
+        assert_eq!(frames.len(), 1, "no change frames: {frames:?}");
+        let frame: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(frame["gap"], true, "the client starts over");
+        let ids: Vec<u64> = frame["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, [5, 6, 7, 8], "the newest messages, as they are now");
     }
 
     #[test]
