@@ -115,6 +115,17 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body)
 }
 
+/// Reads a request body of at most `limit` bytes that must be JSON.
+async fn read_json(payload: web::Payload, limit: usize) -> Result<serde_json::Value, HttpResponse> {
+    let body = read_body(payload, limit).await?;
+    serde_json::from_slice(&body).map_err(|error| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            &Rejection::new(Code::BadJson, format!("the body is not JSON: {error}")),
+        )
+    })
+}
+
 /// The remote address, for the per-address limits.
 fn peer_ip(request: &HttpRequest) -> Option<std::net::IpAddr> {
     request.peer_addr().map(|a| a.ip())
@@ -210,18 +221,9 @@ async fn post_message(
     if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
         return refuse(refusal);
     }
-    let body = match read_body(payload, state.session.max_frame_bytes).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
+    let value = match read_json(payload, state.session.max_frame_bytes).await {
         Ok(value) => value,
-        Err(error) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                &Rejection::new(Code::BadJson, format!("the body is not JSON: {error}")),
-            )
-        }
+        Err(response) => return response,
     };
     let draft = match Draft::parse(&value, state.session.limits) {
         Ok(draft) => draft,
@@ -257,18 +259,9 @@ async fn edit_message(
     if let Err(refusal) = admit(&request, &state.guard) {
         return refuse(refusal);
     }
-    let body = match read_body(payload, state.session.max_frame_bytes).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
+    let value = match read_json(payload, state.session.max_frame_bytes).await {
         Ok(value) => value,
-        Err(error) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                &Rejection::new(Code::BadJson, format!("the body is not JSON: {error}")),
-            )
-        }
+        Err(response) => return response,
     };
     if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
         return refuse(refusal);
@@ -277,16 +270,7 @@ async fn edit_message(
         Ok(found) => found,
         Err(rejection) => return reject(StatusCode::BAD_REQUEST, &rejection),
     };
-    let message = match value.get("message") {
-        Some(serde_json::Value::String(text)) => {
-            protocol::clean_message(text, state.session.limits)
-        }
-        None | Some(serde_json::Value::Null) => {
-            Err(Rejection::new(Code::EmptyMessage, "message is missing"))
-        }
-        Some(_) => Err(Rejection::new(Code::BadRequest, "message must be a string")),
-    };
-    let message = match message {
+    let message = match protocol::edited_text(&value, state.session.limits) {
         Ok(message) => message,
         Err(rejection) => return reject(StatusCode::BAD_REQUEST, &rejection),
     };

@@ -487,19 +487,20 @@ fn message_id(data: &Value) -> Result<u64, Rejection> {
     }
 }
 
+/// The new text of an edit: `data.message`, validated as a post's.
+pub fn edited_text(data: &Value, limits: Limits) -> Result<String, Rejection> {
+    match data.get("message") {
+        Some(Value::String(message)) => clean_message(message, limits),
+        None | Some(Value::Null) => Err(Rejection::new(Code::EmptyMessage, "message is missing")),
+        Some(_) => Err(Rejection::new(Code::BadRequest, "message must be a string")),
+    }
+}
+
 /// The data of `edit-message`: `{"id", "message", "key"}`.
 fn parse_edit(data: &Value, limits: Limits) -> Result<Action, Rejection> {
-    let id = message_id(data)?;
-    let message = match data.get("message") {
-        Some(Value::String(message)) => clean_message(message, limits)?,
-        None | Some(Value::Null) => {
-            return Err(Rejection::new(Code::EmptyMessage, "message is missing"))
-        }
-        Some(_) => return Err(Rejection::new(Code::BadRequest, "message must be a string")),
-    };
     Ok(Action::EditMessage {
-        id,
-        message,
+        id: message_id(data)?,
+        message: edited_text(data, limits)?,
         key: required_key(data)?,
     })
 }

@@ -641,6 +641,24 @@ impl RedisLog {
         run_on(self.runtime.handle(), future)
     }
 
+    /// The value of `key`, set to `fresh` first if it has none: a secret
+    /// made once and the same for every node.
+    fn made_once(&self, key: &str, fresh: &str) -> Result<String, StoreError> {
+        let mut conn = self.shared.commands.clone();
+        let (key, fresh) = (key.to_owned(), fresh.to_owned());
+        self.call(async move {
+            let _: Option<String> = timed(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(fresh)
+                    .arg("NX")
+                    .query_async(&mut conn),
+            )
+            .await?;
+            timed(conn.get(&key)).await
+        })
+    }
+
     fn read(
         &self,
         command: &'static str,
@@ -1172,20 +1190,7 @@ impl Log for RedisLog {
     }
 
     fn shared_secret(&self, fresh: &str) -> Result<String, StoreError> {
-        let mut conn = self.shared.commands.clone();
-        let key = self.shared.keys.secret.clone();
-        let fresh = fresh.to_owned();
-        self.call(async move {
-            let _: Option<String> = timed(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(fresh)
-                    .arg("NX")
-                    .query_async(&mut conn),
-            )
-            .await?;
-            timed(conn.get(&key)).await
-        })
+        self.made_once(&self.shared.keys.secret, fresh)
     }
 
     fn epoch(&self) -> Option<String> {
@@ -1193,20 +1198,7 @@ impl Log for RedisLog {
     }
 
     fn operator_secret(&self, fresh: &str) -> Result<String, StoreError> {
-        let mut conn = self.shared.commands.clone();
-        let key = self.shared.keys.operator.clone();
-        let fresh = fresh.to_owned();
-        self.call(async move {
-            let _: Option<String> = timed(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(fresh)
-                    .arg("NX")
-                    .query_async(&mut conn),
-            )
-            .await?;
-            timed(conn.get(&key)).await
-        })
+        self.made_once(&self.shared.keys.operator, fresh)
     }
 
     fn rotate_operator_secret(&self, fresh: &str) -> Result<(), StoreError> {
