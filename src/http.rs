@@ -259,13 +259,13 @@ async fn edit_message(
     if let Err(refusal) = admit(&request, &state.guard) {
         return refuse(refusal);
     }
+    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
+        return refuse(refusal);
+    }
     let value = match read_json(payload, state.session.max_frame_bytes).await {
         Ok(value) => value,
         Err(response) => return response,
     };
-    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
-        return refuse(refusal);
-    }
     let (id, key) = match id_and_key(&request, &id) {
         Ok(found) => found,
         Err(rejection) => return reject(StatusCode::BAD_REQUEST, &rejection),

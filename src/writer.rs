@@ -17,6 +17,7 @@
 //! anyway, [`Writer::stopped`] tells the server, which stops the process
 //! rather than answer every post that the board is shutting down.
 
+use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,8 +25,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::board::Board;
-use std::net::IpAddr;
-
 use crate::guard::Guard;
 use crate::protocol::{self, Code, Draft, Rejection};
 use crate::store::{Actor, Appended, Denied, Done, Feed, Log, Op, Outcome, StoreError};
@@ -100,9 +99,7 @@ impl Writer {
             .map_err(|_| unavailable())?;
         answer.await.map_err(|_| unavailable())?
     }
-}
 
-impl Writer {
     /// [`Writer::submit`] for an op that carries a key (an edit, a deletion,
     /// a block) from `ip`: keys are secrets, so an address that has spent
     /// its budget of wrong guesses is refused before its key is looked at,

@@ -545,6 +545,12 @@ async fn the_http_api_edits_and_deletes_with_the_key_header(setup: Setup) {
     assert_eq!(edited.status, 200);
     assert_eq!(edited.json()["message"], "build passed");
     assert!(edited.json()["edited"].is_i64());
+    until_board(board, "the edit is listed", |listed| {
+        listed
+            .first()
+            .is_some_and(|m| m["message"] == "build passed")
+    })
+    .await;
     let listed = get(board.addr, "/api/messages").await;
     assert_eq!(listed.json()[0]["message"], "build passed");
     assert!(listed.json()[0]["edited"].is_i64());
@@ -554,7 +560,7 @@ async fn the_http_api_edits_and_deletes_with_the_key_header(setup: Setup) {
     assert_eq!((deleted.status, deleted.body.as_str()), (204, ""));
     let again = http(board.addr, "DELETE", &path, &[("Lanboard-Key", ALICE)], "").await;
     assert_eq!(again.status, 404);
-    assert_eq!(get(board.addr, "/api/messages").await.json(), json!([]));
+    until_board(board, "the deletion is listed", |listed| listed.is_empty()).await;
 }
 
 /// What a client shows, built only from the frames it received.

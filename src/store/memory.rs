@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use parking_lot::RwLock;
 
 use super::{
-    check_import_order, judge, Actor, Appended, Denied, Done, Event, Log, Op, Outcome, StoreError,
+    check_import_order, judge, Appended, Denied, Done, Event, Log, Op, Outcome, StoreError,
     CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
 };
 use crate::protocol::Message;
@@ -89,20 +89,11 @@ impl State {
             });
             return Ok(Done::Posted(Appended::New(message)));
         }
-        let id = match &op {
-            Op::Edit { id, .. } | Op::Delete { id, .. } | Op::Block { id, .. } => *id,
-            Op::Post(_) => unreachable!("posts are handled above"),
-        };
+        let id = op.target().expect("posts are handled above");
         let found = self.find(id);
-        let stored_key = found.and_then(|at| self.messages[at].key_hash.as_deref());
-        // A block is judged before the message is looked up, so that only
-        // the operator learns which ids exist.
-        let actor = if matches!(op, Op::Block { .. }) || found.is_some() {
-            judge(&op, stored_key, &operator)?
-        } else {
-            Actor::Author
-        };
-        let at = found.ok_or(Denied::NotFound)?;
+        let stored = found.map(|at| self.messages[at].key_hash.as_deref());
+        let actor = judge(&op, stored, &operator)?;
+        let at = found.expect("judge refuses a message that is not found");
         match op {
             Op::Edit { message, .. } => {
                 self.last += 1;

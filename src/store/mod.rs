@@ -126,6 +126,16 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The message an edit, deletion or block is about; `None` for a post.
+    pub fn target(&self) -> Option<u64> {
+        match self {
+            Op::Post(_) => None,
+            Op::Edit { id, .. } | Op::Delete { id, .. } | Op::Block { id, .. } => Some(*id),
+        }
+    }
+}
+
 /// What an [`Op`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Done {
@@ -212,20 +222,22 @@ pub fn same_secret(given: &str, secret: &str) -> bool {
 }
 
 /// The rules of who may do what, for the stores that check them in Rust
-/// (Redis checks the same in its script): `stored_key` is the hash kept
-/// with the message, `given` the key sent, `operator` the secret.
-pub fn judge(op: &Op, stored_key: Option<&str>, operator: &str) -> Result<Actor, Denied> {
+/// (Redis checks the same in its script): `stored` is `None` when the
+/// message `op` is about does not exist, else the key hash kept with it
+/// (if any); `operator` is the secret. A block is judged before the message
+/// is looked for, so that only the operator learns which ids exist.
+pub fn judge(op: &Op, stored: Option<Option<&str>>, operator: &str) -> Result<Actor, Denied> {
+    if let Op::Block { key, .. } = op {
+        if !same_secret(key, operator) {
+            return Err(Denied::Forbidden);
+        }
+    }
+    let stored_key = stored.ok_or(Denied::NotFound)?;
     let (given, operator_may) = match op {
         Op::Post(_) => return Ok(Actor::Author),
         Op::Edit { key, .. } => (key, false),
         Op::Delete { key, .. } => (key, true),
-        Op::Block { key, .. } => {
-            return if same_secret(key, operator) {
-                Ok(Actor::Operator)
-            } else {
-                Err(Denied::Forbidden)
-            }
-        }
+        Op::Block { .. } => return Ok(Actor::Operator),
     };
     if stored_key.is_some_and(|stored| same_secret(&crate::protocol::key_hash(given), stored)) {
         Ok(Actor::Author)

@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{
-    check_import_order, judge, same_secret, Actor, Appended, Denied, Done, Event, Log, Op, Outcome,
+    check_import_order, judge, same_secret, Appended, Denied, Done, Event, Log, Op, Outcome,
     StoreError, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
 };
 use crate::protocol::Message;
@@ -609,10 +609,7 @@ impl Batch<'_> {
                 draft.into_message(self.last as u64, time),
             ))));
         }
-        let id = match &op {
-            Op::Edit { id, .. } | Op::Delete { id, .. } | Op::Block { id, .. } => *id,
-            Op::Post(_) => unreachable!("posts are handled above"),
-        };
+        let id = op.target().expect("posts are handled above");
         let id = i64::try_from(id).unwrap_or(i64::MAX);
         let found: Option<(Message, Option<String>, Option<String>)> = tx
             .prepare_cached(&format!(
@@ -622,19 +619,13 @@ impl Batch<'_> {
                 Ok((read_message(row)?, row.get(5)?, row.get(6)?))
             })
             .optional()?;
-        // A block is judged before the message is looked up, so that only
-        // the operator learns which ids exist.
-        let actor = if matches!(op, Op::Block { .. }) || found.is_some() {
-            let stored_key = found.as_ref().and_then(|(_, key, _)| key.as_deref());
-            match judge(&op, stored_key, &self.operator) {
-                Ok(actor) => actor,
-                Err(denied) => return Ok(Err(denied)),
-            }
-        } else {
-            Actor::Author
+        let stored = found.as_ref().map(|(_, key, _)| key.as_deref());
+        let actor = match judge(&op, stored, &self.operator) {
+            Ok(actor) => actor,
+            Err(denied) => return Ok(Err(denied)),
         };
         let Some((mut message, _, sender)) = found else {
-            return Ok(Err(Denied::NotFound));
+            unreachable!("judge refuses a message that is not found");
         };
         Ok(match op {
             Op::Edit { message: text, .. } => {
