@@ -2208,9 +2208,11 @@ async fn an_own_post_edited_then_deleted_in_one_page_changes_then_leaves_the_oth
     for page in [&alice, &bob, &wall] {
         let m = page
             .wait_for(
-                "the edit on every page",
+                "the edit on every page, and the edit box closed",
+                // The broadcast edit and the ack that closes the box are two
+                // frames: wait until both have arrived.
                 &format!(
-                    "{SEEN} const m = seen(2); return m && m.body === 'Lunch at 13:00, not 12:30' && m;"
+                    "{SEEN} const m = seen(2); return m && m.body === 'Lunch at 13:00, not 12:30' && !m.editing && m;"
                 ),
             )
             .await;
@@ -2508,8 +2510,8 @@ async fn a_post_is_edited_with_the_keyboard_alone_and_escape_cancels_an_edit() {
     )
     .await;
     page.wait_for(
-        "the edit",
-        &format!("{SEEN} return seen(2)?.edited !== null;"),
+        "the edit, and the edit box closed by its ack",
+        &format!("{SEEN} const m = seen(2); return m && m.edited !== null && !m.editing;"),
     )
     .await;
     let m = page.run(&format!("{SEEN} return seen(2);")).await;
