@@ -78,9 +78,9 @@ fn terms(text: &str) -> Vec<Term> {
             excluded = true;
             rest = after;
         }
-        if rest.len() >= 5 && rest[..5].eq_ignore_ascii_case("from:") {
+        if let Some(after) = strip_prefix_ignoring_case(rest, "from:") {
             from = true;
-            rest = &rest[5..];
+            rest = after;
         }
         let (text, closed, after) = match rest.strip_prefix('"') {
             Some(quoted) => match quoted.find('"') {
@@ -103,6 +103,13 @@ fn terms(text: &str) -> Vec<Term> {
         rest = after.trim_start();
     }
     terms
+}
+
+/// `text` after `prefix` (ASCII), in any case.
+fn strip_prefix_ignoring_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.get(..prefix.len())
+        .filter(|start| start.eq_ignore_ascii_case(prefix))
+        .map(|_| &text[prefix.len()..])
 }
 
 /// The FTS5 expression for `terms`: every kept term ANDed, the last word
@@ -225,6 +232,7 @@ mod tests {
             Err(QueryError::TooLong)
         );
         assert!(Query::parse(&"é".repeat(MAX_QUERY_CHARS)).is_ok());
+        assert!(Query::parse("fromé:é -é").is_ok(), "multi-byte text where from: could be");
         let many = vec!["w"; MAX_TERMS + 1].join(" ");
         assert_eq!(Query::parse(&many), Err(QueryError::TooManyTerms));
     }
