@@ -13,7 +13,8 @@
 //!   index) on its first start with search.
 //!
 //! Knobs: `SEARCH_MESSAGES=N` (default 1,000,000), `SEARCH_LANBOARD=PATH`
-//! (another binary), `SEARCH_DIR=PATH` (keep the files there). Without
+//! (another binary), `SEARCH_DIR=PATH` (keep the files there),
+//! `SEARCH_REUSE=1` (search the board already in `SEARCH_DIR`). Without
 //! `--bench` on its command line (as under `cargo test --benches`) it runs a
 //! self-check on 2,000 messages.
 
@@ -180,6 +181,8 @@ impl Server {
 struct Timings {
     micros: Vec<u64>,
     hits: usize,
+    /// The slowest queries, slowest first, with their time in ms.
+    slowest: Vec<(f64, String)>,
 }
 
 impl Timings {
@@ -195,6 +198,7 @@ async fn time_queries(client: &reqwest::Client, addr: SocketAddr, queries: &[Str
     let mut timings = Timings {
         micros: Vec::with_capacity(queries.len()),
         hits: 0,
+        slowest: Vec::new(),
     };
     for q in queries {
         let url = format!("http://{addr}/api/search?q={}", encode(q));
@@ -206,7 +210,11 @@ async fn time_queries(client: &reqwest::Client, addr: SocketAddr, queries: &[Str
         assert_eq!(status, 200, "{q}: {}", String::from_utf8_lossy(&body));
         let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         timings.hits += answer["results"].as_array().map_or(0, Vec::len);
+        let ms = *timings.micros.last().unwrap() as f64 / 1000.0;
+        timings.slowest.push((ms, q.clone()));
     }
+    timings.slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    timings.slowest.truncate(5);
     timings
 }
 
@@ -245,18 +253,21 @@ fn main() {
 
     let jsonl = dir.join("board.jsonl");
     let data = dir.join("board.db");
-    let _ = std::fs::remove_file(&data);
-    write_board(&jsonl, count, &words);
+    let reuse = std::env::var_os("SEARCH_REUSE").is_some() && data.exists();
     let imported = Instant::now();
-    let status = Command::new(binary())
-        .arg("import")
-        .arg(&jsonl)
-        .arg("--data")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .status()
-        .expect("lanboard import runs");
-    assert!(status.success(), "the import failed");
+    if !reuse {
+        let _ = std::fs::remove_file(&data);
+        write_board(&jsonl, count, &words);
+        let status = Command::new(binary())
+            .arg("import")
+            .arg(&jsonl)
+            .arg("--data")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("lanboard import runs");
+        assert!(status.success(), "the import failed");
+    }
     let import_time = imported.elapsed();
     let size_mib = std::fs::metadata(&data).map_or(0, |m| m.len()) as f64 / 1048576.0;
 
@@ -333,6 +344,15 @@ fn main() {
     println!(
         "| first start of the same board as a schema 4 file (builds the index) | {:.1} s |",
         migration.as_secs_f64()
+    );
+    println!(
+        "\nSlowest two-word queries: {}",
+        two_words
+            .slowest
+            .iter()
+            .map(|(ms, q)| format!("`{q}` {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if !benchmark {
         println!(

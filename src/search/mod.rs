@@ -39,7 +39,7 @@ CREATE VIRTUAL TABLE search_index USING fts5(
     name, message,
     content = 'messages', content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2',
-    prefix = '1 2'
+    prefix = '1 2 3 4'
 );
 INSERT INTO search_index (search_index, rank) VALUES ('secure-delete', 1);
 CREATE TRIGGER search_index_insert AFTER INSERT ON messages BEGIN
