@@ -34,6 +34,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::{self, Message};
+use crate::search::Query;
 use crate::store::{Event, Follower, Log, StoreError};
 use crate::ws;
 
@@ -613,6 +614,28 @@ impl Board {
         Ok((page, more))
     }
 
+    /// The JSON of the newest (up to) `limit` messages below `before` that
+    /// match `query`, newest first, with their highlights (see `search`);
+    /// no more than `catch_up_bytes` of them. True when older ones match too.
+    pub fn search(
+        &self,
+        query: &Query,
+        before: u64,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let found = self.shared.log.search(query, before, limit)?;
+        let mut budget = Budget::new(limit, self.shared.config.catch_up_bytes);
+        let mut page = Vec::with_capacity(found.hits.len());
+        for hit in &found.hits {
+            let json = serde_json::to_string(hit).expect("a hit is plain data");
+            if !budget.take(json.len()) {
+                return Ok((page, true));
+            }
+            page.push(json);
+        }
+        Ok((page, found.more))
+    }
+
     /// The newest `limit` messages (no more than `catch_up_bytes`), oldest
     /// first, and whether there are older ones.
     pub fn latest(&self, limit: usize) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
@@ -891,7 +914,7 @@ mod tests {
 
     fn board() -> Board {
         Board::open(
-            Arc::new(MemoryLog::default()),
+            Arc::new(MemoryLog::new().unwrap()),
             BoardConfig::with_history(10),
         )
         .expect("a memory log always opens")
@@ -994,7 +1017,7 @@ mod tests {
         before: Vec<crate::store::Op>,
         cap: usize,
     ) -> (Board, Arc<MemoryLog>) {
-        let log = Arc::new(MemoryLog::default());
+        let log = Arc::new(MemoryLog::new().unwrap());
         let drafts = (1..=posts)
             .map(|n| {
                 crate::protocol::Draft::new(

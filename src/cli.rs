@@ -80,6 +80,19 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
 
+    /// Where this node keeps its search index of a Redis board: a SQLite
+    /// file, so that a restarted node reads only what it missed. Without
+    /// it, the index is in a temporary file that goes with the process, and
+    /// each start reads the whole board from Redis.
+    #[arg(
+        long,
+        env = "LANBOARD_SEARCH_INDEX",
+        value_name = "PATH",
+        requires = "redis",
+        help_heading = "Several nodes"
+    )]
+    pub search_index: Option<PathBuf>,
+
     /// Advertise the board on the local network as NAME.local (multicast
     /// DNS), with a service that service browsers list. The banner then shows
     /// http://NAME.local:PORT first and the addresses as the fallback. If
@@ -392,7 +405,10 @@ impl ServeArgs {
             history: self.history,
             storage: match (self.memory, self.redis.target()) {
                 (true, _) => Storage::Memory,
-                (false, Some(target)) => Storage::Redis(target),
+                (false, Some(target)) => Storage::Redis {
+                    target,
+                    search_index: self.search_index,
+                },
                 (false, None) => Storage::File(self.data),
             },
             sync: self.sync,

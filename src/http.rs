@@ -9,6 +9,7 @@
 //! | `POST /api/messages`     | 201 with the stored message                      |
 //! | `PATCH /api/messages/<id>` | 200 with the edited message (`Lanboard-Key`)   |
 //! | `DELETE /api/messages/<id>` | 204 (`Lanboard-Key`: author key or operator secret) |
+//! | `GET /api/search`        | `{"results": [Hit, ...], "more"}` (`q`, `before`, `limit`) |
 //! | `GET /api/info`          | the board's addresses and limits                 |
 //! | `POST /api/login`        | checks the passphrase, sets the login cookie     |
 //! | `GET /api/qr.svg`        | QR code of the first LAN address                 |
@@ -25,6 +26,7 @@ use serde::Deserialize;
 use crate::board::Board;
 use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
+use crate::search::Query;
 use crate::store::{Appended, Op};
 use crate::writer::{self, Writer};
 use crate::ws::{SessionConfig, Sessions};
@@ -60,6 +62,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/messages", web::post().to(post_message))
         .route("/api/messages/{id}", web::patch().to(edit_message))
         .route("/api/messages/{id}", web::delete().to(delete_message))
+        .route("/api/search", web::get().to(search))
         .route("/api/info", web::get().to(info))
         .route("/api/login", web::post().to(login))
         .route("/api/qr.svg", web::get().to(qr_svg))
@@ -426,6 +429,73 @@ async fn login(
             }
             refuse(refusal)
         }
+    }
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Results a search answers with when it is not asked for a number.
+const SEARCH_PAGE: usize = 20;
+/// The most results one search answers with.
+const MAX_SEARCH_PAGE: usize = 100;
+
+async fn search(
+    request: HttpRequest,
+    query: Result<web::Query<SearchQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
+    }
+    let bad = |message: String| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            &Rejection::new(Code::BadRequest, message),
+        )
+    };
+    let (text, before, limit) = match query {
+        Ok(web::Query(SearchQuery {
+            q: Some(text),
+            before,
+            limit,
+        })) if limit.is_none_or(|l| (1..=MAX_SEARCH_PAGE).contains(&l)) => {
+            (text, before, limit.unwrap_or(SEARCH_PAGE))
+        }
+        _ => {
+            return bad(format!(
+                "q is what to search for; before is a message id; limit is 1..={MAX_SEARCH_PAGE}"
+            ))
+        }
+    };
+    let query = match Query::parse(&text) {
+        Ok(query) => query,
+        Err(error) => return bad(error.to_string()),
+    };
+    let board = state.board.clone();
+    let found = web::block(move || board.search(&query, before.unwrap_or(u64::MAX), limit)).await;
+    match found {
+        Ok(Ok((hits, more))) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(format!(
+                "{{\"results\":{},\"more\":{more}}}",
+                protocol::json_array(hits.iter().map(String::as_str))
+            )),
+        Ok(Err(error)) => {
+            log::error!("searching failed: {error}");
+            reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &Rejection::new(Code::StorageError, "the search could not be run"),
+            )
+        }
+        Err(_) => reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Rejection::new(Code::Unavailable, "the board is shutting down"),
+        ),
     }
 }
 

@@ -53,6 +53,7 @@ pub mod http;
 pub mod mdns;
 pub mod net;
 pub mod protocol;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -20,6 +20,7 @@ use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::mdns::{self, Advert, MdnsError};
 use crate::net::{self, ShareUrl};
+use crate::search::Index;
 use crate::store::{
     random_token, Access, Feed, Log, MemoryLog, RedisLog, RedisTarget, SqliteLog, StoreError,
     SyncMode,
@@ -70,8 +71,13 @@ macro_rules! http_service {
 pub enum Storage {
     File(PathBuf),
     Memory,
-    /// A board shared with other lanboard processes (`--redis`).
-    Redis(RedisTarget),
+    /// A board shared with other lanboard processes (`--redis`), and where
+    /// this node keeps its search index (`--search-index`; by default in
+    /// SQLite's temporary file, gone with the process).
+    Redis {
+        target: RedisTarget,
+        search_index: Option<PathBuf>,
+    },
 }
 
 /// Everything a server needs to start; `cli.rs` builds it from the flags, and
@@ -358,15 +364,22 @@ impl Store {
     fn open(storage: &Storage, sync: SyncMode) -> Result<Store, StoreError> {
         Ok(match storage {
             Storage::Memory => Store {
-                log: Arc::new(MemoryLog::default()),
+                log: Arc::new(MemoryLog::new()?),
                 shared: None,
             },
             Storage::File(path) => Store {
                 log: Arc::new(SqliteLog::open(path, Access::Write, sync)?),
                 shared: None,
             },
-            Storage::Redis(target) => {
-                let redis = Arc::new(RedisLog::open(target)?);
+            Storage::Redis {
+                target,
+                search_index,
+            } => {
+                let index = match search_index {
+                    Some(path) => Index::open(path)?,
+                    None => Index::temporary()?,
+                };
+                let redis = Arc::new(RedisLog::open_indexed(target, index)?);
                 Store {
                     log: redis.clone(),
                     shared: Some(redis),

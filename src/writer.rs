@@ -261,7 +261,6 @@ mod tests {
     use crate::store::MemoryLog;
 
     /// A memory log whose first `append` panics, as a store with a bug might.
-    #[derive(Default)]
     struct PanicsOnce {
         log: MemoryLog,
         panicked: AtomicBool,
@@ -295,6 +294,14 @@ mod tests {
         fn import(&self, messages: &[Message]) -> Result<usize, StoreError> {
             self.log.import(messages)
         }
+        fn search(
+            &self,
+            query: &crate::search::Query,
+            before: u64,
+            limit: usize,
+        ) -> Result<crate::search::Found, StoreError> {
+            self.log.search(query, before, limit)
+        }
         fn describe(&self) -> String {
             "a log that panics once".into()
         }
@@ -313,7 +320,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_store_fails_only_its_batch_and_later_posts_are_stored() {
-        let (writer, board) = start(Arc::new(PanicsOnce::default()));
+        let (writer, board) = start(Arc::new(PanicsOnce {
+            log: MemoryLog::new().unwrap(),
+            panicked: AtomicBool::new(false),
+        }));
         let refused = writer.post(draft("lost")).await.unwrap_err();
         assert_eq!(refused.code, Code::StorageError);
         let stored = writer
@@ -326,7 +336,7 @@ mod tests {
 
     #[tokio::test]
     async fn stopped_completes_once_the_thread_has_ended() {
-        let (writer, _board) = start(Arc::new(MemoryLog::default()));
+        let (writer, _board) = start(Arc::new(MemoryLog::new().unwrap()));
         let mut running = writer.running.clone();
         drop(writer);
         let ended = tokio::time::timeout(Duration::from_secs(5), running.changed()).await;

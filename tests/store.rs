@@ -424,7 +424,7 @@ fn restart_keeps_everything(
 
 #[test]
 fn the_memory_log_conforms() {
-    conforms(|| Box::new(MemoryLog::default()));
+    conforms(|| Box::new(MemoryLog::new().unwrap()));
 }
 
 fn sqlite(path: &Path) -> Box<dyn Log> {

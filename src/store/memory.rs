@@ -9,11 +9,24 @@ use super::{
     CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
 };
 use crate::protocol::Message;
+use crate::search::{Found, Index, Query};
 
 /// History in memory only, lost on exit (`--memory`).
-#[derive(Default)]
 pub struct MemoryLog {
     state: RwLock<State>,
+    /// Written under the state's lock with every commit, so a search never
+    /// sees what the messages no longer hold. In SQLite's temporary file,
+    /// so a long board's index does not all sit in memory too.
+    index: Index,
+}
+
+impl MemoryLog {
+    pub fn new() -> Result<MemoryLog, StoreError> {
+        Ok(MemoryLog {
+            state: RwLock::default(),
+            index: Index::temporary()?,
+        })
+    }
 }
 
 #[derive(Default)]
@@ -137,7 +150,15 @@ impl Log for MemoryLog {
             state.blocks.retain(|_, until| *until > time);
             state.cids_pruned_at = time;
         }
-        Ok(ops.into_iter().map(|op| state.apply(op, time)).collect())
+        let outcomes: Vec<Outcome> = ops.into_iter().map(|op| state.apply(op, time)).collect();
+        let events: Vec<Event> = outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok().and_then(Done::event))
+            .collect();
+        if !events.is_empty() {
+            self.index.apply(&events, state.last)?;
+        }
+        Ok(outcomes)
     }
 
     fn after(&self, id: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
@@ -203,7 +224,13 @@ impl Log for MemoryLog {
             })
             .collect();
         state.last = messages.last().map_or(0, |m| m.id);
+        let events: Vec<Event> = messages.iter().cloned().map(Event::Posted).collect();
+        self.index.apply(&events, state.last)?;
         Ok(messages.len())
+    }
+
+    fn search(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError> {
+        self.index.find(query, before, limit)
     }
 
     fn describe(&self) -> String {

@@ -34,6 +34,7 @@ pub use redis::{RedisLog, RedisTarget};
 pub use sqlite::{operator_secret_in, Access, SqliteLog, SyncMode};
 
 use crate::protocol::{Draft, Message};
+use crate::search::{Found, Query};
 
 /// How long a client's `cid` is remembered: a resend within this time is
 /// answered with the original message instead of being stored again.
@@ -80,6 +81,10 @@ pub trait Log: Send + Sync + 'static {
     fn changes(&self, id: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// The last id given out (to a post or a change), 0 for an empty board.
     fn last_id(&self) -> Result<u64, StoreError>;
+    /// The newest (up to) `limit` messages in their current form, with an
+    /// id below `before`, that match `query`: never a deleted message, nor
+    /// an edited one by a word it no longer has.
+    fn search(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError>;
     /// Loads exported messages, keeping their ids and times, into an empty
     /// board; returns how many.
     fn import(&self, messages: &[Message]) -> Result<usize, StoreError>;

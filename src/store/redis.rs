@@ -39,6 +39,14 @@
 //! reads back to its [`Follower`] ([`RedisLog::follow`], [`Feed::Tail`]), so
 //! every client on every node sees one order.
 //!
+//! Search: every node keeps a search [`Index`] of its own (SQLite's
+//! temporary file, or `--search-index PATH`), filled from the stream when
+//! the node starts and then fed by the tail with each batch it reads, so a
+//! caught-up index costs Redis nothing more. A search is answered from it,
+//! then each hit is read again from Redis ([`FETCH`]): one that was deleted
+//! or edited since the index last heard is left out, so no node ever shows
+//! what the board no longer holds.
+//!
 //! Threading: the redis crate is async, and the [`Log`] methods block, so the
 //! log owns a small tokio runtime; a blocking call hands its future to that
 //! runtime and waits on a channel, which works from the writer thread,
@@ -63,6 +71,7 @@ use super::{
     Op, Outcome, StoreError, CID_MEMORY_MS,
 };
 use crate::protocol::Message;
+use crate::search::{Found, Index, Query};
 
 /// How long one Redis command may take before lanboard gives up on it: a
 /// write then fails with `storage-unavailable` rather than keep its poster
@@ -388,6 +397,18 @@ end
 return out
 "#;
 
+/// Messages by id, as they read now. KEYS: stream. ARGV: the message key
+/// prefix, then the ids. Returns one row per id: `id, name, message, time,
+/// edited`, or an empty row for a message that is gone.
+const FETCH: &str = r#"
+local out = {}
+for i = 2, #ARGV do
+  local m = current(KEYS[1], ARGV[1], ARGV[i])
+  if m then out[#out + 1] = {m.id, m.name, m.message, m.time, m.edited} else out[#out + 1] = {} end
+end
+return out
+"#;
+
 /// Returns the board's epoch, creating it when the board is new or was lost.
 /// KEYS: epoch, last-id, stream, epoch-born. ARGV: a fresh epoch, the
 /// highest id this node has seen.
@@ -494,19 +515,42 @@ struct Shared {
     /// rewritten so it is gone from them too (see [`Shared::scrub_files`]).
     scrub: tokio::sync::Notify,
     node: String,
+    /// This node's search index (see the module documentation).
+    index: Index,
+    /// The tail's batches, for the indexer ([`Shared::keep_index`]).
+    fed: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Fed>>>,
     commit: Script,
     read: Script,
     changes: Script,
     events: Script,
+    fetch: Script,
     epoch_script: Script,
     presence: Script,
     import: Script,
 }
 
+/// What the tail hands the indexer.
+enum Fed {
+    /// The events after `from` up to `to`, in order.
+    Events {
+        from: u64,
+        to: u64,
+        events: Vec<Event>,
+    },
+    /// The board was lost and begun anew as this epoch.
+    Reset(String),
+}
+
 impl RedisLog {
     /// Connects, checks that this Redis can hold a board safely, and joins
-    /// (or creates) the board under the target's prefix.
+    /// (or creates) the board under the target's prefix, with a search
+    /// index in SQLite's temporary file.
     pub fn open(target: &RedisTarget) -> Result<RedisLog, StoreError> {
+        RedisLog::open_indexed(target, Index::temporary()?)
+    }
+
+    /// [`RedisLog::open`] with this node's search index `index`.
+    pub fn open_indexed(target: &RedisTarget, index: Index) -> Result<RedisLog, StoreError> {
         let runtime = Background(Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -547,10 +591,13 @@ impl RedisLog {
             check_epoch: AtomicBool::new(false),
             scrub: tokio::sync::Notify::new(),
             node: random_token(),
+            index,
+            fed: Mutex::new(None),
             commit: Script::new(&format!("{LUA_NOW}{LUA_MESSAGES}{COMMIT}")),
             read: Script::new(&format!("{LUA_MESSAGES}{READ}")),
             changes: Script::new(&format!("{LUA_MESSAGES}{CHANGES}")),
             events: Script::new(&format!("{LUA_MESSAGES}{EVENTS}")),
+            fetch: Script::new(&format!("{LUA_MESSAGES}{FETCH}")),
             epoch_script: Script::new(&format!("{LUA_NOW}{EPOCH}")),
             presence: Script::new(&format!("{LUA_NOW}{PRESENCE}")),
             import: Script::new(IMPORT),
@@ -835,6 +882,7 @@ impl Shared {
                             since.elapsed().as_secs_f64()
                         );
                     }
+                    self.feed_index(last, read_to, &events);
                     last = read_to;
                     self.seen.fetch_max(last, Ordering::SeqCst);
                     if !events.is_empty() {
@@ -948,8 +996,157 @@ impl Shared {
         );
         let last = recent.last().map_or(0, |m| m.id);
         *self.epoch.lock() = epoch.clone();
+        self.send_to_index(Fed::Reset(epoch.clone()));
         board.reset(&recent, epoch);
         Ok(Some(last))
+    }
+
+    /// Hands a batch the tail read (the events after `from`, up to `to`) to
+    /// the indexer.
+    fn feed_index(&self, from: u64, to: u64, events: &[Event]) {
+        if to > from {
+            self.send_to_index(Fed::Events {
+                from,
+                to,
+                events: events.to_vec(),
+            });
+        }
+    }
+
+    fn send_to_index(&self, fed: Fed) {
+        if let Some(sender) = self.fed.lock().as_ref() {
+            // No indexer (it is restarting): it catches up from Redis.
+            let _ = sender.send(fed);
+        }
+    }
+
+    /// Keeps this node's search index current, until `board` closes: first
+    /// catches it up from the stream (all of it for a new index, what it
+    /// missed for a kept one), then applies each batch the tail reads, and
+    /// reads from Redis itself only what it has not seen (after an outage
+    /// or while it was busy).
+    async fn keep_index(self: Arc<Self>, board: Arc<dyn Follower>) {
+        let (sender, mut batches) = tokio::sync::mpsc::unbounded_channel();
+        *self.fed.lock() = Some(sender);
+        let mut conn = self.commands.clone();
+        let mut at = loop {
+            match self.start_index(&mut conn).await {
+                Ok(at) => break at,
+                Err(error) if !board.is_closed() => {
+                    log::warn!(
+                        "could not fill the search index from Redis ({error}); trying again"
+                    );
+                    tokio::time::sleep(RESTART_AFTER).await;
+                }
+                Err(_) => return,
+            }
+        };
+        while !board.is_closed() {
+            let Ok(Some(fed)) = tokio::time::timeout(TAIL_BLOCK, batches.recv()).await else {
+                continue;
+            };
+            let done = match fed {
+                Fed::Reset(epoch) => match self
+                    .index_blocking(move |index| index.start_over(&epoch))
+                    .await
+                {
+                    Ok(()) => self.catch_up(&mut conn, 0, None).await,
+                    Err(error) => Err(error),
+                },
+                Fed::Events { from, to, events } => {
+                    self.index_batch(&mut conn, at, from, to, events).await
+                }
+            };
+            match done {
+                Ok(now) => at = now,
+                // The next batch finds the gap and reads it from Redis.
+                Err(error) => {
+                    log::warn!("the search index missed a batch ({error}); it reads it again")
+                }
+            }
+        }
+    }
+
+    /// Brings a new or kept index to the board's present; returns its position.
+    async fn start_index(
+        self: &Arc<Self>,
+        conn: &mut ConnectionManager,
+    ) -> Result<u64, StoreError> {
+        let epoch = self.epoch.lock().clone();
+        let at = self
+            .index_blocking(move |index| {
+                let (at, indexed) = index.position()?;
+                if indexed.as_deref() == Some(epoch.as_str()) {
+                    return Ok(at);
+                }
+                index.start_over(&epoch)?;
+                Ok(0)
+            })
+            .await?;
+        let started = Instant::now();
+        let now = self.catch_up(conn, at, None).await?;
+        if now > at {
+            log::info!(
+                "search index: read the board from message {at} to {now} in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(now)
+    }
+
+    /// Applies a batch the tail read, after reading from Redis whatever
+    /// lies between the index's position `at` and the batch's start.
+    async fn index_batch(
+        self: &Arc<Self>,
+        conn: &mut ConnectionManager,
+        mut at: u64,
+        from: u64,
+        to: u64,
+        events: Vec<Event>,
+    ) -> Result<u64, StoreError> {
+        if from > at {
+            at = self.catch_up(conn, at, Some(from)).await?;
+        }
+        if to <= at {
+            return Ok(at);
+        }
+        let newer: Vec<Event> = events.into_iter().filter(|e| e.position() > at).collect();
+        self.index_blocking(move |index| index.apply(&newer, to))
+            .await?;
+        Ok(to)
+    }
+
+    /// Reads the stream's events after `at` into the index, until past
+    /// `until` or, without it, to the end; returns the position reached.
+    async fn catch_up(
+        self: &Arc<Self>,
+        conn: &mut ConnectionManager,
+        mut at: u64,
+        until: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        loop {
+            let (events, read_to, full) = self.events_after(conn, at).await?;
+            if read_to > at {
+                self.index_blocking(move |index| index.apply(&events, read_to))
+                    .await?;
+                at = read_to;
+            }
+            if !full || until.is_some_and(|until| at >= until) {
+                return Ok(at);
+            }
+        }
+    }
+
+    /// Runs `work` on the index off the runtime's one worker thread, which
+    /// the tail and every write share.
+    async fn index_blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Index) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || work(&shared.index))
+            .await
+            .map_err(|e| StoreError::Panicked(format!("the search index failed: {e}")))?
     }
 
     /// Remembers how far Redis's clock is from ours, from a command sent at
@@ -1124,6 +1321,47 @@ impl Log for RedisLog {
                 })
             })
             .collect()
+    }
+
+    fn search(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError> {
+        let mut found = self.shared.index.find(query, before, limit)?;
+        if found.hits.is_empty() {
+            return Ok(found);
+        }
+        let shared = self.shared.clone();
+        let ids: Vec<u64> = found.hits.iter().map(|hit| hit.message.id).collect();
+        let rows: Vec<Vec<String>> = self.call(async move {
+            let mut conn = shared.commands.clone();
+            let mut fetch = shared.fetch.key(&shared.keys.stream);
+            fetch.arg(&shared.keys.message);
+            for id in ids {
+                fetch.arg(id);
+            }
+            timed(fetch.invoke_async(&mut conn)).await
+        })?;
+        let mut now = Vec::with_capacity(rows.len());
+        for row in &rows {
+            now.push(if row.is_empty() {
+                None
+            } else {
+                Some(message_from_row(row)?)
+            });
+        }
+        // A hit the index found by words the message no longer has (it
+        // heard of the edit or deletion only after it was committed) is
+        // left out.
+        found.hits = std::mem::take(&mut found.hits)
+            .into_iter()
+            .zip(now)
+            .filter_map(|(mut hit, now)| {
+                let now = now?;
+                (now.name == hit.message.name && now.message == hit.message.message).then(|| {
+                    hit.message = now;
+                    hit
+                })
+            })
+            .collect();
+        Ok(found)
     }
 
     fn last_id(&self) -> Result<u64, StoreError> {
@@ -1335,6 +1573,10 @@ impl RedisLog {
         let (shared, follower) = (self.shared.clone(), board.clone());
         runtime.spawn(supervise("presence sharing", move || {
             shared.clone().share_presence(follower.clone())
+        }));
+        let (shared, follower) = (self.shared.clone(), board.clone());
+        runtime.spawn(supervise("the search index", move || {
+            shared.clone().keep_index(follower.clone())
         }));
         let shared = self.shared.clone();
         runtime.spawn(supervise("rewriting Redis's files", move || {

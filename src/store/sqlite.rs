@@ -3,7 +3,7 @@
 //! SQLite runs in WAL mode with one connection for the writer and one for
 //! readers, so reading history never waits for a commit.
 //!
-//! Schema version 4 (`PRAGMA user_version = 4`), tagged with
+//! Schema version 5 (`PRAGMA user_version = 5`), tagged with
 //! `PRAGMA application_id` so that a foreign database is refused:
 //! - `messages(id INTEGER PRIMARY KEY, name TEXT, message TEXT, time
 //!   INTEGER, edited INTEGER, key TEXT, sender TEXT)`: the messages not
@@ -17,8 +17,12 @@
 //! - `blocks(sender TEXT PRIMARY KEY, until INTEGER)`: blocked senders.
 //! - `settings(name TEXT PRIMARY KEY, value TEXT)`: the login cookie's
 //!   `secret` and the `operator` secret.
+//! - `search_index`: the FTS5 index of `messages`, kept by triggers in the
+//!   same transaction as every write to a message (see `search`).
 //!
-//! Versions 1 to 3 are upgraded in place on open.
+//! Versions 1 to 4 are upgraded in place on open; gaining the search index
+//! reads every message once (with a progress line on stderr for a large
+//! file).
 //!
 //! Deleted means gone from the file: the writer runs with `secure_delete`,
 //! which overwrites a deleted row (and an edited message's old text) with
@@ -37,10 +41,11 @@ use super::{
     StoreError, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
 };
 use crate::protocol::Message;
+use crate::search::{self, Found, Query, CREATE_INDEX};
 
 /// "LNBD": marks a SQLite file as a lanboard database.
 const APPLICATION_ID: i64 = 0x4c4e_4244;
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// History in one SQLite file.
 pub struct SqliteLog {
@@ -52,9 +57,9 @@ pub struct SqliteLog {
     /// rather than SQLite's exclusive locking mode, which would also lock out
     /// our own reader connection and `lanboard export`.
     _lock: Option<File>,
-    /// True for a file of an older schema opened to read (export): it has
-    /// no edits and no changes to read.
-    old: bool,
+    /// The file's schema version: older than [`SCHEMA_VERSION`] only when
+    /// opened to read (export), which reads it as it is.
+    version: i64,
 }
 
 /// The writer's connection, and when it last forgot old cids.
@@ -115,7 +120,7 @@ impl SqliteLog {
             }),
             reader: Mutex::new(reader),
             _lock: lock,
-            old: version < SCHEMA_VERSION,
+            version,
         })
     }
 }
@@ -123,7 +128,7 @@ impl SqliteLog {
 impl SqliteLog {
     /// The columns [`read_message`] reads, as this file has them.
     fn columns(&self) -> &'static str {
-        if self.old {
+        if self.version < 4 {
             "id, name, message, time, NULL"
         } else {
             MESSAGE
@@ -218,9 +223,23 @@ fn check_or_create_schema(
     if access == Access::Write && (1..SCHEMA_VERSION).contains(&version) {
         let cids = if version < 2 { CREATE_CIDS } else { "" };
         let settings = if version < 3 { CREATE_SETTINGS } else { "" };
+        let moderation = if version < 4 { ADD_MODERATION } else { "" };
         conn.execute_batch(&format!(
-            "BEGIN; {cids} {settings} {ADD_MODERATION} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {cids} {settings} {moderation} {CREATE_INDEX}"
         ))?;
+        let filled = search::fill(conn, |done, total| {
+            if total > 100_000 {
+                eprintln!(
+                    "lanboard: {}: indexing messages for search, {done} of {total}",
+                    path.display()
+                );
+            }
+        });
+        if let Err(error) = filled {
+            conn.execute_batch("ROLLBACK")?;
+            return Err(error.into());
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
     }
     if access == Access::Write {
         // WAL lets readers (and `lanboard export`) run beside the writer.
@@ -301,6 +320,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
          {CREATE_CIDS}
          {CREATE_SETTINGS}
          {ADD_MODERATION}
+         {CREATE_INDEX}
          PRAGMA application_id = {APPLICATION_ID};
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
@@ -391,7 +411,7 @@ impl Log for SqliteLog {
     }
 
     fn changes(&self, id: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        if self.old {
+        if self.version < 4 {
             return Ok(Vec::new());
         }
         let conn = self.reader.lock();
@@ -439,8 +459,15 @@ impl Log for SqliteLog {
         Ok(messages)
     }
 
+    fn search(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError> {
+        if self.version < 5 {
+            return Ok(Found::default());
+        }
+        Ok(search::find(&self.reader.lock(), query, before, limit)?)
+    }
+
     fn last_id(&self) -> Result<u64, StoreError> {
-        let query = if self.old {
+        let query = if self.version < 4 {
             "SELECT coalesce(max(id), 0) FROM messages"
         } else {
             LAST_ID
