@@ -232,7 +232,10 @@ mod tests {
             Err(QueryError::TooLong)
         );
         assert!(Query::parse(&"é".repeat(MAX_QUERY_CHARS)).is_ok());
-        assert!(Query::parse("fromé:é -é").is_ok(), "multi-byte text where from: could be");
+        assert!(
+            Query::parse("fromé:é -é").is_ok(),
+            "multi-byte text where from: could be"
+        );
         let many = vec!["w"; MAX_TERMS + 1].join(" ");
         assert_eq!(Query::parse(&many), Err(QueryError::TooManyTerms));
     }
