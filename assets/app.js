@@ -892,13 +892,12 @@ function insert(item, id) {
 
 /**
  * Forgets every message shown: what comes next is drawn as new. A found
- * message's context stays on screen (the live board is loaded anew when
- * the reader goes back to it); only what was counted of the feed goes.
+ * message's context stays on screen: the live board is loaded anew when
+ * the reader goes back to it, and what is new since it was left is still
+ * told by `state.context.since`.
  */
 function clearMessages() {
-  if (state.context) {
-    state.context.since = 0;
-  } else {
+  if (state.context === null) {
     ui.list.replaceChildren();
     state.view += 1;
     state.oldestId = 0;
@@ -2265,7 +2264,7 @@ function setUpSearch() {
   ui.searchResults.addEventListener('mousemove', (event) => {
     const option = event.target.closest('[role="option"]');
     const index = [...ui.searchResults.children].indexOf(option);
-    if (index >= 0 && index !== search.active) setActive(index);
+    if (index >= 0 && index !== search.active) setActive(index, false);
   });
   ui.searchBox.addEventListener('focusout', (event) => {
     if (!ui.searchBox.contains(event.relatedTarget)) closeResults();
@@ -2544,7 +2543,8 @@ function forgetResults() {
   closeResults();
 }
 
-function setActive(index) {
+/** Marks option `index` as the chosen one (none for -1), scrolled into the panel's view unless `scroll` is false. */
+function setActive(index, scroll = true) {
   const options = ui.searchResults.children;
   search.active = index >= 0 && index < options.length ? index : -1;
   for (let i = 0; i < options.length; i += 1) {
@@ -2553,7 +2553,7 @@ function setActive(index) {
   const option = options[search.active];
   if (option) {
     ui.search.setAttribute('aria-activedescendant', option.id);
-    option.scrollIntoView({ block: 'nearest' });
+    if (scroll) option.scrollIntoView({ block: 'nearest' });
   } else {
     ui.search.removeAttribute('aria-activedescendant');
   }
@@ -2588,10 +2588,15 @@ async function showInContext(id) {
     ui.search.focus();
     return;
   }
-  if (state.context === null) {
-    state.context = { since: state.lastId, fresh: new Set(), newer: false, returning: null };
-  }
-  state.context.newer = answer.newer;
+  const left = state.context;
+  // A new context object, also when one is shown: a "Back to latest" on its
+  // way for the one shown is overtaken by this later choice.
+  state.context = {
+    since: left ? left.since : state.lastId,
+    fresh: left ? left.fresh : new Set(),
+    newer: answer.newer,
+    returning: null,
+  };
   state.view += 1;
   ui.list.replaceChildren(...drawable(answer.page).map(renderMessage));
   state.noOlder = !answer.more;
@@ -2744,11 +2749,15 @@ async function loadNewer() {
     announce(`Newer messages could not be loaded: ${answer.problem}`);
     return;
   }
-  // Kept in place on screen while the list grows above it.
-  const before = top.getBoundingClientRect().top;
+  // What the reader looks at stays in place while the list grows above it:
+  // the first message in sight, or the one after it when that is the old
+  // top one, which gains a border above its text and so moves what follows.
+  const inSight = [...ui.list.children].find((item) => item.getBoundingClientRect().bottom > 0) || top;
+  const anchor = inSight === top ? top.nextElementSibling || top : inSight;
+  const before = anchor.getBoundingClientRect().top;
   const fresh = drawable(answer.page).filter((m) => !itemOf(m.id));
   for (const message of fresh) insert(renderMessage(message), message.id);
-  window.scrollBy(0, top.getBoundingClientRect().top - before);
+  window.scrollBy(0, anchor.getBoundingClientRect().top - before);
   context.newer = answer.more;
   listChanged();
   showContextControls();

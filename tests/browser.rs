@@ -2859,6 +2859,48 @@ async fn search_marks_the_matched_words_and_a_result_opens_in_its_context_which_
     assert_eq!(counted["scrollY"], still["scrollY"]);
     assert!(!page.ids().await.contains(&news));
 
+    // The context reaches further both ways, newer messages above it
+    // without moving what is on screen.
+    let expected = |query: &str| {
+        let board_addr = board.addr;
+        let query = query.to_owned();
+        async move {
+            let page = common::get(board_addr, &format!("/api/messages?{query}")).await;
+            common::ids(page.json().as_array().expect("a list"))
+        }
+    };
+    let mut all = expected(&format!("since=0&limit={}", news - 1)).await;
+    all.reverse();
+    page.click("#show-older").await;
+    page.wait_for(
+        "the older messages below the context",
+        "return Number(document.querySelector('#messages > :last-child').dataset.id) === 1",
+    )
+    .await;
+    // (In sight below the sticky form first, where a reader scrolling up finds it.)
+    let top = page
+        .run(&format!(
+            "document.getElementById('show-newer').scrollIntoView({{block: 'center'}});
+             {CONTEXT_SEEN} return context.top;"
+        ))
+        .await;
+    page.click("#show-newer").await;
+    page.wait_for(
+        "the newer messages above the context",
+        &format!(
+            "return Number(document.querySelector('#messages > *').dataset.id) >= {}",
+            all[0]
+        ),
+    )
+    .await;
+    assert_eq!(page.ids().await, all, "every message once, in order");
+    assert_eq!(
+        page.run(&format!("{CONTEXT_SEEN} return context.top;"))
+            .await,
+        top,
+        "the found message stays where it was"
+    );
+
     // Back to the live board: the latest 50 (as a new page gets them), the
     // newest on top, in view.
     let latest = common::get(board.addr, "/api/messages").await.json();
