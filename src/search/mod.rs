@@ -56,7 +56,7 @@ CREATE TRIGGER search_index_update AFTER UPDATE OF name, message ON messages BEG
 END;";
 
 /// How many messages [`fill`] indexes between two progress reports.
-const FILL_STEP: i64 = 50_000;
+pub const FILL_STEP: i64 = 50_000;
 
 /// Puts every message of the `messages` table into a freshly made index,
 /// in steps, calling `progress(done, total)` after each: existing files

@@ -228,7 +228,7 @@ fn check_or_create_schema(
             "BEGIN; {cids} {settings} {moderation} {CREATE_INDEX}"
         ))?;
         let filled = search::fill(conn, |done, total| {
-            if total > 100_000 {
+            if total > search::FILL_STEP {
                 eprintln!(
                     "lanboard: {}: indexing messages for search, {done} of {total}",
                     path.display()
