@@ -3118,12 +3118,25 @@ async fn on_a_phone_search_opens_from_its_button_and_its_results_fit_the_screen(
     assert_eq!(context["inView"], true, "{context}");
     assert_eq!(context["backInView"], true, "{context}");
     assert_eq!(page.run(fits).await, true);
-    page.click("#back-to-latest").await;
+
+    // Sending from the context goes back to the live board, the post on top.
+    page.type_into("#message", &format!("Sent while reading old ones{ENTER}"))
+        .await;
     page.wait_for(
-        "the live board again",
-        &format!("{CONTEXT_SEEN} return context.found === null && context.back === null"),
+        "the live board again, the post on top",
+        &format!(
+            "{CONTEXT_SEEN} return context.found === null && context.back === null
+                 && document.querySelector('#messages > * .body')?.textContent
+                     === 'Sent while reading old ones'"
+        ),
     )
     .await;
+    assert_eq!(
+        page.run("return document.querySelectorAll('#messages .body').length")
+            .await,
+        json!(82),
+        "the newest 200 (all 82 messages), each once"
+    );
 
     // The wall has no search.
     page.goto(&format!("{}/wall", board.url())).await;
