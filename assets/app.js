@@ -13,6 +13,10 @@
 // turns on operator mode, in which any post can be deleted and its sender
 // blocked. Edits and deletions reach every open page through the feed, and a
 // page that was away gets the ones it missed when it resumes.
+//
+// The search field in the top bar asks `/api/search` as you type; opening a
+// result shows that message among its neighbours (`/api/messages?around=`)
+// in place of the live board, until "Back to latest".
 'use strict';
 
 // ---- Settings (units in the names) -----------------------------------------
@@ -32,6 +36,15 @@ const WAKE_CHECK_MS = 5_000;
 const SLEPT_AFTER_MS = 90_000;
 /** Messages asked for per "Show older messages" click. */
 const OLDER_PAGE = 200;
+/** Pause after the last keystroke in the search field before the board is asked. */
+const SEARCH_DEBOUNCE_MS = 150;
+/** Results asked for per search request (and per "More results"). */
+const SEARCH_PAGE = 20;
+/** Messages shown on each side of a found message. */
+const CONTEXT_SIDE = 25;
+/** Characters of a long message a result shows, starting a little before its first match. */
+const SNIPPET_CHARS = 180;
+const SNIPPET_LEAD_CHARS = 40;
 /** Messages per request when downloading the history (the API's maximum). */
 const DOWNLOAD_PAGE = 500;
 /** Messages the wall keeps on screen; older ones leave the page. */
@@ -101,6 +114,18 @@ const ui = {
   favicon: byId('favicon'),
   operatorBadge: byId('operator-badge'),
   operatorLeave: byId('operator-leave'),
+  searchToggle: byId('search-toggle'),
+  searchBox: byId('search-box'),
+  searchForm: byId('search-form'),
+  search: byId('search'),
+  searchPanel: byId('search-panel'),
+  searchStatus: byId('search-status'),
+  searchResults: byId('search-results'),
+  contextNote: byId('context-note'),
+  contextBar: byId('context-bar'),
+  backToLatest: byId('back-to-latest'),
+  contextNew: byId('context-new'),
+  newer: byId('show-newer'),
 };
 
 // ---- State ------------------------------------------------------------------
@@ -169,6 +194,18 @@ const state = {
   notify: false,
   /** The operator secret of an operator link, while in operator mode; '' otherwise. */
   operatorKey: '',
+  /**
+   * While the list shows a found message among its neighbours rather than
+   * the live board (see "Search"), what the live board did meanwhile:
+   * `since`, `lastId` when the list was left; `fresh`, the ids of the
+   * messages posted since (the count on "Back to latest"); `newer`, whether
+   * newer messages than those shown can be loaded; `returning`, while the
+   * latest messages are on their way, the feed's events meanwhile, to apply
+   * over them. Null on the live board.
+   */
+  context: null,
+  /** Counts the list's replacements, so that an answer for a list no longer shown is dropped. */
+  view: 0,
 };
 
 const BASE_TITLE = WALL ? 'lanboard wall' : 'lanboard';
@@ -626,13 +663,17 @@ const handlers = {
   'message-edited'(frame) {
     const data = frame.data || {};
     passChange(data.change);
-    if (isMessage(data)) showEdited(data);
+    if (!isMessage(data)) return;
+    showEdited(data);
+    whileReturning({ edited: data });
   },
 
   'message-deleted'(frame) {
     const data = frame.data || {};
     passChange(data.change);
-    if (Number.isSafeInteger(data.id)) removeMessage(data.id);
+    if (!Number.isSafeInteger(data.id)) return;
+    removeMessage(data.id);
+    whileReturning({ deleted: data.id });
   },
 
   ack(frame) {
@@ -667,7 +708,9 @@ const handlers = {
   },
 
   'older-messages'(frame) {
-    takeRequest(frame.ack);
+    const request = takeRequest(frame.ack);
+    // Asked for below a list that has been replaced since.
+    if (request && request.view !== state.view) return;
     const data = frame.data || {};
     const messages = Array.isArray(data.messages) ? data.messages : [];
     addMessages(messages, 'older');
@@ -737,11 +780,16 @@ function errorSentence(problem) {
  *   the list itself can be asked whether the message is there.
  * - `'older'`: a page of history before the oldest message shown; anything
  *   not below it is shown already.
+ *
+ * While the list shows a found message's context (`state.context`), new
+ * messages from the feed and acks are not drawn (the view must not move
+ * under the reader) but counted, and returned all the same: they are news.
  */
 function addMessages(messages, source = 'feed') {
   const added = [];
   const floor = state.lastId;
   const oldest = state.oldestId;
+  const context = source === 'older' ? null : state.context;
   // Repeats inside one batch, which the rules above cannot see.
   const batch = new Set();
   for (const message of messages) {
@@ -753,24 +801,36 @@ function addMessages(messages, source = 'feed') {
       drawn = id <= floor || state.ahead.has(id);
       state.lastId = Math.max(state.lastId, id);
     } else if (source === 'ack') {
-      drawn = itemOf(id) !== null;
+      // Away from the live board, the list cannot tell: the count can.
+      drawn = context ? id <= context.since || context.fresh.has(id) : itemOf(id) !== null;
       if (!drawn && id > state.lastId) state.ahead.add(id);
     } else {
       drawn = oldest !== 0 && id >= oldest;
     }
     if (drawn) continue;
-    insert(renderMessage(message), id);
     added.push(message);
+    if (context) {
+      if (id > context.since) context.fresh.add(id);
+      whileReturning({ posted: message });
+      continue;
+    }
+    insert(renderMessage(message), id);
   }
   forgetPassedAcks();
   if (WALL) {
     while (ui.list.children.length > WALL_KEEP) ui.list.lastElementChild.remove();
   }
+  if (context) showNewCount();
+  listChanged();
+  return added;
+}
+
+/** After messages were drawn or replaced: where older ones continue, and the empty note. */
+function listChanged() {
   const last = ui.list.lastElementChild;
   state.oldestId = last ? Number(last.dataset.id) : 0;
   ui.empty.hidden = ui.list.children.length > 0;
   updateOlderButton();
-  return added;
 }
 
 /** Drops the ids in `state.ahead` that the feed has passed. */
@@ -830,14 +890,22 @@ function insert(item, id) {
   ui.list.append(item);
 }
 
-/** Forgets every message shown: what comes next is drawn as new. */
+/**
+ * Forgets every message shown: what comes next is drawn as new. A found
+ * message's context stays on screen: the live board is loaded anew when
+ * the reader goes back to it, and what is new since it was left is still
+ * told by `state.context.since`.
+ */
 function clearMessages() {
-  ui.list.replaceChildren();
+  if (state.context === null) {
+    ui.list.replaceChildren();
+    state.view += 1;
+    state.oldestId = 0;
+    state.noOlder = false;
+  }
   state.lastId = 0;
   state.ahead.clear();
   forgetHeldNews();
-  state.oldestId = 0;
-  state.noOlder = false;
 }
 
 /**
@@ -856,6 +924,8 @@ function clearMessages() {
  */
 function startOver(reason) {
   console.info('lanboard: the board started over', reason);
+  // A found message's context belongs to the history that was lost.
+  leaveContext();
   clearMessages();
   state.epoch = null;
   state.loaded = false;
@@ -1048,6 +1118,7 @@ function showEdited(message) {
  */
 function removeMessage(id) {
   state.held = state.held.filter((message) => message.id !== id);
+  if (state.context && state.context.fresh.delete(id)) showNewCount();
   const unread = state.unread.length;
   state.unread = state.unread.filter((other) => other !== id);
   if (state.unread.length !== unread) showUnread();
@@ -1645,6 +1716,8 @@ function submitMessage() {
   storage.set(STORAGE.name, name);
   outbox.add({ cid: randomHex(), name, text, createdMs: Date.now() });
   sendOutbox();
+  // A post goes on top of the live board: show it there.
+  if (state.context) backToLatest(false);
 }
 
 /**
@@ -1815,7 +1888,8 @@ function setOlderLoading(loading) {
 
 function loadOlder() {
   if (ui.older.disabled || state.oldestId <= 1) return;
-  const ack = request('load-older', { before: state.oldestId, limit: OLDER_PAGE }, { kind: 'older' });
+  const meta = { kind: 'older', view: state.view };
+  const ack = request('load-older', { before: state.oldestId, limit: OLDER_PAGE }, meta);
   if (ack !== 0) setOlderLoading(true);
 }
 
@@ -2130,6 +2204,571 @@ async function downloadHistory() {
   }
 }
 
+// ---- Search -----------------------------------------------------------------
+
+/**
+ * The search field asks `/api/search` as the reader types (after a short
+ * pause, dropping answers to anything but the latest request) and lists the
+ * results in `#search-results`, a listbox the field controls: focus stays in
+ * the field, and `aria-activedescendant` names the result the arrow keys
+ * chose. The words a result matched are `<mark>`s built from its
+ * `highlights`, offsets in characters (Unicode scalar values, so counted
+ * with `Array.from`, never in UTF-16 units); text still only reaches the
+ * page through text nodes.
+ */
+const search = {
+  timer: 0,
+  /** Counts requests: an answer to any but the latest is dropped. */
+  seq: 0,
+  /** The request on its way, aborted when a newer one starts. */
+  controller: null,
+  /** The query the results shown answer, and the results, newest first. */
+  query: '',
+  results: [],
+  more: false,
+  /** The result the arrow keys chose: an index into the options, -1 for none. */
+  active: -1,
+  /** Counts the found messages asked for: only the latest one is shown. */
+  opening: 0,
+};
+
+function setUpSearch() {
+  if (WALL) {
+    // The wall is read-only and for reading from afar: no search.
+    ui.searchToggle.remove();
+    ui.searchBox.remove();
+    return;
+  }
+  ui.search.addEventListener('input', () => {
+    clearTimeout(search.timer);
+    if (ui.search.value.trim() === '') {
+      forgetResults();
+      return;
+    }
+    search.timer = setTimeout(() => runSearch(false), SEARCH_DEBOUNCE_MS);
+  });
+  ui.search.addEventListener('keydown', searchKey);
+  ui.search.addEventListener('focus', () => {
+    if (search.query !== '' && search.query === ui.search.value.trim()) openResults();
+  });
+  ui.searchForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    runSearch(false);
+  });
+  // Clicking a result must not take the focus out of the field first.
+  ui.searchPanel.addEventListener('pointerdown', (event) => event.preventDefault());
+  ui.searchResults.addEventListener('click', (event) => {
+    const option = event.target.closest('[role="option"]');
+    if (option) choose(option);
+  });
+  ui.searchResults.addEventListener('mousemove', (event) => {
+    const option = event.target.closest('[role="option"]');
+    const index = [...ui.searchResults.children].indexOf(option);
+    if (index >= 0 && index !== search.active) setActive(index, false);
+  });
+  ui.searchBox.addEventListener('focusout', (event) => {
+    if (!ui.searchBox.contains(event.relatedTarget)) closeResults();
+  });
+  document.addEventListener('pointerdown', (event) => {
+    if (!ui.searchBox.contains(event.target) && !ui.searchToggle.contains(event.target)) closeResults();
+  });
+  ui.searchToggle.addEventListener('click', () => {
+    if (ui.searchBox.classList.contains('open') && document.activeElement !== ui.search) {
+      ui.search.focus();
+      return;
+    }
+    showSearchRow(!ui.searchBox.classList.contains('open'));
+    if (ui.searchBox.classList.contains('open')) ui.search.focus();
+  });
+  // `/` goes to the search field from anywhere but a place where it is typed.
+  document.addEventListener('keydown', (event) => {
+    if (event.key !== '/' || event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) return;
+    if (event.target.closest && event.target.closest('input, textarea, select, [contenteditable]')) return;
+    if (document.documentElement.classList.contains('locked')) return;
+    event.preventDefault();
+    showSearchRow(true);
+    ui.search.focus();
+    ui.search.select();
+  });
+  ui.backToLatest.addEventListener('click', () => backToLatest(true));
+  ui.newer.addEventListener('click', loadNewer);
+}
+
+/** On a phone the field has a row of its own under the bar, opened by its button. */
+function showSearchRow(open) {
+  ui.searchBox.classList.toggle('open', open);
+  ui.searchToggle.setAttribute('aria-expanded', String(open));
+}
+
+function searchKey(event) {
+  if (event.isComposing) return;
+  const count = ui.searchResults.children.length;
+  if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+    event.preventDefault();
+    if (ui.searchPanel.hidden) {
+      if (search.query !== '' && search.query === ui.search.value.trim()) openResults();
+      else if (ui.search.value.trim() !== '') runSearch(false);
+      return;
+    }
+    if (count === 0) return;
+    // Down from the field goes to the first result, up from the first back to the field.
+    const next = event.key === 'ArrowDown' ? Math.min(search.active + 1, count - 1) : search.active - 1;
+    setActive(Math.max(next, -1));
+  } else if (event.key === 'Enter') {
+    event.preventDefault();
+    const option = ui.searchPanel.hidden ? null : ui.searchResults.children[search.active];
+    if (option) choose(option);
+    else runSearch(false);
+  } else if (event.key === 'Escape') {
+    event.preventDefault();
+    const wasEmpty = ui.search.value === '' && ui.searchPanel.hidden;
+    ui.search.value = '';
+    forgetResults();
+    // A second Escape in the empty field puts the phone's row away.
+    if (wasEmpty && getComputedStyle(ui.searchToggle).display !== 'none') {
+      showSearchRow(false);
+      ui.searchToggle.focus();
+    }
+  }
+}
+
+/** Asks the board for the field's query, or with `more` for the results after those shown. */
+async function runSearch(more) {
+  clearTimeout(search.timer);
+  const query = more ? search.query : ui.search.value.trim();
+  if (query === '') {
+    forgetResults();
+    return;
+  }
+  search.seq += 1;
+  const seq = search.seq;
+  if (search.controller) search.controller.abort();
+  const controller = new AbortController();
+  search.controller = controller;
+  let url = `/api/search?q=${encodeURIComponent(query)}&limit=${SEARCH_PAGE}`;
+  if (more && search.results.length > 0) url += `&before=${search.results[search.results.length - 1].id}`;
+  ui.searchPanel.setAttribute('aria-busy', 'true');
+  if (more) setMoreLabel('Loading more results…');
+  let answer;
+  try {
+    const response = await fetch(url, { cache: 'no-store', signal: controller.signal });
+    const body = await response.json().catch(() => null);
+    answer = { status: response.status, body };
+  } catch {
+    answer = { status: 0, body: null };
+  }
+  // Typed on, or cleared, meanwhile: this answer is for a query no longer asked.
+  if (seq !== search.seq) return;
+  search.controller = null;
+  ui.searchPanel.removeAttribute('aria-busy');
+  const body = answer.body;
+  if (answer.status !== 200 || body === null || !Array.isArray(body.results)) {
+    if (more) setMoreLabel('More results');
+    showSearchProblem(searchProblem(answer));
+    if (answer.status === 401) {
+      // The login is gone (the board forgot it): ask for the passphrase.
+      dropSocket();
+      lock();
+    }
+    return;
+  }
+  const hits = body.results.filter(isMessage);
+  if (more) {
+    const shown = new Set(search.results.map((hit) => hit.id));
+    search.results.push(...hits.filter((hit) => !shown.has(hit.id)));
+  } else {
+    search.query = query;
+    search.results = hits;
+  }
+  search.more = body.more === true;
+  showResults(more ? hits.length : -1);
+}
+
+function searchProblem(answer) {
+  const said = answer.body && typeof answer.body.message === 'string' ? answer.body.message : '';
+  switch (answer.status) {
+    case 400:
+      return said ? `The board cannot search for that: ${said}.` : 'The board cannot search for that.';
+    case 401:
+      return 'The board needs its passphrase again.';
+    case 404:
+      return 'This board cannot search: it runs an older lanboard.';
+    case 429:
+      return 'Too many searches at once; wait a moment and try again.';
+    default:
+      return 'Search is unavailable right now; try again in a moment.';
+  }
+}
+
+/**
+ * Draws the results. After "More results" (`added` results at the end),
+ * the first of them becomes the active one, so that the keyboard goes on
+ * where it was; after a new query none is.
+ */
+function showResults(added) {
+  const options = search.results.map(renderHit);
+  if (search.more) {
+    const more = document.createElement('li');
+    more.id = 'search-more';
+    more.className = 'search-more';
+    more.setAttribute('role', 'option');
+    more.setAttribute('aria-selected', 'false');
+    more.textContent = 'More results';
+    options.push(more);
+  }
+  ui.searchResults.replaceChildren(...options);
+  ui.searchResults.dataset.query = search.query;
+  const count = search.results.length;
+  ui.searchStatus.classList.remove('problem');
+  ui.searchStatus.textContent =
+    count === 0
+      ? 'No messages match'
+      : `${count} ${count === 1 ? 'message matches' : 'messages match'}${search.more ? ', more below' : ''}`;
+  openResults();
+  setActive(added >= 0 ? Math.min(count - added, count - 1) : -1);
+}
+
+function setMoreLabel(text) {
+  const more = byId('search-more');
+  if (more) more.textContent = text;
+}
+
+function showSearchProblem(text) {
+  ui.searchStatus.classList.add('problem');
+  ui.searchStatus.textContent = text;
+  openResults();
+}
+
+/** One result: name, time and (a stretch of) the text, matched words marked. */
+function renderHit(hit) {
+  const option = document.createElement('li');
+  option.id = `search-hit-${hit.id}`;
+  option.className = 'search-hit';
+  option.dataset.id = String(hit.id);
+  option.setAttribute('role', 'option');
+  option.setAttribute('aria-selected', 'false');
+  const highlights = hit.highlights !== null && typeof hit.highlights === 'object' ? hit.highlights : {};
+  const meta = document.createElement('span');
+  meta.className = 'search-meta';
+  const name = document.createElement('span');
+  name.className = 'name';
+  appendMarked(name, Array.from(hit.name), cleanRanges(highlights.name, Array.from(hit.name).length));
+  meta.append(name, renderTime(hit.time));
+  const text = document.createElement('span');
+  text.className = 'search-text';
+  const chars = Array.from(hit.message);
+  const part = snippet(chars, cleanRanges(highlights.message, chars.length));
+  if (part.start > 0) text.append('…');
+  appendMarked(text, part.chars, part.ranges);
+  if (part.end < chars.length) text.append('…');
+  option.append(meta, text);
+  return option;
+}
+
+/**
+ * The well-formed ranges of `ranges` (`[start, end]`, end exclusive, within
+ * `length` characters), in order, overlapping and touching ones joined.
+ */
+function cleanRanges(ranges, length) {
+  if (!Array.isArray(ranges)) return [];
+  const valid = ranges
+    .filter(
+      (r) =>
+        Array.isArray(r) && Number.isSafeInteger(r[0]) && Number.isSafeInteger(r[1]) && r[0] >= 0 && r[0] < r[1] && r[1] <= length,
+    )
+    .map((r) => [r[0], r[1]])
+    .sort((a, b) => a[0] - b[0]);
+  const joined = [];
+  for (const range of valid) {
+    const last = joined[joined.length - 1];
+    if (last && range[0] <= last[1]) last[1] = Math.max(last[1], range[1]);
+    else joined.push(range);
+  }
+  return joined;
+}
+
+/**
+ * The stretch of a long text a result shows: SNIPPET_CHARS characters
+ * starting a little before the first match, with the ranges in it moved to
+ * its start. `start` and `end` say where it lies in the whole.
+ */
+function snippet(chars, ranges) {
+  if (chars.length <= SNIPPET_CHARS) return { chars, ranges, start: 0, end: chars.length };
+  const first = ranges.length > 0 ? ranges[0][0] : 0;
+  const start = Math.max(0, Math.min(first - SNIPPET_LEAD_CHARS, chars.length - SNIPPET_CHARS));
+  const end = start + SNIPPET_CHARS;
+  const inside = ranges
+    .filter(([from, to]) => to > start && from < end)
+    .map(([from, to]) => [Math.max(from, start) - start, Math.min(to, end) - start]);
+  return { chars: chars.slice(start, end), ranges: inside, start, end };
+}
+
+/** Appends `chars` as text, the `ranges` (clean, in order) of it inside `<mark>`s. */
+function appendMarked(parent, chars, ranges) {
+  let done = 0;
+  for (const [start, end] of ranges) {
+    if (start > done) parent.append(chars.slice(done, start).join(''));
+    const mark = document.createElement('mark');
+    mark.textContent = chars.slice(start, end).join('');
+    parent.append(mark);
+    done = end;
+  }
+  if (done < chars.length) parent.append(chars.slice(done).join(''));
+}
+
+function openResults() {
+  ui.searchPanel.hidden = false;
+  ui.search.setAttribute('aria-expanded', 'true');
+}
+
+function closeResults() {
+  ui.searchPanel.hidden = true;
+  ui.search.setAttribute('aria-expanded', 'false');
+  setActive(-1);
+}
+
+/** Drops the results and any search on its way (the field was cleared). */
+function forgetResults() {
+  clearTimeout(search.timer);
+  search.seq += 1;
+  if (search.controller) search.controller.abort();
+  search.controller = null;
+  search.query = '';
+  search.results = [];
+  search.more = false;
+  ui.searchResults.replaceChildren();
+  delete ui.searchResults.dataset.query;
+  ui.searchStatus.textContent = '';
+  ui.searchPanel.removeAttribute('aria-busy');
+  closeResults();
+}
+
+/** Marks option `index` as the chosen one (none for -1), scrolled into the panel's view unless `scroll` is false. */
+function setActive(index, scroll = true) {
+  const options = ui.searchResults.children;
+  search.active = index >= 0 && index < options.length ? index : -1;
+  for (let i = 0; i < options.length; i += 1) {
+    options[i].setAttribute('aria-selected', String(i === search.active));
+  }
+  const option = options[search.active];
+  if (option) {
+    ui.search.setAttribute('aria-activedescendant', option.id);
+    if (scroll) option.scrollIntoView({ block: 'nearest' });
+  } else {
+    ui.search.removeAttribute('aria-activedescendant');
+  }
+}
+
+/** Opens a result, or loads more of them. */
+function choose(option) {
+  if (option.id === 'search-more') {
+    runSearch(true);
+    return;
+  }
+  const id = Number(option.dataset.id);
+  if (Number.isSafeInteger(id)) showInContext(id);
+}
+
+// ---- A found message in its context -----------------------------------------
+
+/**
+ * Shows message `id` among the messages around it, in place of the live
+ * board: the feed goes on underneath (new messages are counted on "Back to
+ * latest", edits and deletions of what is shown apply), but nothing moves
+ * the reader's view until they go back.
+ */
+async function showInContext(id) {
+  search.opening += 1;
+  const opening = search.opening;
+  closeResults();
+  const answer = await getMessages(`around=${id}&limit=${CONTEXT_SIDE}`);
+  if (opening !== search.opening) return;
+  if (!answer.page) {
+    showSearchProblem(`The message could not be shown: ${answer.problem}`);
+    ui.search.focus();
+    return;
+  }
+  const left = state.context;
+  // A new context object, also when one is shown: a "Back to latest" on its
+  // way for the one shown is overtaken by this later choice.
+  state.context = {
+    since: left ? left.since : state.lastId,
+    fresh: left ? left.fresh : new Set(),
+    newer: answer.newer,
+    returning: null,
+  };
+  state.view += 1;
+  ui.list.replaceChildren(...drawable(answer.page).map(renderMessage));
+  state.noOlder = !answer.more;
+  setOlderLoading(false);
+  listChanged();
+  showContextControls();
+  const item = itemOf(id);
+  if (!item) {
+    // Deleted since it was found: its neighbours are all there is.
+    announce('That message has been deleted since; the messages around it are shown.');
+    ui.list.focus({ preventScroll: true });
+    ui.list.scrollIntoView({ block: 'start' });
+    return;
+  }
+  item.classList.add('found');
+  item.tabIndex = -1;
+  scrollToFound(item);
+  item.focus({ preventScroll: true });
+}
+
+/**
+ * Scrolls the found message to the middle of what the sticky form and the
+ * "Back to latest" bar leave of the screen, or, when it is taller than
+ * that, its start to the top of it (`scrollIntoView` knows neither).
+ */
+function scrollToFound(item) {
+  const covered = WALL ? 0 : ui.form.offsetHeight;
+  const free = window.innerHeight - covered - ui.contextBar.offsetHeight - 16;
+  const box = item.getBoundingClientRect();
+  const top = covered + 8 + Math.max(0, (free - box.height) / 2);
+  window.scrollBy(0, box.top - top);
+}
+
+/**
+ * `GET /api/messages?<query>`: `{page, more, newer}` (`more` for older
+ * messages left out, `newer` for newer ones) or `{problem}`, a sentence.
+ */
+async function getMessages(query) {
+  let response;
+  try {
+    response = await fetch(`/api/messages?${query}`, { cache: 'no-store' });
+  } catch {
+    return { problem: 'the board cannot be reached right now.' };
+  }
+  const body = await response.json().catch(() => null);
+  if (response.status === 401) {
+    dropSocket();
+    lock();
+  }
+  if (!response.ok || !Array.isArray(body)) {
+    const said = body && typeof body.message === 'string' ? body.message : `HTTP ${response.status}`;
+    return { problem: `the board said ${said}.` };
+  }
+  return {
+    page: body,
+    more: response.headers.get('Lanboard-More') === 'true',
+    newer: response.headers.get('Lanboard-Newer') === 'true',
+  };
+}
+
+/** The messages of a page, oldest first, as the list draws them: newest first, each once. */
+function drawable(page) {
+  const seen = new Set();
+  return page.filter((m) => isMessage(m) && !seen.has(m.id) && seen.add(m.id)).reverse();
+}
+
+function showContextControls() {
+  const away = state.context !== null;
+  ui.contextNote.hidden = !away;
+  ui.contextBar.hidden = !away;
+  ui.newer.hidden = !away || !state.context.newer;
+  document.documentElement.classList.toggle('in-context', away);
+  showNewCount();
+}
+
+/** "Back to latest", with how many messages were posted since the live board was left. */
+function showNewCount() {
+  const fresh = state.context ? state.context.fresh.size : 0;
+  ui.contextNew.textContent = fresh > 0 ? ` · ${fresh} new` : '';
+}
+
+/** Notes a feed event while the latest messages are on their way, to apply over them. */
+function whileReturning(event) {
+  if (state.context && state.context.returning) state.context.returning.push(event);
+}
+
+/** Forgets the context shown (the board started over): the live board is what comes next. */
+function leaveContext() {
+  if (state.context === null) return;
+  state.context = null;
+  search.opening += 1;
+  showContextControls();
+}
+
+/**
+ * Back to the live board: the latest messages are loaded anew (as many as
+ * a new page gets), the feed's events since the request are applied over
+ * them, and the page shows its top. With `focus`, the list takes the focus
+ * (the reader pressed the button); a post sent from a context leaves it in
+ * the form.
+ */
+async function backToLatest(focus) {
+  const context = state.context;
+  if (context === null || context.returning) return;
+  context.returning = [];
+  search.opening += 1;
+  ui.backToLatest.setAttribute('aria-busy', 'true');
+  const answer = await getMessages('');
+  ui.backToLatest.removeAttribute('aria-busy');
+  // The board started over meanwhile, which showed the live board already.
+  if (state.context !== context) return;
+  if (!answer.page) {
+    context.returning = null;
+    announce(`The latest messages could not be loaded: ${answer.problem} Try again in a moment.`);
+    return;
+  }
+  state.context = null;
+  state.view += 1;
+  ui.list.replaceChildren(...drawable(answer.page).map(renderMessage));
+  state.noOlder = !answer.more;
+  for (const event of context.returning) {
+    if (event.posted) {
+      if (!itemOf(event.posted.id)) insert(renderMessage(event.posted), event.posted.id);
+    } else if (event.edited) {
+      showEdited(event.edited);
+    } else {
+      removeMessage(event.deleted);
+    }
+  }
+  setOlderLoading(false);
+  listChanged();
+  showContextControls();
+  window.scrollTo({ top: 0 });
+  if (focus) ui.list.focus({ preventScroll: true });
+  announce('Back to the latest messages.');
+}
+
+/** Loads the messages after the newest one of a context, keeping the view where it is. */
+async function loadNewer() {
+  const context = state.context;
+  const top = ui.list.firstElementChild;
+  if (context === null || !top || ui.newer.disabled) return;
+  ui.newer.disabled = true;
+  ui.newer.textContent = 'Loading newer messages…';
+  const answer = await getMessages(`since=${Number(top.dataset.id)}&limit=${OLDER_PAGE}`);
+  ui.newer.disabled = false;
+  ui.newer.textContent = 'Show newer messages';
+  if (state.context !== context || context.returning) return;
+  if (!answer.page) {
+    announce(`Newer messages could not be loaded: ${answer.problem}`);
+    return;
+  }
+  // What the reader looks at stays in place while the list grows above it:
+  // the first message in sight, or the one after it when that is the old
+  // top one, which gains a border above its text and so moves what follows.
+  const inSight = [...ui.list.children].find((item) => item.getBoundingClientRect().bottom > 0) || top;
+  const anchor = inSight === top ? top.nextElementSibling || top : inSight;
+  const before = anchor.getBoundingClientRect().top;
+  const fresh = drawable(answer.page).filter((m) => !itemOf(m.id));
+  for (const message of fresh) insert(renderMessage(message), message.id);
+  window.scrollBy(0, anchor.getBoundingClientRect().top - before);
+  context.newer = answer.more;
+  listChanged();
+  showContextControls();
+  announce(
+    fresh.length === 0
+      ? 'There are no newer messages.'
+      : `${fresh.length} newer ${fresh.length === 1 ? 'message' : 'messages'} added at the top of the list.`,
+  );
+  if (!context.newer && document.activeElement === ui.newer) ui.list.focus({ preventScroll: true });
+}
+
 // ---- Start ------------------------------------------------------------------
 
 function start() {
@@ -2157,6 +2796,7 @@ function start() {
   // The wall takes an operator link too, only to get it out of the address bar.
   setUpOwnPosts();
   if (!WALL) setUpPostActions();
+  setUpSearch();
   setStatus('connecting');
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) return;

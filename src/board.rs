@@ -79,6 +79,15 @@ const RESET_MESSAGE: &str =
 /// wake-up, not one per message.
 pub type Outgoing = Arc<[Bytes]>;
 
+/// A message in its context ([`Board::around`]): the page, oldest first, and
+/// whether messages were left out before it and after it.
+#[derive(Debug)]
+pub struct Around {
+    pub page: Vec<Arc<Entry>>,
+    pub older: bool,
+    pub newer: bool,
+}
+
 /// Sizes that shape the board's memory and behaviour.
 #[derive(Debug, Clone, Copy)]
 pub struct BoardConfig {
@@ -519,6 +528,18 @@ impl Board {
     /// newer ones follow. Blocks when the store must be read.
     pub fn after(&self, since: u64, limit: usize) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
         let mut budget = Budget::new(limit, self.shared.config.catch_up_bytes);
+        self.oldest_above(since, &mut budget)
+    }
+
+    /// The oldest messages with an id above `since`, oldest first, as many
+    /// as `budget` takes, and whether newer ones were left out. Reads the
+    /// window when it reaches back to `since`, else the store a page at a
+    /// time.
+    fn oldest_above(
+        &self,
+        since: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<Arc<Entry>>, bool), StoreError> {
         let mut page = Vec::new();
         {
             let hub = self.shared.hub.lock();
@@ -549,6 +570,38 @@ impl Board {
                 _ => return Ok((page, false)),
             }
         }
+    }
+
+    /// Message `id` in its context: up to `limit` messages before it, the
+    /// message itself unless it was deleted, and up to `limit` after it,
+    /// oldest first and no more than `catch_up_bytes` of them all; and
+    /// whether older ones, and newer ones, were left out. The message and
+    /// the newer side may take half of the bytes, the older side the rest,
+    /// so a page of long messages still shows both sides. Blocks when the
+    /// store must be read.
+    pub fn around(&self, id: u64, limit: usize) -> Result<Around, StoreError> {
+        let bytes = self.shared.config.catch_up_bytes;
+        // From `id` on: the message itself first, when it is there, which
+        // is why this side may take one more.
+        let mut newer_budget = Budget::new(limit + 1, bytes / 2);
+        let (mut newer, mut newer_left) =
+            self.oldest_above(id.saturating_sub(1), &mut newer_budget)?;
+        if newer.first().is_none_or(|e| e.id != id) && newer.len() > limit {
+            // Deleted: the one more was a neighbour too many.
+            newer.pop();
+            newer_left = true;
+        }
+        // The answer's one message that always goes out may be in it already.
+        let mut older_budget = Budget::new(limit, bytes.saturating_sub(newer_budget.taken_bytes))
+            .sharing(!newer.is_empty());
+        let (mut page, older_left) = self.newest_below(id, 0, &mut older_budget)?;
+        page.reverse();
+        page.extend(newer);
+        Ok(Around {
+            page,
+            older: older_left,
+            newer: newer_left,
+        })
     }
 
     /// The newest `limit` messages before `before`, no more than
@@ -732,6 +785,9 @@ struct Budget {
     bytes: usize,
     taken: usize,
     taken_bytes: usize,
+    /// The answer holds a message from another budget already, so this one
+    /// has no first message to take whatever its size.
+    shared: bool,
 }
 
 /// Bounds of one store read while filling a budget: the first read, of
@@ -747,15 +803,23 @@ impl Budget {
             bytes,
             taken: 0,
             taken_bytes: 0,
+            shared: false,
         }
+    }
+
+    /// The budget of one part of an answer: when `shared`, another part
+    /// holds messages already, so the first message of this one must fit
+    /// too.
+    fn sharing(self, shared: bool) -> Budget {
+        Budget { shared, ..self }
     }
 
     /// Takes a message whose JSON is `len` bytes, if it fits.
     fn take(&mut self, len: usize) -> bool {
         // The comma that joins it to the others.
         let cost = len + 1;
-        let full =
-            self.taken == self.messages || (self.taken > 0 && self.taken_bytes + cost > self.bytes);
+        let first = self.taken == 0 && !self.shared;
+        let full = self.taken == self.messages || (!first && self.taken_bytes + cost > self.bytes);
         if !full {
             self.taken += 1;
             self.taken_bytes += cost;
@@ -925,6 +989,13 @@ mod tests {
         let mut budget = Budget::new(10, 100);
         assert!(budget.take(500));
         assert!(!budget.take(1));
+    }
+
+    #[test]
+    fn a_budget_sharing_an_answer_takes_no_first_message_larger_than_itself() {
+        let mut part = Budget::new(10, 100).sharing(true);
+        assert!(!part.take(500));
+        assert!(part.take(50));
     }
 
     #[test]

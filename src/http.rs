@@ -5,6 +5,7 @@
 //! | `GET /`, `GET /wall`     | the page                                         |
 //! | `GET /ws[?since=<id>[&epoch=<e>]]` | WebSocket, protocol v1 (`ws/upgrade.rs`, `protocol.rs`) |
 //! | `GET /api/messages`      | JSON array of messages (`since`, `before`, `limit`); `Lanboard-More` |
+//! | `GET /api/messages?around=<id>` | message `id` amid its neighbours; `Lanboard-More`, `Lanboard-Newer` |
 //! | `POST /api/messages`     | 201 with the stored message                      |
 //! | `PATCH /api/messages/<id>` | 200 with the edited message (`Lanboard-Key`)   |
 //! | `DELETE /api/messages/<id>` | 204 (`Lanboard-Key`: author key or operator secret) |
@@ -163,7 +164,35 @@ async fn not_upgraded() -> HttpResponse {
 struct ListQuery {
     since: Option<u64>,
     before: Option<u64>,
+    around: Option<u64>,
     limit: Option<usize>,
+}
+
+/// What `GET /api/messages` was asked for.
+enum Listing {
+    Latest,
+    After(u64),
+    Before(u64),
+    Around(u64),
+}
+
+impl ListQuery {
+    /// The listing asked for, or `None` for a query no listing answers:
+    /// `around` with `since` or `before`, an `around` that is no id, a limit
+    /// out of range.
+    fn listing(&self) -> Option<Listing> {
+        if self.limit.is_some_and(|l| !(1..=MAX_PAGE).contains(&l)) {
+            return None;
+        }
+        match (self.since, self.before, self.around) {
+            (_, _, Some(0)) => None,
+            (None, None, Some(id)) => Some(Listing::Around(id)),
+            (_, _, Some(_)) => None,
+            (Some(since), _, None) => Some(Listing::After(since)),
+            (None, Some(before), None) => Some(Listing::Before(before)),
+            (None, None, None) => Some(Listing::Latest),
+        }
+    }
 }
 
 async fn list_messages(
@@ -174,31 +203,51 @@ async fn list_messages(
     if let Err(refusal) = admit(&request, &state.guard) {
         return refuse(refusal);
     }
-    let query = match query {
-        Ok(query) if query.limit.is_none_or(|l| (1..=MAX_PAGE).contains(&l)) => query,
+    let (listing, limit) = match query.as_ref().map(|q| (q.listing(), q.limit)) {
+        Ok((Some(listing), limit)) => (listing, limit),
         _ => {
             return reject(
                 StatusCode::BAD_REQUEST,
                 &Rejection::new(
                     Code::BadRequest,
-                    format!("since and before are message ids; limit is 1..={MAX_PAGE}"),
+                    format!(
+                        "since, before and around are message ids, and around goes alone; \
+                         limit is 1..={MAX_PAGE}"
+                    ),
                 ),
             )
         }
     };
     let board = state.board.clone();
     let history = board.config().history.min(MAX_PAGE);
-    let page = web::block(move || match (query.since, query.before) {
-        (Some(since), _) => board.after(since, query.limit.unwrap_or(MAX_PAGE)),
-        (None, Some(before)) => board.before(before, query.limit.unwrap_or(history)),
-        (None, None) => board.latest(query.limit.unwrap_or(history)),
+    let page = web::block(move || match listing {
+        Listing::After(since) => board
+            .after(since, limit.unwrap_or(MAX_PAGE))
+            .map(|(page, more)| (page, more, None)),
+        Listing::Before(before) => board
+            .before(before, limit.unwrap_or(history))
+            .map(|(page, more)| (page, more, None)),
+        Listing::Latest => board
+            .latest(limit.unwrap_or(history))
+            .map(|(page, more)| (page, more, None)),
+        // `Lanboard-More` says, as for `before`, whether older ones are left.
+        Listing::Around(id) => board
+            .around(id, limit.unwrap_or(history))
+            .map(|around| (around.page, around.older, Some(around.newer))),
     })
     .await;
+    let flag = |more: bool| if more { "true" } else { "false" };
     match page {
-        Ok(Ok((page, more))) => HttpResponse::Ok()
-            .content_type("application/json")
-            .insert_header((protocol::MORE_HEADER, if more { "true" } else { "false" }))
-            .body(protocol::json_array(page.iter().map(|e| e.json()))),
+        Ok(Ok((page, more, newer))) => {
+            let mut response = HttpResponse::Ok();
+            response
+                .content_type("application/json")
+                .insert_header((protocol::MORE_HEADER, flag(more)));
+            if let Some(newer) = newer {
+                response.insert_header((protocol::NEWER_HEADER, flag(newer)));
+            }
+            response.body(protocol::json_array(page.iter().map(|e| e.json())))
+        }
         Ok(Err(error)) => {
             log::error!("reading messages failed: {error}");
             reject(

@@ -393,6 +393,10 @@ pub const CATCH_UP_BYTES: usize = 1 << 20;
 /// already read.
 pub const MORE_HEADER: &str = "lanboard-more";
 
+/// With `?around=`, which pages both ways: whether newer messages follow
+/// the page (`MORE_HEADER` says whether older ones precede it).
+pub const NEWER_HEADER: &str = "lanboard-newer";
+
 /// Parses one client frame. A rejection carries the ack when one could be read,
 /// so the client can match the error to what it sent.
 pub fn parse_request(text: &str, limits: Limits) -> Result<Request, (Option<u64>, Rejection)> {

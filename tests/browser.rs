@@ -46,6 +46,9 @@ const ENTER: &str = "\u{E007}";
 const TAB: &str = "\u{E004}";
 const ESCAPE: &str = "\u{E00C}";
 const BACKSPACE: &str = "\u{E003}";
+/// The arrow keys, as WebDriver sends them.
+const ARROW_UP: &str = "\u{E013}";
+const ARROW_DOWN: &str = "\u{E015}";
 /// Shift and Control: typed into an element, they stay down until `NO_MODIFIERS`.
 const SHIFT: &str = "\u{E008}";
 const CONTROL: &str = "\u{E009}";
@@ -2668,4 +2671,538 @@ async fn a_message_deleted_while_the_page_is_hidden_leaves_its_unread_count() {
         "return document.title === 'lanboard'",
     )
     .await;
+}
+
+/// Script that puts what the reader sees of the search in `search`: whether
+/// the results are shown, the query they answer, the status line, the
+/// field's value, `aria-expanded` and `aria-activedescendant`, the results
+/// (id, name, text, the marked words of each, and the text before the first
+/// mark of the text) and whether "More results" is offered; append a `return`.
+const SEARCH_SEEN: &str = "
+    const panel = document.getElementById('search-panel');
+    const list = document.getElementById('search-results');
+    const field = document.getElementById('search');
+    const lead = (text) => {
+        let before = '';
+        for (const node of text.childNodes) {
+            if (node.nodeName === 'MARK') return before;
+            before += node.textContent;
+        }
+        return null;
+    };
+    const search = {
+        shown: !panel.hidden && panel.getClientRects().length > 0,
+        query: list.dataset.query ?? null,
+        status: document.getElementById('search-status').textContent,
+        problem: document.getElementById('search-status').classList.contains('problem'),
+        value: field.value,
+        expanded: field.getAttribute('aria-expanded'),
+        active: field.getAttribute('aria-activedescendant'),
+        hits: [...list.querySelectorAll('.search-hit')].map(o => ({
+            id: Number(o.dataset.id),
+            name: o.querySelector('.name').textContent,
+            text: o.querySelector('.search-text').textContent,
+            nameMarks: [...o.querySelectorAll('.name mark')].map(m => m.textContent),
+            marks: [...o.querySelectorAll('.search-text mark')].map(m => m.textContent),
+            lead: lead(o.querySelector('.search-text')),
+        })),
+        more: document.getElementById('search-more') !== null,
+    };";
+
+/// Script that puts what the reader sees of a found message's context in
+/// `context`: the found message's id (null when none is marked) and its
+/// place on screen, whether it has the focus and lies in view below the
+/// sticky form, the "Back to latest" label while shown, and the scroll
+/// position; append a `return`.
+const CONTEXT_SEEN: &str = "
+    const found = document.querySelector('#messages > .found');
+    const bar = document.getElementById('context-bar');
+    const back = document.getElementById('back-to-latest');
+    const form = document.getElementById('create-message')?.getBoundingClientRect();
+    const box = found?.getBoundingClientRect();
+    const context = {
+        found: found ? Number(found.dataset.id) : null,
+        top: box ? box.top : null,
+        focused: found !== null && document.activeElement === found,
+        inView: !!box && box.top >= (form ? form.bottom : 0) && box.bottom <= window.innerHeight,
+        back: !bar.hidden && bar.getClientRects().length > 0 ? back.textContent : null,
+        backInView: !bar.hidden && back.getBoundingClientRect().bottom <= window.innerHeight,
+        scrollY: window.scrollY,
+    };";
+
+/// Waits until the search results answer `query`, and returns what the reader sees.
+async fn search_results(page: &Page, query: &str) -> Value {
+    page.wait_for(
+        &format!("the results for {query:?}"),
+        &format!(
+            "{SEARCH_SEEN} return search.shown && search.query === {} && !document
+                 .getElementById('search-panel').hasAttribute('aria-busy') && search;",
+            json!(query)
+        ),
+    )
+    .await
+}
+
+/// The result for message `id` among what `search_results` saw.
+fn hit(seen: &Value, id: u64) -> &Value {
+    seen["hits"]
+        .as_array()
+        .and_then(|hits| hits.iter().find(|h| h["id"] == id))
+        .unwrap_or_else(|| panic!("no result for message {id}: {seen}"))
+}
+
+fn hit_ids(seen: &Value) -> Vec<u64> {
+    seen["hits"]
+        .as_array()
+        .expect("a list of results")
+        .iter()
+        .map(|h| h["id"].as_u64().expect("an id"))
+        .collect()
+}
+
+fn id_of(message: &Value) -> u64 {
+    message["id"].as_u64().expect("a message id")
+}
+
+#[tokio::test]
+async fn search_marks_the_matched_words_and_a_result_opens_in_its_context_which_live_posts_do_not_move(
+) {
+    const KEY: &str = "search-test-author-key-42";
+    let Some(chrome) = chrome() else { return };
+    // A window of 50: the found message is far below what the live board shows.
+    let board = Board::start(&["--rate-limit", "0", "--history", "50"]);
+    post_many(&board, 60).await;
+    let before = id_of(&post_with_key(&board, "Bea", "just before the lunch one", KEY).await);
+    let found = id_of(&post(&board, "Ana", "🎉 lunch at the Café today").await);
+    let after = id_of(&post_with_key(&board, "Bea", "just after the lunch one", KEY).await);
+    let markup = id_of(&post(&board, "Cy", "<b>cafe</b> run, anyone?").await);
+    post_many(&board, 60).await;
+
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    let live = page.ids().await;
+    assert!(!live.contains(&found), "the live board does not show it");
+
+    // The name is searched too.
+    page.type_into("#search", "ana").await;
+    let seen = search_results(&page, "ana").await;
+    assert_eq!(hit(&seen, found)["nameMarks"], json!(["Ana"]), "{seen}");
+
+    // An accented word found without its accent, after an emoji: the mark
+    // sits on the word, counted in characters and not in UTF-16 units.
+    page.type_into("#search", &format!("{CONTROL}a{NO_MODIFIERS}cafe"))
+        .await;
+    let seen = search_results(&page, "cafe").await;
+    assert_eq!(hit_ids(&seen), [markup, found], "newest first: {seen}");
+    let lunch = hit(&seen, found);
+    assert_eq!(lunch["text"], "🎉 lunch at the Café today");
+    assert_eq!(lunch["marks"], json!(["Café"]));
+    assert_eq!(lunch["lead"], "🎉 lunch at the ");
+    assert_eq!(lunch["name"], "Ana");
+    // Markup in a result is text, with the mark inside it.
+    let run = hit(&seen, markup);
+    assert_eq!(run["text"], "<b>cafe</b> run, anyone?");
+    assert_eq!(run["marks"], json!(["cafe"]));
+    assert_eq!(run["lead"], "<b>");
+    assert_eq!(
+        page.run("return document.querySelector('#search-results b') === null")
+            .await,
+        true
+    );
+    assert_eq!(seen["status"], "2 messages match");
+    assert_eq!(seen["expanded"], "true");
+
+    // Opened: the list is the found message amid 25 on each side, marked,
+    // focused and in view.
+    page.click(&format!("#search-hit-{found}")).await;
+    let context = page
+        .wait_for(
+            "the found message in its context",
+            &format!("{CONTEXT_SEEN} return context.found === {found} && context;"),
+        )
+        .await;
+    assert_eq!(
+        page.ids().await,
+        (found - 25..=found + 25).rev().collect::<Vec<_>>()
+    );
+    assert_eq!(context["focused"], true, "{context}");
+    assert_eq!(context["inView"], true, "{context}");
+    assert_eq!(context["back"], "Back to latest", "{context}");
+    assert_eq!(
+        page.run(&format!("{SEARCH_SEEN} return search.shown"))
+            .await,
+        false,
+        "the results close"
+    );
+
+    // Edits and deletions of what is shown apply.
+    edit_over_http(&board, after, KEY, "just after, edited").await;
+    delete_over_http(&board, before, KEY).await;
+    page.wait_for(
+        "the edit and the deletion in the context",
+        &format!(
+            "{SEEN} return seen({after})?.body === 'just after, edited' && seen({before}) === null"
+        ),
+    )
+    .await;
+
+    // A live post is counted, and moves nothing.
+    let still = page.run(&format!("{CONTEXT_SEEN} return context;")).await;
+    let news = id_of(&post(&board, "Dee", "news while away").await);
+    let counted = page
+        .wait_for(
+            "the new message counted on Back to latest",
+            &format!("{CONTEXT_SEEN} return context.back === 'Back to latest · 1 new' && context;"),
+        )
+        .await;
+    assert_eq!(counted["top"], still["top"], "the view did not move");
+    assert_eq!(counted["scrollY"], still["scrollY"]);
+    assert!(!page.ids().await.contains(&news));
+
+    // The context reaches further both ways, newer messages above it
+    // without moving what is on screen.
+    let expected = |query: &str| {
+        let board_addr = board.addr;
+        let query = query.to_owned();
+        async move {
+            let page = common::get(board_addr, &format!("/api/messages?{query}")).await;
+            common::ids(page.json().as_array().expect("a list"))
+        }
+    };
+    let mut all = expected(&format!("since=0&limit={}", news - 1)).await;
+    all.reverse();
+    page.click("#show-older").await;
+    page.wait_for(
+        "the older messages below the context",
+        "return Number(document.querySelector('#messages > :last-child').dataset.id) === 1",
+    )
+    .await;
+    // (In sight below the sticky form first, where a reader scrolling up finds it.)
+    let top = page
+        .run(&format!(
+            "document.getElementById('show-newer').scrollIntoView({{block: 'center'}});
+             {CONTEXT_SEEN} return context.top;"
+        ))
+        .await;
+    page.click("#show-newer").await;
+    page.wait_for(
+        "the newer messages above the context",
+        &format!(
+            "return Number(document.querySelector('#messages > *').dataset.id) >= {}",
+            all[0]
+        ),
+    )
+    .await;
+    assert_eq!(page.ids().await, all, "every message once, in order");
+    assert_eq!(
+        page.run(&format!("{CONTEXT_SEEN} return context.top;"))
+            .await,
+        top,
+        "the found message stays where it was"
+    );
+
+    // Back to the live board: the latest 50 (as a new page gets them), the
+    // newest on top, in view.
+    let latest = common::get(board.addr, "/api/messages").await.json();
+    let mut latest = common::ids(latest.as_array().expect("a list"));
+    latest.reverse();
+    page.click("#back-to-latest").await;
+    page.wait_for(
+        "the live board again",
+        &format!(
+            "{CONTEXT_SEEN} return context.found === null && context.back === null
+                 && Number(document.querySelector('#messages > *')?.dataset.id) === {news}"
+        ),
+    )
+    .await;
+    assert_eq!(page.ids().await, latest);
+    assert_eq!(latest.len(), 50);
+    assert_eq!(page.run("return window.scrollY").await, 0);
+    // And it is live again.
+    let later = id_of(&post(&board, "Dee", "and live again").await);
+    page.wait_for(
+        "a new message on top",
+        &format!("return Number(document.querySelector('#messages > *')?.dataset.id) === {later}"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn search_works_from_the_keyboard_alone() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&["--rate-limit", "0"]);
+    post_many(&board, 30).await;
+    let found = id_of(&post(&board, "Ana", "Café at noon?").await);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+
+    page.press("/").await;
+    assert_eq!(
+        page.run("return document.activeElement.id").await,
+        "search",
+        "/ goes to the search field"
+    );
+    page.press("cafe").await;
+    let seen = search_results(&page, "cafe").await;
+    assert_eq!(hit_ids(&seen), [found]);
+    assert_eq!(seen["active"], Value::Null, "no result is chosen yet");
+    page.press(ARROW_DOWN).await;
+    let seen = page.run(&format!("{SEARCH_SEEN} return search;")).await;
+    assert_eq!(seen["active"], format!("search-hit-{found}"));
+    assert_eq!(
+        page.run(&format!(
+            "return document.getElementById('search-hit-{found}').getAttribute('aria-selected')"
+        ))
+        .await,
+        "true"
+    );
+    page.press(ENTER).await;
+    page.wait_for(
+        "the found message, focused",
+        &format!("{CONTEXT_SEEN} return context.found === {found} && context.focused"),
+    )
+    .await;
+
+    // Paging the results: 20, then "More results" chosen with the arrows.
+    page.press("/").await;
+    page.press("entry").await;
+    let seen = search_results(&page, "entry").await;
+    assert_eq!(hit_ids(&seen), (11..=30).rev().collect::<Vec<_>>());
+    assert_eq!(seen["more"], true);
+    assert_eq!(seen["status"], "20 messages match, more below");
+    page.press(&ARROW_DOWN.repeat(25)).await;
+    let seen = page.run(&format!("{SEARCH_SEEN} return search;")).await;
+    assert_eq!(
+        seen["active"], "search-more",
+        "the arrows stop at the last option"
+    );
+    page.press(ENTER).await;
+    let seen = page
+        .wait_for(
+            "the next results",
+            &format!("{SEARCH_SEEN} return search.hits.length === 30 && search;"),
+        )
+        .await;
+    assert_eq!(hit_ids(&seen), (1..=30).rev().collect::<Vec<_>>());
+    assert_eq!(seen["more"], false);
+    assert_eq!(
+        seen["active"], "search-hit-10",
+        "the first new result is chosen"
+    );
+    page.press(ARROW_UP).await;
+    let seen = page.run(&format!("{SEARCH_SEEN} return search;")).await;
+    assert_eq!(seen["active"], "search-hit-11");
+
+    // A query the board refuses says why; one that matches nothing says so.
+    // (Typed into the field, where Control stays down for the `a`.)
+    page.type_into(
+        "#search",
+        &format!("{CONTROL}a{NO_MODIFIERS}{}", "w ".repeat(17)),
+    )
+    .await;
+    let seen = page
+        .wait_for(
+            "the board's refusal",
+            &format!("{SEARCH_SEEN} return search.problem && search;"),
+        )
+        .await;
+    assert!(
+        seen["status"].as_str().is_some_and(|s| s
+            .starts_with("The board cannot search for that: ")
+            && s.contains("16")),
+        "{seen}"
+    );
+    page.type_into("#search", &format!("{CONTROL}a{NO_MODIFIERS}zzzz"))
+        .await;
+    let seen = search_results(&page, "zzzz").await;
+    assert_eq!(seen["status"], "No messages match");
+    assert_eq!(seen["hits"], json!([]));
+
+    // Escape clears the field and closes the results.
+    page.press(ESCAPE).await;
+    let seen = page.run(&format!("{SEARCH_SEEN} return search;")).await;
+    assert_eq!(
+        (&seen["value"], &seen["shown"], &seen["expanded"]),
+        (&json!(""), &json!(false), &json!("false")),
+        "{seen}"
+    );
+
+    // Back to latest from the keyboard, and `/` typed in the message box is a slash.
+    page.run("document.getElementById('back-to-latest').focus()")
+        .await;
+    page.press(ENTER).await;
+    page.wait_for(
+        "the live board again",
+        &format!("{CONTEXT_SEEN} return context.found === null && context.back === null"),
+    )
+    .await;
+    page.click("#message").await;
+    page.press("a/b").await;
+    assert_eq!(
+        page.run("return [document.activeElement.id, document.getElementById('message').value]")
+            .await,
+        json!(["message", "a/b"])
+    );
+}
+
+#[tokio::test]
+async fn on_a_phone_search_opens_from_its_button_and_its_results_fit_the_screen() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&["--rate-limit", "0"]);
+    post_many(&board, 40).await;
+    let found = id_of(
+        &post(
+            &board,
+            "A rather long display name that keeps going",
+            &format!(
+                "{} the café is open {}",
+                "words before ".repeat(20),
+                "unbreakable".repeat(30)
+            ),
+        )
+        .await,
+    );
+    post_many(&board, 40).await;
+    let page = chrome.open(&board.url(), Screen::Phone).await;
+    page.wait_connected().await;
+    let fits = "return document.documentElement.scrollWidth <= window.innerWidth";
+    assert_eq!(page.run(fits).await, true);
+    let shown = "return [...arguments].map(id => {
+        const e = document.getElementById(id);
+        const r = e.getBoundingClientRect();
+        return e.getClientRects().length > 0 && [r.width >= 44 && r.height >= 44, r.left >= 0 && r.right <= window.innerWidth];
+    })";
+    assert_eq!(
+        page.run_with(shown, json!(["search-toggle", "search"]))
+            .await,
+        json!([[true, true], false]),
+        "the field folds into its button"
+    );
+
+    page.click("#search-toggle").await;
+    assert_eq!(
+        page.run_with(shown, json!(["search-toggle", "search"]))
+            .await,
+        json!([[true, true], [true, true]]),
+        "the field opens across the screen"
+    );
+    assert_eq!(page.run("return document.activeElement.id").await, "search");
+    page.type_into("#search", "cafe").await;
+    let seen = search_results(&page, "cafe").await;
+    let result = hit(&seen, found);
+    assert_eq!(result["marks"], json!(["café"]));
+    assert!(
+        result["text"].as_str().is_some_and(|t| t.starts_with('…')),
+        "a long message is shown from shortly before its match: {result}"
+    );
+    let panel = page
+        .run(
+            "const r = document.getElementById('search-panel').getBoundingClientRect();
+             return {left: r.left >= 0, right: r.right <= window.innerWidth, bottom: r.bottom <= window.innerHeight}",
+        )
+        .await;
+    assert_eq!(
+        panel,
+        json!({"left": true, "right": true, "bottom": true}),
+        "the results fit the screen"
+    );
+    assert_eq!(page.run(fits).await, true, "nothing scrolls sideways");
+
+    page.click(&format!("#search-hit-{found}")).await;
+    let context = page
+        .wait_for(
+            "the found message in its context",
+            &format!("{CONTEXT_SEEN} return context.found === {found} && context;"),
+        )
+        .await;
+    assert_eq!(context["inView"], true, "{context}");
+    assert_eq!(context["backInView"], true, "{context}");
+    assert_eq!(page.run(fits).await, true);
+
+    // Sending from the context goes back to the live board, the post on top.
+    page.type_into("#message", &format!("Sent while reading old ones{ENTER}"))
+        .await;
+    page.wait_for(
+        "the live board again, the post on top",
+        &format!(
+            "{CONTEXT_SEEN} return context.found === null && context.back === null
+                 && document.querySelector('#messages > * .body')?.textContent
+                     === 'Sent while reading old ones'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        page.run("return document.querySelectorAll('#messages .body').length")
+            .await,
+        json!(82),
+        "the newest 200 (all 82 messages), each once"
+    );
+
+    // The wall has no search.
+    page.goto(&format!("{}/wall", board.url())).await;
+    page.wait_connected().await;
+    assert_eq!(
+        page.run(
+            "return [document.getElementById('search'), document.getElementById('search-toggle')]"
+        )
+        .await,
+        json!([null, null])
+    );
+}
+
+/// Not a check: makes the README's picture of search from a board that is
+/// already running, with messages posted to it. `LANBOARD_SCREENSHOT_URL`
+/// is its address; the search is for `LANBOARD_SCREENSHOT_QUERY` (default
+/// `lunch`) with the second result chosen, on a desktop screen (`phone`
+/// in `LANBOARD_SCREENSHOT_SCREEN` for a phone's), and with
+/// `LANBOARD_SCREENSHOT_OPEN=1` that result is opened in its context. The
+/// PNG goes to `LANBOARD_SCREENSHOT_OUT` (default `docs/search.png`):
+///
+///     LANBOARD_SCREENSHOT_URL=http://127.0.0.1:4100 \
+///         cargo test --test browser screenshot_of_search -- --ignored
+#[tokio::test]
+#[ignore = "makes docs/search.png from a running board: see its doc comment"]
+async fn screenshot_of_search_for_the_readme() {
+    let Some(chrome) = chrome() else { return };
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let url = std::env::var("LANBOARD_SCREENSHOT_URL")
+        .expect("LANBOARD_SCREENSHOT_URL names the running board");
+    let query = env("LANBOARD_SCREENSHOT_QUERY", "lunch");
+    let out = env("LANBOARD_SCREENSHOT_OUT", "docs/search.png");
+    let screen = match env("LANBOARD_SCREENSHOT_SCREEN", "desktop").as_str() {
+        "phone" => Screen::Phone,
+        _ => Screen::Desktop,
+    };
+    let page = chrome.open(&url, screen).await;
+    if screen == Screen::Desktop {
+        // The whole 1280×800 as the page, as the README's other pictures.
+        let (width, height) = screen.size();
+        page.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+    }
+    page.wait_connected().await;
+    if screen == Screen::Phone {
+        page.click("#search-toggle").await;
+    }
+    page.type_into("#search", &query).await;
+    search_results(&page, &query).await;
+    page.press(&ARROW_DOWN.repeat(2)).await;
+    if env("LANBOARD_SCREENSHOT_OPEN", "") == "1" {
+        page.press(ENTER).await;
+        page.wait_for(
+            "the found message",
+            &format!("{CONTEXT_SEEN} return context.focused"),
+        )
+        .await;
+    }
+    // The caret blinks; the picture should not depend on when it is taken.
+    page.run("document.getElementById('search').style.caretColor = 'transparent'")
+        .await;
+    let png = in_time("a screenshot", page.client.screenshot())
+        .await
+        .unwrap_or_else(|e| panic!("the screenshot failed: {e}"));
+    std::fs::write(&out, png).unwrap_or_else(|e| panic!("cannot write {out}: {e}"));
 }

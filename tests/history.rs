@@ -508,3 +508,144 @@ fn export_works_while_the_board_is_running() {
     assert!(status.success(), "{err}");
     assert!(out.contains("\"live\""), "{out}");
 }
+
+/// `GET /api/messages?around=...` on `board`: the ids it answered, and its
+/// `Lanboard-More` (older ones left) and `Lanboard-Newer` (newer ones left).
+async fn around(board: &Board, query: &str) -> (Vec<u64>, String, String) {
+    let response = get(board.addr, &format!("/api/messages?around={query}")).await;
+    assert_eq!(response.status, 200, "around={query}: {}", response.body);
+    let header = |name| response.header(name).unwrap_or("(none)").to_owned();
+    (
+        ids(response.json().as_array().unwrap()),
+        header("lanboard-more"),
+        header("lanboard-newer"),
+    )
+}
+
+fn range(ids: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    ids.collect()
+}
+
+#[tokio::test]
+async fn around_gives_a_message_amid_its_neighbours_oldest_first_from_the_window_and_the_store() {
+    // 3,000 messages: the newest 1,000 in the board's window, the rest in
+    // the file only.
+    let (_dir, board) = board_with(3000);
+    let t = |s: &str| s.to_owned();
+    // In the middle of the window, of the file, and across their border.
+    assert_eq!(
+        around(&board, "2500&limit=3").await,
+        (range(2497..=2503), t("true"), t("true"))
+    );
+    assert_eq!(
+        around(&board, "700&limit=3").await,
+        (range(697..=703), t("true"), t("true"))
+    );
+    assert_eq!(
+        around(&board, "2001&limit=4").await,
+        (range(1997..=2005), t("true"), t("true"))
+    );
+    // Near the start and at the end, the side that runs out is short and says so.
+    assert_eq!(
+        around(&board, "2&limit=5").await,
+        (range(1..=7), t("false"), t("true"))
+    );
+    assert_eq!(
+        around(&board, "2998&limit=5").await,
+        (range(2993..=3000), t("true"), t("false"))
+    );
+    // Exactly as many as there are is not "more".
+    assert_eq!(
+        around(&board, "6&limit=5").await,
+        (range(1..=11), t("false"), t("true"))
+    );
+    // The largest limit, and the default: the board's history (200).
+    let (got, _, _) = around(&board, "1500&limit=500").await;
+    assert_eq!(got, range(1000..=2000));
+    let (got, _, _) = around(&board, "1500").await;
+    assert_eq!(got, range(1300..=1700));
+    // An id past the newest: just the newest before it.
+    assert_eq!(
+        around(&board, "5000&limit=2").await,
+        (vec![2999, 3000], t("true"), t("false"))
+    );
+}
+
+#[tokio::test]
+async fn around_a_deleted_message_gives_its_neighbours() {
+    let board = Board::start(&["--rate-limit", "0"]);
+    const KEY: &str = "author-key-0123456789";
+    for n in 1..=9 {
+        let body = json!({"name": "a", "message": format!("m{n}"), "key": KEY}).to_string();
+        assert_eq!(
+            common::post(board.addr, "/api/messages", &body)
+                .await
+                .status,
+            201
+        );
+    }
+    for id in [5, 7] {
+        let deleted = common::http(
+            board.addr,
+            "DELETE",
+            &format!("/api/messages/{id}"),
+            &[("Lanboard-Key", KEY)],
+            "",
+        )
+        .await;
+        assert_eq!(deleted.status, 204, "{}", deleted.body);
+    }
+    let t = |s: &str| s.to_owned();
+    assert_eq!(
+        around(&board, "5&limit=2").await,
+        (vec![3, 4, 6, 8], t("true"), t("true"))
+    );
+    assert_eq!(
+        around(&board, "6&limit=1").await,
+        (vec![4, 6, 8], t("true"), t("true"))
+    );
+    assert_eq!(
+        around(&board, "7&limit=9").await,
+        (vec![1, 2, 3, 4, 6, 8, 9], t("false"), t("false"))
+    );
+}
+
+#[tokio::test]
+async fn around_of_long_messages_keeps_to_the_byte_budget_and_shows_both_sides() {
+    let (_dir, board) = board_of_long_messages();
+    let response = get(board.addr, "/api/messages?around=300&limit=500").await;
+    let page = response.json().as_array().unwrap().clone();
+    assert!(json_bytes(&page) <= CATCH_UP_BYTES);
+    let got = ids(&page);
+    let (first, last) = (got[0], *got.last().unwrap());
+    assert_eq!(got, range(first..=last), "one run, oldest first");
+    assert!(
+        first < 250 && last > 350,
+        "both sides of 300 get a share: {first}..={last}"
+    );
+    assert_eq!(response.header("lanboard-more"), Some("true"));
+    assert_eq!(response.header("lanboard-newer"), Some("true"));
+}
+
+#[tokio::test]
+async fn around_is_refused_with_since_or_before_and_when_it_is_no_id() {
+    let (_dir, board) = board_with(20);
+    for query in [
+        "around=5&since=2",
+        "around=5&before=9",
+        "around=5&since=2&before=9",
+        "around=abc",
+        "around=",
+        "around=-1",
+        "around=0",
+        "around=5&limit=0",
+        "around=5&limit=501",
+    ] {
+        let response = get(board.addr, &format!("/api/messages?{query}")).await;
+        assert_eq!(response.status, 400, "{query}: {}", response.body);
+        assert_eq!(response.json()["code"], "bad-request", "{query}");
+    }
+    // The other forms say nothing of newer ones.
+    let response = get(board.addr, "/api/messages?before=5").await;
+    assert_eq!(response.header("lanboard-newer"), None);
+}
