@@ -133,6 +133,10 @@ impl Drop for Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::start_with(&[std::ffi::OsStr::new("--data"), data.as_os_str()])
+    }
+
+    fn start_with(store: &[&std::ffi::OsStr]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -146,8 +150,7 @@ impl Server {
                 "--port",
                 &port.to_string(),
             ])
-            .arg("--data")
-            .arg(data)
+            .args(store)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -238,6 +241,162 @@ fn strip_index(path: &Path) {
     .expect("the index is dropped");
 }
 
+/// What a node of a Redis board costs for search.
+struct Node {
+    filled_in: Duration,
+    queries: Timings,
+    index_mib: f64,
+    rss_mib: f64,
+    redis_mib: f64,
+}
+
+/// A `redis-server` from the PATH on a free loopback port, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    fn start(dir: &Path) -> Option<RedisServer> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.ask("PING").is_none() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(server)
+    }
+
+    /// The answer to one inline command, as text.
+    fn ask(&self, command: &str) -> Option<String> {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let mut answer = vec![0; 64 * 1024];
+        let n = stream.read(&mut answer).ok()?;
+        Some(String::from_utf8_lossy(&answer[..n]).into_owned())
+    }
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let body = client
+        .get(url)
+        .send()
+        .await
+        .expect("an answer")
+        .bytes()
+        .await
+        .expect("a body");
+    serde_json::from_slice(&body).expect("JSON")
+}
+
+/// Imports the board into a fresh Redis, starts one node with a kept index
+/// and measures how long it takes to read the board, what it costs, and
+/// queries through it.
+async fn on_a_redis_node(
+    client: &reqwest::Client,
+    dir: &Path,
+    jsonl: &Path,
+    count: u64,
+    pairs: &[String],
+) -> Option<Node> {
+    let redis_dir = dir.join("redis");
+    std::fs::create_dir_all(&redis_dir).ok()?;
+    let Some(redis) = RedisServer::start(&redis_dir) else {
+        eprintln!("no redis-server on the PATH: the Redis node is not measured");
+        return None;
+    };
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let status = Command::new(binary())
+        .arg("import")
+        .arg(jsonl)
+        .args(["--redis", &url])
+        .stdout(Stdio::null())
+        .status()
+        .expect("lanboard import runs");
+    assert!(status.success(), "the import into Redis failed");
+    let index = dir.join("node.index");
+    for file in ["node.index", "node.index-wal", "node.index-shm"] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    let started = Instant::now();
+    let node = Server::start_with(&[
+        std::ffi::OsStr::new("--redis"),
+        std::ffi::OsStr::new(&url),
+        std::ffi::OsStr::new("--search-index"),
+        index.as_os_str(),
+    ]);
+    // The newest message's first word finds it first once the index holds
+    // the whole board (the stream is read in order).
+    let latest = get_json(
+        client,
+        &format!("http://{}/api/messages?limit=1", node.addr),
+    )
+    .await;
+    let text = latest[0]["message"].as_str().expect("the newest message");
+    let first = text.split(' ').next().unwrap_or_default();
+    let newest = format!(
+        "http://{}/api/search?q={}&limit=1",
+        node.addr,
+        encode(first)
+    );
+    loop {
+        let answer = get_json(client, &newest).await;
+        if answer["results"][0]["id"].as_u64() == Some(count) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the node never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let filled_in = started.elapsed();
+    let queries = time_queries(client, node.addr, &pairs[..pairs.len().min(300)]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    let index_mib = (size("node.index") + size("node.index-wal")) as f64 / 1048576.0;
+    let redis_mib = redis
+        .ask("INFO memory")
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |bytes| bytes / 1048576.0);
+    Some(Node {
+        filled_in,
+        queries,
+        index_mib,
+        rss_mib: node.rss_mib(),
+        redis_mib,
+    })
+}
+
 fn main() {
     let benchmark = std::env::args().any(|a| a == "--bench");
     let count: u64 = match std::env::var("SEARCH_MESSAGES") {
@@ -309,12 +468,21 @@ fn main() {
 
     let old = dir.join("schema4.db");
     std::fs::copy(&data, &old).expect("a copy of the board");
+    // The last commits may still be in the WAL only.
+    let _ = std::fs::copy(data.with_extension("db-wal"), old.with_extension("db-wal"));
+    let _ = std::fs::remove_file(old.with_extension("db-shm"));
     strip_index(&old);
     let migrated = Server::start(&old);
     let migration = migrated.started_in;
-    let after: Timings = runtime.block_on(time_queries(&client, migrated.addr, &pairs[..10]));
+    let after: Timings = runtime.block_on(time_queries(&client, migrated.addr, &letters[..26]));
     drop(migrated);
     assert!(after.hits > 0, "the migrated board finds messages");
+
+    let node = if benchmark || std::env::var_os("SEARCH_REDIS").is_some() {
+        runtime.block_on(on_a_redis_node(&client, &dir, &jsonl, count, &pairs))
+    } else {
+        None
+    };
 
     println!("## Search on {count} messages ({size_mib:.0} MiB file)\n");
     println!("| measure | value |\n|---|---|");
@@ -345,6 +513,25 @@ fn main() {
         "| first start of the same board as a schema 4 file (builds the index) | {:.1} s |",
         migration.as_secs_f64()
     );
+    match node {
+        Some(node) => {
+            println!(
+                "| Redis node: reading the whole board into its index at start | {:.1} s |",
+                node.filled_in.as_secs_f64()
+            );
+            println!(
+                "| Redis node: two-word query ({} queries, hits read again from Redis): p50 / p99 | {:.2} / {:.2} ms |",
+                node.queries.micros.len(),
+                node.queries.quantile(0.5),
+                node.queries.quantile(0.99)
+            );
+            println!(
+                "| Redis node: index file / node RSS at rest / Redis used memory | {:.0} MiB / {:.1} MiB / {:.0} MiB |",
+                node.index_mib, node.rss_mib, node.redis_mib
+            );
+        }
+        None => println!("| Redis node | not measured (no redis-server, or not asked) |"),
+    }
     println!(
         "\nSlowest two-word queries: {}",
         two_words
