@@ -117,6 +117,10 @@ impl Index {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM messages", [])?;
+        tx.execute(
+            "INSERT INTO search_index (search_index) VALUES ('delete-all')",
+            [],
+        )?;
         set_state(&tx, "position", "0")?;
         set_state(&tx, "epoch", epoch)?;
         tx.commit()?;
@@ -126,7 +130,7 @@ impl Index {
 
     /// Applies the board's events, in order, up to `position`, in one
     /// transaction. Applying an event again does no harm: a post or edit
-    /// writes the message's current form, a deletion removes it.
+    /// replaces the message with its current form, a deletion removes it.
     pub fn apply(&self, events: &[Event], position: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
@@ -134,26 +138,23 @@ impl Index {
         for event in events {
             match event {
                 Event::Posted(message) | Event::Edited { message, .. } => {
-                    removed |= matches!(event, Event::Edited { .. });
+                    let id = message.id as i64;
+                    removed |= forget(&tx, id)?;
                     tx.prepare_cached(
                         "INSERT INTO messages (id, name, message, time, edited)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (id) DO UPDATE SET name = excluded.name,
-                             message = excluded.message, time = excluded.time,
-                             edited = excluded.edited",
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
                     .execute(params![
-                        message.id as i64,
+                        id,
                         message.name,
                         message.message,
                         message.time,
                         message.edited
                     ])?;
+                    super::add(&tx, id, &message.name, &message.message)?;
                 }
                 Event::Deleted { id, .. } => {
-                    removed = true;
-                    tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
-                        .execute([*id as i64])?;
+                    removed |= forget(&tx, *id as i64)?;
                 }
             }
         }
@@ -169,6 +170,21 @@ impl Index {
     pub fn find(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError> {
         Ok(super::find(&self.conn.lock(), query, before, limit)?)
     }
+}
+
+/// Removes message `id` and its words, if the index has it; true if it had.
+fn forget(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    let held: Option<(String, String)> = conn
+        .prepare_cached("SELECT name, message FROM messages WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((name, message)) = held else {
+        return Ok(false);
+    };
+    super::remove(conn, id, &name, &message)?;
+    conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+        .execute([id])?;
+    Ok(true)
 }
 
 fn set_state(conn: &Connection, name: &str, value: &str) -> Result<(), StoreError> {

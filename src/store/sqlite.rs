@@ -17,8 +17,8 @@
 //! - `blocks(sender TEXT PRIMARY KEY, until INTEGER)`: blocked senders.
 //! - `settings(name TEXT PRIMARY KEY, value TEXT)`: the login cookie's
 //!   `secret` and the `operator` secret.
-//! - `search_index`: the FTS5 index of `messages`, kept by triggers in the
-//!   same transaction as every write to a message (see `search`).
+//! - `search_index`: the FTS5 index of `messages`, written in the same
+//!   transaction as every write to a message (see `search`).
 //!
 //! Versions 1 to 4 are upgraded in place on open; gaining the search index
 //! reads every message once (with a progress line on stderr for a large
@@ -496,6 +496,7 @@ impl Log for SqliteLog {
                     none,
                     none
                 ])?;
+                search::add(&tx, m.id as i64, &m.name, &m.message)?;
             }
         }
         tx.commit()?;
@@ -626,6 +627,7 @@ impl Batch<'_> {
                 draft.key_hash(),
                 draft.sender()
             ])?;
+            search::add(tx, self.last, draft.name(), draft.message())?;
             if let Some(cid) = draft.cid() {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO cids (cid, id, time) VALUES (?1, ?2, ?3)",
@@ -657,8 +659,10 @@ impl Batch<'_> {
         Ok(match op {
             Op::Edit { message: text, .. } => {
                 self.last += 1;
+                search::remove(tx, id, &message.name, &message.message)?;
                 tx.prepare_cached("UPDATE messages SET message = ?2, edited = ?3 WHERE id = ?1")?
                     .execute(params![id, text, time])?;
+                search::add(tx, id, &message.name, &text)?;
                 self.changed(id, false)?;
                 message.message = text;
                 message.edited = Some(time);
@@ -669,6 +673,7 @@ impl Batch<'_> {
             }
             Op::Delete { .. } => {
                 self.last += 1;
+                search::remove(tx, id, &message.name, &message.message)?;
                 tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
                     .execute([id])?;
                 self.changed(id, true)?;
