@@ -247,6 +247,17 @@ fn run(log: &dyn Log, board: &Board, feed: Feed, mut queue: mpsc::Receiver<Job>)
                 }
             }
         }
+        // Between batches, not inside them: a post waits for at most one step.
+        while queue.is_empty() {
+            match log.tidy() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(error) => {
+                    log::warn!("housekeeping of the store failed: {error}");
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -44,7 +44,8 @@ use crate::protocol::Message;
 /// merges all their lists, 90 ms at a million messages); a fourth one cost
 /// more on every post than it saved. Each commit writes a small segment of
 /// the index; merging 16 of them at a time rather than FTS5's 4 halves what
-/// indexing costs a busy board's writer.
+/// indexing costs. A SQLite board's writer does not merge in its commits at
+/// all ([`MERGE_WHEN_IDLE`]), but between them.
 pub const CREATE_INDEX: &str = "
 CREATE VIRTUAL TABLE search_index USING fts5(
     name, message,
@@ -54,6 +55,28 @@ CREATE VIRTUAL TABLE search_index USING fts5(
 );
 INSERT INTO search_index (search_index, rank) VALUES ('secure-delete', 1);
 INSERT INTO search_index (search_index, rank) VALUES ('automerge', 16);";
+
+/// For an index whose writer merges while it is idle ([`merge_some`]): no
+/// merging inside commits (FTS5 still merges, whatever this says, once a
+/// level holds as many segments as its `crisismerge`).
+pub const MERGE_WHEN_IDLE: &str =
+    "INSERT INTO search_index (search_index, rank) VALUES ('automerge', 0);";
+
+/// Pages one step of [`merge_some`] writes at most: a few milliseconds, so
+/// a post arriving meanwhile hardly waits.
+const MERGE_STEP_PAGES: i64 = 64;
+
+/// Merges some of the index's small segments (each commit writes one);
+/// true if there is more to merge.
+pub fn merge_some(conn: &Connection) -> rusqlite::Result<bool> {
+    let before = conn.total_changes();
+    conn.execute(
+        "INSERT INTO search_index (search_index, rank) VALUES ('merge', ?1)",
+        [MERGE_STEP_PAGES],
+    )?;
+    // FTS5's rule: a step that changed fewer than two rows found nothing to do.
+    Ok(conn.total_changes() - before >= 2)
+}
 
 /// Indexes message `id`, stored with this name and text.
 pub fn add(conn: &Connection, id: i64, name: &str, message: &str) -> rusqlite::Result<()> {

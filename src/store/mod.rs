@@ -85,6 +85,11 @@ pub trait Log: Send + Sync + 'static {
     /// id below `before`, that match `query`: never a deleted message, nor
     /// an edited one by a word it no longer has.
     fn search(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError>;
+    /// Housekeeping the writer does while no op is waiting, one short step
+    /// at a time (merging the search index); true while there is more.
+    fn tidy(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Loads exported messages, keeping their ids and times, into an empty
     /// board; returns how many.
     fn import(&self, messages: &[Message]) -> Result<usize, StoreError>;

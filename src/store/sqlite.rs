@@ -41,7 +41,7 @@ use super::{
     StoreError, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
 };
 use crate::protocol::Message;
-use crate::search::{self, Found, Query, CREATE_INDEX};
+use crate::search::{self, Found, Query, CREATE_INDEX, MERGE_WHEN_IDLE};
 
 /// "LNBD": marks a SQLite file as a lanboard database.
 const APPLICATION_ID: i64 = 0x4c4e_4244;
@@ -225,7 +225,7 @@ fn check_or_create_schema(
         let settings = if version < 3 { CREATE_SETTINGS } else { "" };
         let moderation = if version < 4 { ADD_MODERATION } else { "" };
         conn.execute_batch(&format!(
-            "BEGIN; {cids} {settings} {moderation} {CREATE_INDEX}"
+            "BEGIN; {cids} {settings} {moderation} {CREATE_INDEX} {MERGE_WHEN_IDLE}"
         ))?;
         let filled = search::fill(conn, |done, total| {
             if total > search::FILL_STEP {
@@ -321,6 +321,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
          {CREATE_SETTINGS}
          {ADD_MODERATION}
          {CREATE_INDEX}
+         {MERGE_WHEN_IDLE}
          PRAGMA application_id = {APPLICATION_ID};
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
@@ -464,6 +465,10 @@ impl Log for SqliteLog {
             return Ok(Found::default());
         }
         Ok(search::find(&self.reader.lock(), query, before, limit)?)
+    }
+
+    fn tidy(&self) -> Result<bool, StoreError> {
+        Ok(search::merge_some(&self.writer.lock().conn)?)
     }
 
     fn last_id(&self) -> Result<u64, StoreError> {
