@@ -220,20 +220,19 @@ async fn list_messages(
     };
     let board = state.board.clone();
     let history = board.config().history.min(MAX_PAGE);
-    let page = web::block(move || match listing {
-        Listing::After(since) => board
-            .after(since, limit.unwrap_or(MAX_PAGE))
-            .map(|(page, more)| (page, more, None)),
-        Listing::Before(before) => board
-            .before(before, limit.unwrap_or(history))
-            .map(|(page, more)| (page, more, None)),
-        Listing::Latest => board
-            .latest(limit.unwrap_or(history))
-            .map(|(page, more)| (page, more, None)),
-        // `Lanboard-More` says, as for `before`, whether older ones are left.
-        Listing::Around(id) => board
-            .around(id, limit.unwrap_or(history))
-            .map(|around| (around.page, around.older, Some(around.newer))),
+    let page = web::block(move || {
+        let one_way = match listing {
+            Listing::After(since) => board.after(since, limit.unwrap_or(MAX_PAGE)),
+            Listing::Before(before) => board.before(before, limit.unwrap_or(history)),
+            Listing::Latest => board.latest(limit.unwrap_or(history)),
+            // `Lanboard-More` says, as for `before`, whether older ones are left.
+            Listing::Around(id) => {
+                return board
+                    .around(id, limit.unwrap_or(history))
+                    .map(|around| (around.page, around.older, Some(around.newer)))
+            }
+        };
+        one_way.map(|(page, more)| (page, more, None))
     })
     .await;
     let flag = |more: bool| if more { "true" } else { "false" };

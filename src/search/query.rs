@@ -8,8 +8,6 @@
 //! looks at it: no character can make the expression fail to parse, and
 //! punctuation simply separates words as it does in the messages.
 
-use std::fmt::Write;
-
 /// The longest query taken, in characters.
 pub const MAX_QUERY_CHARS: usize = 500;
 /// The most terms (words, phrases, `from:` and `-` terms) in one query.
@@ -105,6 +103,20 @@ fn terms(text: &str) -> Vec<Term> {
     terms
 }
 
+impl Term {
+    /// The term as FTS5 matches it: its text quoted, as a prefix when
+    /// `prefix`, in the name column only for `from:`.
+    fn expression(&self, prefix: bool) -> String {
+        let text = quoted(&self.text);
+        let text = if prefix { format!("{text} *") } else { text };
+        if self.from {
+            format!("name : {text}")
+        } else {
+            text
+        }
+    }
+}
+
 /// `text` after `prefix` (ASCII), in any case.
 fn strip_prefix_ignoring_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     text.get(..prefix.len())
@@ -118,27 +130,15 @@ fn expression(terms: &[Term]) -> Option<String> {
     let last_kept = terms.iter().rposition(|t| !t.excluded);
     let mut kept = Vec::new();
     for (i, term) in terms.iter().enumerate().filter(|(_, t)| !t.excluded) {
-        let mut part = quoted(&term.text);
-        if Some(i) == last_kept && i == terms.len() - 1 && !term.closed {
-            part.push_str(" *");
-        }
-        if term.from {
-            part = format!("name : {part}");
-        }
-        kept.push(part);
+        let prefix = Some(i) == last_kept && i == terms.len() - 1 && !term.closed;
+        kept.push(term.expression(prefix));
     }
     if kept.is_empty() {
         return None;
     }
     let mut expression = format!("({})", kept.join(" AND "));
     for term in terms.iter().filter(|t| t.excluded) {
-        let left = quoted(&term.text);
-        let left = if term.from {
-            format!("name : {left}")
-        } else {
-            left
-        };
-        expression = format!("({expression} NOT {left})");
+        expression = format!("({expression} NOT {})", term.expression(false));
     }
     Some(expression)
 }
@@ -152,7 +152,7 @@ fn quoted(text: &str) -> String {
         if c == '"' {
             out.push('"');
         }
-        let _ = out.write_char(c);
+        out.push(c);
     }
     out.push('"');
     out

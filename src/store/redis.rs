@@ -882,12 +882,14 @@ impl Shared {
                             since.elapsed().as_secs_f64()
                         );
                     }
-                    self.feed_index(last, read_to, &events);
-                    last = read_to;
-                    self.seen.fetch_max(last, Ordering::SeqCst);
+                    self.seen.fetch_max(read_to, Ordering::SeqCst);
                     if !events.is_empty() {
                         board.publish(&events);
                     }
+                    // Published first, so the batch moves to the indexer
+                    // rather than being copied for it.
+                    self.feed_index(last, read_to, events);
+                    last = read_to;
                 }
                 Err(e) => {
                     self.outage(&mut down_since, &e);
@@ -1003,13 +1005,9 @@ impl Shared {
 
     /// Hands a batch the tail read (the events after `from`, up to `to`) to
     /// the indexer.
-    fn feed_index(&self, from: u64, to: u64, events: &[Event]) {
+    fn feed_index(&self, from: u64, to: u64, events: Vec<Event>) {
         if to > from {
-            self.send_to_index(Fed::Events {
-                from,
-                to,
-                events: events.to_vec(),
-            });
+            self.send_to_index(Fed::Events { from, to, events });
         }
     }
 
