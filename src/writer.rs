@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::board::Board;
 use crate::guard::Guard;
 use crate::protocol::{self, Code, Draft, Rejection};
-use crate::store::{Actor, Appended, Denied, Done, Feed, Log, Op, Outcome, StoreError};
+use crate::store::{Actor, Appended, Denied, Done, Feed, Log, Op, Outcome, StoreError, Tidy};
 
 /// Posts taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
@@ -193,7 +193,13 @@ fn commit(log: &dyn Log, ops: Vec<Op>, time: i64) -> Result<Vec<Outcome>, StoreE
 fn run(log: &dyn Log, board: &Board, feed: Feed, mut queue: mpsc::Receiver<Job>) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
+    // Only for waiting on the queue with a timeout, while the store has
+    // housekeeping due later.
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("the writer's timer starts");
+    while let Some(first) = next_job(log, &mut queue, &clock) {
         ops.push(first.op);
         replies.push(first.reply);
         while ops.len() < MAX_BATCH {
@@ -247,15 +253,34 @@ fn run(log: &dyn Log, board: &Board, feed: Feed, mut queue: mpsc::Receiver<Job>)
                 }
             }
         }
-        // Between batches, not inside them: a post waits for at most one step.
-        while queue.is_empty() {
-            match log.tidy() {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(error) => {
-                    log::warn!("housekeeping of the store failed: {error}");
-                    break;
+    }
+}
+
+/// The next job, tidying the store while none is waiting: between batches,
+/// not inside them, so a post waits for at most one step.
+fn next_job(
+    log: &dyn Log,
+    queue: &mut mpsc::Receiver<Job>,
+    clock: &tokio::runtime::Runtime,
+) -> Option<Job> {
+    loop {
+        if !queue.is_empty() {
+            return queue.blocking_recv();
+        }
+        match log.tidy() {
+            Ok(Tidy::More) => {}
+            Ok(Tidy::Done) => return queue.blocking_recv(),
+            Ok(Tidy::After(wait)) => {
+                // The timer is made inside the runtime that drives it.
+                let waited =
+                    clock.block_on(async { tokio::time::timeout(wait, queue.recv()).await });
+                if let Ok(job) = waited {
+                    return job;
                 }
+            }
+            Err(error) => {
+                log::warn!("housekeeping of the store failed: {error}");
+                return queue.blocking_recv();
             }
         }
     }

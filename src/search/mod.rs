@@ -5,7 +5,10 @@
 //! edited)` table, written by [`add`] and [`remove`] in the same transaction
 //! as each write to a message. Where that table lives differs:
 //! - a SQLite board's own file: the index is written in the same
-//!   transaction as every post, edit and deletion;
+//!   transaction as every edit and deletion, and takes in new posts a few
+//!   hundred at a time ([`catch_up`]); the posts it has not taken in yet
+//!   (the backlog) are searched by indexing them for that one query
+//!   ([`find_with_backlog`]), so a search never disagrees with the messages;
 //! - a Redis board: every node keeps an [`Index`] of its own, a SQLite file
 //!   filled from the stream and kept current by reading it (`index.rs`);
 //! - a memory board: an [`Index`] in memory, written with every commit.
@@ -32,35 +35,88 @@ use serde::Serialize;
 
 use crate::protocol::Message;
 
-/// The index over an existing `messages` table. Made empty: [`fill`] puts
-/// the existing messages in; from then on [`add`] and [`remove`] keep it, in
-/// the transaction that writes the message. (Not triggers: each statement a
-/// trigger runs is a savepoint, at which FTS5 writes out what it gathered,
-/// which makes indexing three times slower.)
+/// How every index splits and folds words, and its prefix indexes.
 ///
 /// Prefix indexes of the first 1, 2 and 3 characters make the word being
 /// typed one lookup even when it starts many common words (`the` is the
 /// start of `then`, `there`, `these`...: without them a query ending in it
 /// merges all their lists, 90 ms at a million messages); a fourth one cost
-/// more on every post than it saved. Each commit writes a small segment of
-/// the index; merging 16 of them at a time rather than FTS5's 4 halves what
-/// indexing costs. A SQLite board's writer does not merge in its commits at
-/// all ([`MERGE_WHEN_IDLE`]), but between them.
-pub const CREATE_INDEX: &str = "
+/// more on every post than it saved.
+macro_rules! words {
+    () => {
+        "
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '1 2 3'"
+    };
+}
+
+/// The index over an existing `messages` table. Made empty: [`fill`] puts
+/// the existing messages in; from then on [`add`] and [`remove`] keep it
+/// (or, on a SQLite board, [`catch_up`] for posts). Not triggers: each
+/// statement a trigger runs is a savepoint, at which FTS5 writes out what it
+/// gathered, which makes indexing three times slower.
+///
+/// Each commit that writes the index writes a small segment of it; merging
+/// 16 of them at a time rather than FTS5's 4 halves what indexing costs. A
+/// SQLite board's writer does not merge in its commits at all
+/// ([`MERGE_WHEN_IDLE`]), but between them.
+pub const CREATE_INDEX: &str = concat!(
+    "
 CREATE VIRTUAL TABLE search_index USING fts5(
     name, message,
-    content = 'messages', content_rowid = 'id',
-    tokenize = 'unicode61 remove_diacritics 2',
-    prefix = '1 2 3'
-);
+    content = 'messages', content_rowid = 'id',",
+    words!(),
+    ");
 INSERT INTO search_index (search_index, rank) VALUES ('secure-delete', 1);
-INSERT INTO search_index (search_index, rank) VALUES ('automerge', 16);";
+INSERT INTO search_index (search_index, rank) VALUES ('automerge', 16);"
+);
 
 /// For an index whose writer merges while it is idle ([`merge_some`]): no
 /// merging inside commits (FTS5 still merges, whatever this says, once a
-/// level holds as many segments as its `crisismerge`).
+/// level holds as many segments as its `crisismerge`), and 16 segments
+/// merged at a time when idle too, rather than the `merge` command's 4.
 pub const MERGE_WHEN_IDLE: &str =
-    "INSERT INTO search_index (search_index, rank) VALUES ('automerge', 0);";
+    "INSERT INTO search_index (search_index, rank) VALUES ('automerge', 0);
+INSERT INTO search_index (search_index, rank) VALUES ('usermerge', 16);";
+
+/// A SQLite board's record of how far its index has come: every message
+/// with an id up to `indexed_to` is in the index, in its current form, and
+/// none after it is. Those after it are the backlog.
+///
+/// Why a backlog: each commit that writes the index also writes a new
+/// segment of it, and merging those segments is most of what indexing
+/// costs. Taking posts in a few hundred at a time ([`catch_up`]) instead of
+/// in every commit of a busy board's writer costs a third as much, and a
+/// busy board's writer shares its core with the fan-out.
+pub const CREATE_PROGRESS: &str = "CREATE TABLE search_progress (indexed_to INTEGER NOT NULL);";
+
+/// Where [`search_progress`](CREATE_PROGRESS) stands.
+pub fn indexed_to(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT indexed_to FROM search_progress")?
+        .query_row([], |row| row.get(0))
+}
+
+/// Indexes up to `most` messages of the backlog, those with ids after
+/// `after` (where the index stands), oldest first, and records how far the
+/// index now goes: returned, and `after` when the backlog was empty.
+pub fn catch_up(conn: &Connection, after: i64, most: i64) -> rusqlite::Result<i64> {
+    let upto: Option<i64> = conn
+        .prepare_cached(
+            "SELECT max(id) FROM (SELECT id FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2)",
+        )?
+        .query_row(params![after, most], |row| row.get(0))?;
+    let Some(upto) = upto else {
+        return Ok(after);
+    };
+    conn.prepare_cached(
+        "INSERT INTO search_index (rowid, name, message)
+         SELECT id, name, message FROM messages WHERE id > ?1 AND id <= ?2",
+    )?
+    .execute(params![after, upto])?;
+    conn.prepare_cached("UPDATE search_progress SET indexed_to = ?1")?
+        .execute([upto])?;
+    Ok(upto)
+}
 
 /// Pages one step of [`merge_some`] writes at most: a few milliseconds, so
 /// a post arriving meanwhile hardly waits.
@@ -99,25 +155,27 @@ pub fn remove(conn: &Connection, id: i64, name: &str, message: &str) -> rusqlite
 /// How many messages [`fill`] indexes between two progress reports.
 pub const FILL_STEP: i64 = 50_000;
 
-/// Puts every message of the `messages` table into a freshly made index,
-/// in steps, calling `progress(done, total)` after each: existing files
-/// gain the index this way on their first start with search.
+/// Puts every message of the `messages` table into a freshly made index
+/// with an empty [`search_progress`](CREATE_PROGRESS), in steps, calling
+/// `progress(done, total)` after each: existing files gain the index this
+/// way on their first start with search.
 pub fn fill(conn: &Connection, mut progress: impl FnMut(i64, i64)) -> rusqlite::Result<()> {
     let total: i64 = conn.query_row("SELECT count(*) FROM messages", [], |row| row.get(0))?;
-    let mut step_end = conn.prepare(
-        "SELECT max(id) FROM (SELECT id FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2)",
-    )?;
-    let mut step = conn.prepare(
-        "INSERT INTO search_index (rowid, name, message)
-         SELECT id, name, message FROM messages WHERE id > ?1 AND id <= ?2",
-    )?;
+    conn.execute("INSERT INTO search_progress (indexed_to) VALUES (0)", [])?;
     let (mut after, mut done) = (0i64, 0i64);
-    while let Some(upto) = step_end.query_row(params![after, FILL_STEP], |row| row.get(0))? {
-        done += step.execute(params![after, upto])? as i64;
+    loop {
+        let upto = catch_up(conn, after, FILL_STEP)?;
+        if upto == after {
+            return Ok(());
+        }
+        done += conn.query_row(
+            "SELECT count(*) FROM messages WHERE id > ?1 AND id <= ?2",
+            params![after, upto],
+            |row| row.get::<_, i64>(0),
+        )?;
         after = upto;
         progress(done, total);
     }
-    Ok(())
 }
 
 /// One message found, with where the query matched it.
@@ -154,17 +212,76 @@ pub fn find(
     before: u64,
     limit: usize,
 ) -> rusqlite::Result<Found> {
+    find_in(conn, "main.search_index", query, before, limit)
+}
+
+/// [`find`] for a SQLite board whose index has a backlog: the messages
+/// after `indexed_to` are indexed for this one query in a temporary index
+/// of the connection (kept in memory and emptied afterwards), and found
+/// there before the index is searched for older ones. The caller reads in
+/// one transaction, so `indexed_to` and the messages agree.
+pub fn find_with_backlog(
+    conn: &Connection,
+    query: &Query,
+    indexed_to: i64,
+    before: u64,
+    limit: usize,
+) -> rusqlite::Result<Found> {
+    let before_id = i64::try_from(before).unwrap_or(i64::MAX);
+    conn.execute_batch(CREATE_BACKLOG_INDEX)?;
+    let backlog = conn
+        .prepare_cached(
+            "INSERT INTO temp.search_backlog (rowid, name, message)
+             SELECT id, name, message FROM main.messages WHERE id > ?1 AND id < ?2",
+        )?
+        .execute(params![indexed_to, before_id])?;
+    if backlog == 0 {
+        return find(conn, query, before, limit);
+    }
+    let found = find_in(conn, "temp.search_backlog", query, before, limit);
+    // Emptied at once: deleted text must not wait in memory for the next query.
+    conn.execute_batch("DELETE FROM temp.search_backlog")?;
+    let mut found = found?;
+    if !found.more {
+        // With no room left, this still tells whether older messages match.
+        let older = find(
+            conn,
+            query,
+            (indexed_to + 1) as u64,
+            limit - found.hits.len(),
+        )?;
+        found.hits.extend(older.hits);
+        found.more = older.more;
+    }
+    Ok(found)
+}
+
+/// The temporary index [`find_with_backlog`] uses: set up like the board's.
+const CREATE_BACKLOG_INDEX: &str = concat!(
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_backlog USING fts5(name, message,",
+    words!(),
+    ");"
+);
+
+fn find_in(
+    conn: &Connection,
+    table: &str,
+    query: &Query,
+    before: u64,
+    limit: usize,
+) -> rusqlite::Result<Found> {
     let Some(expression) = query.expression() else {
         return Ok(Found::default());
     };
-    let mut select = conn.prepare_cached(
+    let name = table.rsplit('.').next().unwrap_or(table);
+    let mut select = conn.prepare_cached(&format!(
         "SELECT m.id, m.name, m.message, m.time, m.edited,
-                highlight(search_index, 0, char(1), char(2)),
-                highlight(search_index, 1, char(1), char(2))
-         FROM search_index JOIN messages m ON m.id = search_index.rowid
-         WHERE search_index MATCH ?1 AND search_index.rowid < ?2
-         ORDER BY search_index.rowid DESC LIMIT ?3",
-    )?;
+                highlight({name}, 0, char(1), char(2)),
+                highlight({name}, 1, char(1), char(2))
+         FROM {table} JOIN main.messages m ON m.id = {name}.rowid
+         WHERE {name} MATCH ?1 AND {name}.rowid < ?2
+         ORDER BY {name}.rowid DESC LIMIT ?3"
+    ))?;
     let before = i64::try_from(before).unwrap_or(i64::MAX);
     let rows = select.query_map(params![expression, before, limit as i64 + 1], |row| {
         let message = Message {

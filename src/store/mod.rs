@@ -45,6 +45,17 @@ pub const CID_MEMORY_MS: i64 = 24 * 60 * 60 * 1000;
 /// (Redis expires them by itself.)
 const CID_PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
+/// What [`Log::tidy`] leaves to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tidy {
+    /// Nothing: wait for the next op.
+    Done,
+    /// Another step, as soon as no op is waiting.
+    More,
+    /// Another step after this long, unless an op comes first.
+    After(std::time::Duration),
+}
+
 /// The durable, totally ordered history of one board.
 ///
 /// Posts, edits and deletions take their ids from one counter, so the ids
@@ -86,9 +97,9 @@ pub trait Log: Send + Sync + 'static {
     /// an edited one by a word it no longer has.
     fn search(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError>;
     /// Housekeeping the writer does while no op is waiting, one short step
-    /// at a time (merging the search index); true while there is more.
-    fn tidy(&self) -> Result<bool, StoreError> {
-        Ok(false)
+    /// at a time (indexing posts for search, merging the index).
+    fn tidy(&self) -> Result<Tidy, StoreError> {
+        Ok(Tidy::Done)
     }
     /// Loads exported messages, keeping their ids and times, into an empty
     /// board; returns how many.

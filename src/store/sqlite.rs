@@ -3,7 +3,7 @@
 //! SQLite runs in WAL mode with one connection for the writer and one for
 //! readers, so reading history never waits for a commit.
 //!
-//! Schema version 5 (`PRAGMA user_version = 5`), tagged with
+//! Schema version 6 (`PRAGMA user_version = 6`), tagged with
 //! `PRAGMA application_id` so that a foreign database is refused:
 //! - `messages(id INTEGER PRIMARY KEY, name TEXT, message TEXT, time
 //!   INTEGER, edited INTEGER, key TEXT, sender TEXT)`: the messages not
@@ -18,11 +18,15 @@
 //! - `settings(name TEXT PRIMARY KEY, value TEXT)`: the login cookie's
 //!   `secret` and the `operator` secret.
 //! - `search_index`: the FTS5 index of `messages`, written in the same
-//!   transaction as every write to a message (see `search`).
+//!   transaction as every edit and deletion; new posts join it a few
+//!   hundred at a time, in the commit that takes the backlog past
+//!   [`BACKLOG_MOST`] or once the writer has been idle for [`BACKLOG_WAIT`]
+//!   (see `search`).
+//! - `search_progress(indexed_to INTEGER)`: one row, how far the index goes.
 //!
-//! Versions 1 to 4 are upgraded in place on open; gaining the search index
-//! reads every message once (with a progress line on stderr for a large
-//! file).
+//! Versions 1 to 5 are upgraded in place on open; gaining the search index
+//! (from version 4 or older) reads every message once, with a progress line
+//! on stderr for a large file.
 //!
 //! Deleted means gone from the file: the writer runs with `secure_delete`,
 //! which overwrites a deleted row (and an edited message's old text) with
@@ -32,20 +36,28 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{
     check_import_order, judge, same_secret, Appended, Denied, Done, Event, Log, Op, Outcome,
-    StoreError, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
+    StoreError, Tidy, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
 };
 use crate::protocol::Message;
-use crate::search::{self, Found, Query, CREATE_INDEX, MERGE_WHEN_IDLE};
+use crate::search::{self, Found, Query, CREATE_INDEX, CREATE_PROGRESS, MERGE_WHEN_IDLE};
 
 /// "LNBD": marks a SQLite file as a lanboard database.
 const APPLICATION_ID: i64 = 0x4c4e_4244;
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
+
+/// Posts the index may be behind by before the commit that passes this
+/// takes them in: enough to make indexing cheap, few enough that a search
+/// indexes the backlog for itself in a few milliseconds.
+const BACKLOG_MOST: i64 = 512;
+/// How long the writer waits, idle, before it indexes a smaller backlog.
+const BACKLOG_WAIT: Duration = Duration::from_millis(100);
 
 /// History in one SQLite file.
 pub struct SqliteLog {
@@ -69,6 +81,11 @@ struct Writing {
     /// True while a commit removed text that a checkpoint has not yet
     /// cleared out of the WAL (a reader held it up): the next commit tries again.
     unscrubbed: bool,
+    /// Where the search index stands (`search_progress`).
+    indexed_to: i64,
+    /// Posts after `indexed_to`, and since when the oldest of them waits.
+    backlog: i64,
+    backlog_since: Instant,
 }
 
 /// How long a commit waits for the disk (SQLite's `synchronous` in WAL mode).
@@ -107,16 +124,32 @@ impl SqliteLog {
         check_or_create_schema(&writer, &path, access, sync)?;
         // Export may read a file an older lanboard wrote, left as it was.
         let version: i64 = writer.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let (indexed_to, backlog) = if version >= 6 {
+            let indexed_to = search::indexed_to(&writer)?;
+            let backlog = writer.query_row(
+                "SELECT count(*) FROM messages WHERE id > ?1",
+                [indexed_to],
+                |row| row.get(0),
+            )?;
+            (indexed_to, backlog)
+        } else {
+            (0, 0)
+        };
         let reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // The backlog a search indexes for itself stays in memory.
+        reader.execute_batch("PRAGMA temp_store = MEMORY")?;
         Ok(SqliteLog {
             path,
             writer: Mutex::new(Writing {
                 conn: writer,
                 cids_pruned_at: 0,
                 unscrubbed: false,
+                indexed_to,
+                backlog,
+                backlog_since: Instant::now(),
             }),
             reader: Mutex::new(reader),
             _lock: lock,
@@ -220,12 +253,20 @@ fn check_or_create_schema(
     // Migrations from older schema versions, every step in one transaction.
     // Adding columns only writes the schema, not the rows, so it is instant
     // at any size. A reader (export) of an old file reads it as it is.
-    if access == Access::Write && (1..SCHEMA_VERSION).contains(&version) {
+    if access == Access::Write && version == 5 {
+        // Version 5 indexed every post in its own commit: all are in.
+        conn.execute_batch(&format!(
+            "BEGIN; {CREATE_PROGRESS} {MERGE_WHEN_IDLE}
+             INSERT INTO search_progress (indexed_to)
+                 SELECT coalesce(max(id), 0) FROM messages;
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
+    } else if access == Access::Write && (1..SCHEMA_VERSION).contains(&version) {
         let cids = if version < 2 { CREATE_CIDS } else { "" };
         let settings = if version < 3 { CREATE_SETTINGS } else { "" };
         let moderation = if version < 4 { ADD_MODERATION } else { "" };
         conn.execute_batch(&format!(
-            "BEGIN; {cids} {settings} {moderation} {CREATE_INDEX} {MERGE_WHEN_IDLE}"
+            "BEGIN; {cids} {settings} {moderation} {CREATE_INDEX} {MERGE_WHEN_IDLE} {CREATE_PROGRESS}"
         ))?;
         let filled = search::fill(conn, |done, total| {
             if total > search::FILL_STEP {
@@ -322,6 +363,8 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
          {ADD_MODERATION}
          {CREATE_INDEX}
          {MERGE_WHEN_IDLE}
+         {CREATE_PROGRESS}
+         INSERT INTO search_progress (indexed_to) VALUES (0);
          PRAGMA application_id = {APPLICATION_ID};
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
@@ -363,6 +406,7 @@ impl Log for SqliteLog {
     fn commit(&self, ops: Vec<Op>, time: i64) -> Result<Vec<Outcome>, StoreError> {
         let mut writing = self.writer.lock();
         let prune = time - writing.cids_pruned_at > CID_PRUNE_EVERY_MS;
+        let (was_indexed_to, was_backlog) = (writing.indexed_to, writing.backlog);
         let tx = writing
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -373,6 +417,8 @@ impl Log for SqliteLog {
         let mut batch = Batch {
             tx: &tx,
             time,
+            indexed_to: was_indexed_to,
+            posted: 0,
             last: tx.query_row(LAST_ID, [], |row| row.get(0))?,
             operator: tx
                 .query_row(
@@ -389,10 +435,21 @@ impl Log for SqliteLog {
             .map(|op| batch.apply(op))
             .collect::<Result<Vec<_>, _>>()?;
         let removed_text = batch.removed_text;
+        let mut backlog = was_backlog + batch.posted;
+        let mut indexed_to = was_indexed_to;
+        if backlog >= BACKLOG_MOST {
+            indexed_to = search::catch_up(&tx, indexed_to, i64::MAX)?;
+            backlog = 0;
+        }
         tx.commit()?;
         if prune {
             writing.cids_pruned_at = time;
         }
+        if was_backlog == 0 && backlog > 0 {
+            writing.backlog_since = Instant::now();
+        }
+        writing.backlog = backlog;
+        writing.indexed_to = indexed_to;
         if removed_text || writing.unscrubbed {
             writing.unscrubbed = !scrub_wal(&writing.conn);
         }
@@ -461,14 +518,45 @@ impl Log for SqliteLog {
     }
 
     fn search(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError> {
-        if self.version < 5 {
+        if self.version < 6 {
             return Ok(Found::default());
         }
-        Ok(search::find(&self.reader.lock(), query, before, limit)?)
+        let conn = self.reader.lock();
+        // One read transaction: where the index stands and the messages
+        // after it are seen as one commit left them.
+        let tx = conn.unchecked_transaction()?;
+        let indexed_to = search::indexed_to(&tx)?;
+        Ok(search::find_with_backlog(
+            &tx, query, indexed_to, before, limit,
+        )?)
     }
 
-    fn tidy(&self) -> Result<bool, StoreError> {
-        Ok(search::merge_some(&self.writer.lock().conn)?)
+    /// Indexes a backlog that has waited [`BACKLOG_WAIT`], then merges the
+    /// index's segments, a step at a time.
+    fn tidy(&self) -> Result<Tidy, StoreError> {
+        let mut writing = self.writer.lock();
+        if writing.backlog > 0 {
+            let waited = writing.backlog_since.elapsed();
+            if waited < BACKLOG_WAIT {
+                return Ok(Tidy::After(BACKLOG_WAIT - waited));
+            }
+            let tx = writing.conn.unchecked_transaction()?;
+            let indexed_to = search::catch_up(&tx, writing.indexed_to, BACKLOG_MOST)?;
+            let left: i64 = tx.query_row(
+                "SELECT count(*) FROM messages WHERE id > ?1",
+                [indexed_to],
+                |row| row.get(0),
+            )?;
+            tx.commit()?;
+            writing.indexed_to = indexed_to;
+            writing.backlog = left;
+            return Ok(Tidy::More);
+        }
+        Ok(if search::merge_some(&writing.conn)? {
+            Tidy::More
+        } else {
+            Tidy::Done
+        })
     }
 
     fn last_id(&self) -> Result<u64, StoreError> {
@@ -487,6 +575,7 @@ impl Log for SqliteLog {
             return Err(StoreError::NotEmpty);
         }
         let mut writing = self.writer.lock();
+        let after = writing.indexed_to;
         let tx = writing.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
@@ -501,10 +590,12 @@ impl Log for SqliteLog {
                     none,
                     none
                 ])?;
-                search::add(&tx, m.id as i64, &m.name, &m.message)?;
             }
         }
+        let indexed_to = search::catch_up(&tx, after, i64::MAX)?;
         tx.commit()?;
+        writing.indexed_to = indexed_to;
+        writing.backlog = 0;
         Ok(messages.len())
     }
 
@@ -581,6 +672,10 @@ pub fn operator_secret_in(path: &Path, fresh: &str, rotate_it: bool) -> Result<S
 struct Batch<'a> {
     tx: &'a rusqlite::Transaction<'a>,
     time: i64,
+    /// Where the search index stands: messages after it are not in it.
+    indexed_to: i64,
+    /// Posts stored so far in this batch.
+    posted: i64,
     /// The last id given out so far.
     last: i64,
     operator: String,
@@ -632,7 +727,7 @@ impl Batch<'_> {
                 draft.key_hash(),
                 draft.sender()
             ])?;
-            search::add(tx, self.last, draft.name(), draft.message())?;
+            self.posted += 1;
             if let Some(cid) = draft.cid() {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO cids (cid, id, time) VALUES (?1, ?2, ?3)",
@@ -664,10 +759,15 @@ impl Batch<'_> {
         Ok(match op {
             Op::Edit { message: text, .. } => {
                 self.last += 1;
-                search::remove(tx, id, &message.name, &message.message)?;
+                let indexed = id <= self.indexed_to;
+                if indexed {
+                    search::remove(tx, id, &message.name, &message.message)?;
+                }
                 tx.prepare_cached("UPDATE messages SET message = ?2, edited = ?3 WHERE id = ?1")?
                     .execute(params![id, text, time])?;
-                search::add(tx, id, &message.name, &text)?;
+                if indexed {
+                    search::add(tx, id, &message.name, &text)?;
+                }
                 self.changed(id, false)?;
                 message.message = text;
                 message.edited = Some(time);
@@ -678,7 +778,9 @@ impl Batch<'_> {
             }
             Op::Delete { .. } => {
                 self.last += 1;
-                search::remove(tx, id, &message.name, &message.message)?;
+                if id <= self.indexed_to {
+                    search::remove(tx, id, &message.name, &message.message)?;
+                }
                 tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
                     .execute([id])?;
                 self.changed(id, true)?;
