@@ -420,6 +420,10 @@ async fn deleted_and_replaced_words_leave_the_index_in_the_file() {
     let deleted = post(addr, "n", "vault combination qqzxjvorangutan").await;
     let edited = post(addr, "n", "typo wwkxfmarmadillo here").await;
     post(addr, "n", "keep jjyhwplatypus").await;
+    // New posts join the index a moment after they are stored: these two
+    // are edited and deleted once they are in it, the next one before.
+    until_indexed(&board.data, 3).await;
+    let unindexed = post(addr, "n", "quick xxqvwombat").await;
     let bytes = || {
         let mut bytes = std::fs::read(&board.data).unwrap();
         bytes.extend(std::fs::read(board.data.with_extension("db-wal")).unwrap_or_default());
@@ -428,17 +432,13 @@ async fn deleted_and_replaced_words_leave_the_index_in_the_file() {
     // The index holds words folded to lower case without accents.
     assert!(contains(&bytes(), "zxjvorangutan"), "stored at first");
     assert!(contains(&bytes(), "kxfmarmadillo"), "stored at first");
+    assert!(contains(&bytes(), "xxqvwombat"), "stored at first");
 
     let key = [("Lanboard-Key", ALICE)];
-    let response = http(
-        addr,
-        "DELETE",
-        &format!("/api/messages/{deleted}"),
-        &key,
-        "",
-    )
-    .await;
-    assert_eq!(response.status, 204);
+    for id in [deleted, unindexed] {
+        let response = http(addr, "DELETE", &format!("/api/messages/{id}"), &key, "").await;
+        assert_eq!(response.status, 204);
+    }
     let body = json!({"message": "typo fixed here"}).to_string();
     let response = http(
         addr,
@@ -451,7 +451,7 @@ async fn deleted_and_replaced_words_leave_the_index_in_the_file() {
     assert_eq!(response.status, 200);
 
     let now = bytes();
-    for gone in ["zxjvorangutan", "kxfmarmadillo"] {
+    for gone in ["zxjvorangutan", "kxfmarmadillo", "xxqvwombat"] {
         assert!(
             !contains(&now, gone),
             "{gone} is still in the file or its WAL"
@@ -462,6 +462,30 @@ async fn deleted_and_replaced_words_leave_the_index_in_the_file() {
         "the check reads the real index"
     );
     assert_eq!(found(addr, "qqzxjvorangutan").await, [] as [u64; 0]);
+}
+
+/// Waits until the board's search index holds every message up to `id`
+/// (new posts join it once the writer has been idle for a moment).
+async fn until_indexed(data: &std::path::Path, id: i64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let conn =
+            rusqlite::Connection::open_with_flags(data, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let indexed_to: i64 = conn
+            .query_row("SELECT indexed_to FROM search_progress", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        if indexed_to >= id {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the index stayed at {indexed_to}, short of {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Writes a lanboard file of schema version 2 (messages and cids, as

@@ -72,12 +72,14 @@ INSERT INTO search_index (search_index, rank) VALUES ('automerge', 16);"
 );
 
 /// For an index whose writer merges while it is idle ([`merge_some`]): no
-/// merging inside commits (FTS5 still merges, whatever this says, once a
-/// level holds as many segments as its `crisismerge`), and 16 segments
-/// merged at a time when idle too, rather than the `merge` command's 4.
+/// merging inside commits, 16 segments merged at a time when idle too
+/// (rather than the `merge` command's 4), and FTS5's own merge inside a
+/// commit (at `crisismerge` segments on one level) put off to 64, which
+/// the idle merging keeps the index from reaching unless posts never pause.
 pub const MERGE_WHEN_IDLE: &str =
     "INSERT INTO search_index (search_index, rank) VALUES ('automerge', 0);
-INSERT INTO search_index (search_index, rank) VALUES ('usermerge', 16);";
+INSERT INTO search_index (search_index, rank) VALUES ('usermerge', 16);
+INSERT INTO search_index (search_index, rank) VALUES ('crisismerge', 64);";
 
 /// A SQLite board's record of how far its index has come: every message
 /// with an id up to `indexed_to` is in the index, in its current form, and

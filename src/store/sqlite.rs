@@ -18,10 +18,9 @@
 //! - `settings(name TEXT PRIMARY KEY, value TEXT)`: the login cookie's
 //!   `secret` and the `operator` secret.
 //! - `search_index`: the FTS5 index of `messages`, written in the same
-//!   transaction as every edit and deletion; new posts join it a few
-//!   hundred at a time, in the commit that takes the backlog past
-//!   [`BACKLOG_MOST`] or once the writer has been idle for [`BACKLOG_WAIT`]
-//!   (see `search`).
+//!   transaction as every edit and deletion of a message in it; new posts
+//!   join it a few hundred at a time, between the writer's batches (see
+//!   [`BACKLOG_STEP`] and `search`).
 //! - `search_progress(indexed_to INTEGER)`: one row, how far the index goes.
 //!
 //! Versions 1 to 5 are upgraded in place on open; gaining the search index
@@ -52,12 +51,16 @@ use crate::search::{self, Found, Query, CREATE_INDEX, CREATE_PROGRESS, MERGE_WHE
 const APPLICATION_ID: i64 = 0x4c4e_4244;
 const SCHEMA_VERSION: i64 = 6;
 
-/// Posts the index may be behind by before the commit that passes this
-/// takes them in: enough to make indexing cheap, few enough that a search
-/// indexes the backlog for itself in a few milliseconds.
-const BACKLOG_MOST: i64 = 512;
-/// How long the writer waits, idle, before it indexes a smaller backlog.
+/// Posts the writer indexes in one go between batches, once that many wait
+/// (or once the oldest has waited [`BACKLOG_WAIT`]): enough to make
+/// indexing cheap, few enough that a post arriving meanwhile waits a few
+/// milliseconds, and that a search indexes the backlog for itself as fast.
+const BACKLOG_STEP: i64 = 512;
+/// How long the writer lets a backlog smaller than a step wait.
 const BACKLOG_WAIT: Duration = Duration::from_millis(100);
+/// A backlog the commit itself indexes: only reached when posts never stop
+/// coming long enough for the writer to do it between batches.
+const BACKLOG_MOST: i64 = 8 * BACKLOG_STEP;
 
 /// History in one SQLite file.
 pub struct SqliteLog {
@@ -531,17 +534,16 @@ impl Log for SqliteLog {
         )?)
     }
 
-    /// Indexes a backlog that has waited [`BACKLOG_WAIT`], then merges the
-    /// index's segments, a step at a time.
+    /// Indexes the backlog once a step's worth waits, or once it has
+    /// waited [`BACKLOG_WAIT`], and merges the index's segments: a step at
+    /// a time.
     fn tidy(&self) -> Result<Tidy, StoreError> {
         let mut writing = self.writer.lock();
-        if writing.backlog > 0 {
-            let waited = writing.backlog_since.elapsed();
-            if waited < BACKLOG_WAIT {
-                return Ok(Tidy::After(BACKLOG_WAIT - waited));
-            }
+        let waited = writing.backlog_since.elapsed();
+        let due = writing.backlog >= BACKLOG_STEP || waited >= BACKLOG_WAIT;
+        if writing.backlog > 0 && due {
             let tx = writing.conn.unchecked_transaction()?;
-            let indexed_to = search::catch_up(&tx, writing.indexed_to, BACKLOG_MOST)?;
+            let indexed_to = search::catch_up(&tx, writing.indexed_to, BACKLOG_STEP)?;
             let left: i64 = tx.query_row(
                 "SELECT count(*) FROM messages WHERE id > ?1",
                 [indexed_to],
@@ -550,10 +552,13 @@ impl Log for SqliteLog {
             tx.commit()?;
             writing.indexed_to = indexed_to;
             writing.backlog = left;
+            writing.backlog_since = Instant::now();
             return Ok(Tidy::More);
         }
         Ok(if search::merge_some(&writing.conn)? {
             Tidy::More
+        } else if writing.backlog > 0 {
+            Tidy::After(BACKLOG_WAIT - waited)
         } else {
             Tidy::Done
         })
@@ -858,6 +863,180 @@ mod tests {
 
     fn open(path: &Path) -> SqliteLog {
         SqliteLog::open(path, Access::Write, SyncMode::Normal).unwrap()
+    }
+
+    const KEY: &str = "author-key-0123456789";
+
+    /// Posts `texts` with [`KEY`] in one commit.
+    fn post(log: &SqliteLog, texts: &[&str]) -> Vec<u64> {
+        let keyed = drafts(texts)
+            .into_iter()
+            .map(|d| d.with_key(Some(KEY.into())))
+            .collect();
+        ids(&log.append(keyed, 1).unwrap())
+    }
+
+    /// The ids a search for `q` finds, newest first, all pages.
+    fn search(log: &SqliteLog, q: &str) -> Vec<u64> {
+        let query = Query::parse(q).unwrap();
+        let found = log.search(&query, u64::MAX, 100).unwrap();
+        assert!(!found.more);
+        found.hits.iter().map(|hit| hit.message.id).collect()
+    }
+
+    fn indexed_to(log: &SqliteLog) -> i64 {
+        search::indexed_to(&log.reader.lock()).unwrap()
+    }
+
+    /// Runs the writer's housekeeping as it would while idle.
+    fn tidy_until_done(log: &SqliteLog) {
+        loop {
+            match log.tidy().unwrap() {
+                Tidy::Done => return,
+                Tidy::More => {}
+                Tidy::After(wait) => std::thread::sleep(wait),
+            }
+        }
+    }
+
+    #[test]
+    fn a_post_is_found_while_it_waits_for_the_index_and_after_it_joins() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir.path().join("b.db"));
+        assert_eq!(post(&log, &["lunch at noon", "coffee at ten"]), [1, 2]);
+        assert_eq!(indexed_to(&log), 0, "a small backlog waits");
+        assert_eq!(search(&log, "lunch"), [1]);
+        assert_eq!(search(&log, "at"), [2, 1]);
+        assert!(
+            matches!(log.tidy().unwrap(), Tidy::After(wait) if wait <= BACKLOG_WAIT),
+            "the writer waits before it indexes a small backlog"
+        );
+        tidy_until_done(&log);
+        assert_eq!(indexed_to(&log), 2, "the idle writer indexed it");
+        assert_eq!(search(&log, "lunch"), [1]);
+        assert_eq!(search(&log, "at"), [2, 1]);
+    }
+
+    #[test]
+    fn the_commit_that_takes_the_backlog_past_its_bound_indexes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir.path().join("b.db"));
+        let texts: Vec<String> = (1..=BACKLOG_MOST).map(|n| format!("note {n}")).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        post(&log, &texts[..10]);
+        assert_eq!(indexed_to(&log), 0);
+        post(&log, &texts[10..]);
+        assert_eq!(indexed_to(&log), BACKLOG_MOST);
+        assert_eq!(search(&log, "4095"), [4095]);
+    }
+
+    #[test]
+    fn a_step_of_backlog_is_indexed_by_the_next_tidy_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir.path().join("b.db"));
+        let texts: Vec<String> = (1..=BACKLOG_STEP).map(|n| format!("note {n}")).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        post(&log, &texts);
+        assert_eq!(log.tidy().unwrap(), Tidy::More);
+        assert_eq!(indexed_to(&log), BACKLOG_STEP);
+    }
+
+    #[test]
+    fn pages_run_from_the_backlog_into_the_index_without_gaps_or_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir.path().join("b.db"));
+        let texts: Vec<String> = (1..=BACKLOG_MOST + 20)
+            .map(|n| format!("item {n}"))
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        post(&log, &texts[..BACKLOG_MOST as usize]);
+        post(&log, &texts[BACKLOG_MOST as usize..]);
+        assert_eq!(indexed_to(&log), BACKLOG_MOST, "20 wait in the backlog");
+        let query = Query::parse("item").unwrap();
+        for limit in [1, 7, 20, 21, 100] {
+            let (mut seen, mut before) = (Vec::new(), u64::MAX);
+            loop {
+                let found = log.search(&query, before, limit).unwrap();
+                seen.extend(found.hits.iter().map(|hit| hit.message.id));
+                if !found.more {
+                    break;
+                }
+                before = *seen.last().unwrap();
+            }
+            let all: Vec<u64> = (1..=BACKLOG_MOST as u64 + 20).rev().collect();
+            assert_eq!(seen, all, "pages of {limit}");
+        }
+    }
+
+    #[test]
+    fn edits_and_deletions_are_searched_right_in_the_index_and_in_the_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir.path().join("b.db"));
+        post(&log, &["alpha one", "alpha two"]);
+        tidy_until_done(&log);
+        post(&log, &["alpha three", "alpha four"]);
+        assert_eq!(indexed_to(&log), 2);
+        let edit = |id, text: &str| Op::Edit {
+            id,
+            message: text.into(),
+            key: KEY.into(),
+        };
+        let delete = |id| Op::Delete {
+            id,
+            key: KEY.into(),
+        };
+        let outcomes = log
+            .commit(
+                vec![
+                    edit(1, "beta one"),
+                    delete(2),
+                    edit(3, "beta three"),
+                    delete(4),
+                ],
+                2,
+            )
+            .unwrap();
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(search(&log, "alpha"), [] as [u64; 0]);
+        assert_eq!(search(&log, "beta"), [3, 1]);
+        tidy_until_done(&log);
+        assert_eq!(indexed_to(&log), 3);
+        assert_eq!(search(&log, "alpha"), [] as [u64; 0]);
+        assert_eq!(search(&log, "beta"), [3, 1]);
+    }
+
+    #[test]
+    fn a_backlog_left_by_a_stop_is_found_after_a_restart_and_then_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let log = open(&path);
+        post(&log, &["kept for later"]);
+        drop(log);
+        let log = open(&path);
+        assert_eq!(indexed_to(&log), 0);
+        assert_eq!(search(&log, "later"), [1]);
+        tidy_until_done(&log);
+        assert_eq!(indexed_to(&log), 1);
+        assert_eq!(search(&log, "later"), [1]);
+    }
+
+    #[test]
+    fn a_version_5_file_keeps_its_index_and_records_it_as_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.db");
+        let log = open(&path);
+        post(&log, &["from version five", "and another"]);
+        tidy_until_done(&log);
+        drop(log);
+        // What version 5 wrote: the same file without search_progress.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE search_progress; PRAGMA user_version = 5;")
+            .unwrap();
+        let log = open(&path);
+        assert_eq!(schema_version(&log), SCHEMA_VERSION);
+        assert_eq!(indexed_to(&log), 2);
+        assert_eq!(search(&log, "five"), [1]);
     }
 
     #[test]
