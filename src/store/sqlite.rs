@@ -422,13 +422,14 @@ impl Log for SqliteLog {
             time,
             indexed_to: was_indexed_to,
             posted: 0,
-            last: tx.query_row(LAST_ID, [], |row| row.get(0))?,
+            // Cached statements: every commit asks, and parsing the SQL
+            // showed in the writer's profile.
+            last: tx
+                .prepare_cached(LAST_ID)?
+                .query_row([], |row| row.get(0))?,
             operator: tx
-                .query_row(
-                    "SELECT value FROM settings WHERE name = ?1",
-                    [OPERATOR],
-                    |row| row.get(0),
-                )
+                .prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+                .query_row([OPERATOR], |row| row.get(0))
                 .optional()?
                 .unwrap_or_default(),
             removed_text: false,
@@ -544,11 +545,9 @@ impl Log for SqliteLog {
         if writing.backlog > 0 && due {
             let tx = writing.conn.unchecked_transaction()?;
             let indexed_to = search::catch_up(&tx, writing.indexed_to, BACKLOG_STEP)?;
-            let left: i64 = tx.query_row(
-                "SELECT count(*) FROM messages WHERE id > ?1",
-                [indexed_to],
-                |row| row.get(0),
-            )?;
+            let left: i64 = tx
+                .prepare_cached("SELECT count(*) FROM messages WHERE id > ?1")?
+                .query_row([indexed_to], |row| row.get(0))?;
             tx.commit()?;
             writing.indexed_to = indexed_to;
             writing.backlog = left;
