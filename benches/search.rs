@@ -233,8 +233,11 @@ fn encode(text: &str) -> String {
 /// Makes `from` a schema 4 file: the board as lanboard kept it before search.
 fn strip_index(path: &Path) {
     let conn = rusqlite::Connection::open(path).expect("the copy opens");
-    conn.execute_batch("DROP TABLE search_index; PRAGMA user_version = 4; VACUUM;")
-        .expect("the index is dropped");
+    conn.execute_batch(
+        "DROP TABLE search_index; DROP TABLE IF EXISTS search_progress;
+         PRAGMA user_version = 4; VACUUM;",
+    )
+    .expect("the index is dropped");
 }
 
 /// What a node of a Redis board costs for search.
