@@ -460,6 +460,11 @@ fn export_prints_json_lines_and_import_restores_them_into_an_empty_board() {
         dir.path(),
     );
     assert!(status.success(), "{err}");
+    let wal = std::fs::metadata(copy.with_extension("db-wal")).map_or(0, |m| m.len());
+    assert_eq!(
+        wal, 0,
+        "the imported messages are in the file itself, not left in its WAL"
+    );
     let (_, again, _) = run(&["export", "--data", copy.to_str().unwrap()], dir.path());
     assert_eq!(again, out, "a round trip changes nothing");
     // Importing into a board that has messages is refused, and changes nothing.

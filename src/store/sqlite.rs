@@ -600,6 +600,11 @@ impl Log for SqliteLog {
         tx.commit()?;
         writing.indexed_to = indexed_to;
         writing.backlog = 0;
+        // Into the file itself: a copy of the file alone then holds the
+        // board, and the next start has no WAL the size of it to replay.
+        writing
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(messages.len())
     }
 
@@ -875,6 +880,12 @@ mod tests {
         ids(&log.append(keyed, 1).unwrap())
     }
 
+    /// Posts "`word` n" for each n in `numbers`, in one commit.
+    fn post_numbered(log: &SqliteLog, word: &str, numbers: std::ops::RangeInclusive<i64>) {
+        let texts: Vec<String> = numbers.map(|n| format!("{word} {n}")).collect();
+        post(log, &texts.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
     /// The ids a search for `q` finds, newest first, all pages.
     fn search(log: &SqliteLog, q: &str) -> Vec<u64> {
         let query = Query::parse(q).unwrap();
@@ -920,11 +931,9 @@ mod tests {
     fn the_commit_that_takes_the_backlog_past_its_bound_indexes_it() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(&dir.path().join("b.db"));
-        let texts: Vec<String> = (1..=BACKLOG_MOST).map(|n| format!("note {n}")).collect();
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        post(&log, &texts[..10]);
+        post_numbered(&log, "note", 1..=10);
         assert_eq!(indexed_to(&log), 0);
-        post(&log, &texts[10..]);
+        post_numbered(&log, "note", 11..=BACKLOG_MOST);
         assert_eq!(indexed_to(&log), BACKLOG_MOST);
         assert_eq!(search(&log, "4095"), [4095]);
     }
@@ -933,9 +942,7 @@ mod tests {
     fn a_step_of_backlog_is_indexed_by_the_next_tidy_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(&dir.path().join("b.db"));
-        let texts: Vec<String> = (1..=BACKLOG_STEP).map(|n| format!("note {n}")).collect();
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        post(&log, &texts);
+        post_numbered(&log, "note", 1..=BACKLOG_STEP);
         assert_eq!(log.tidy().unwrap(), Tidy::More);
         assert_eq!(indexed_to(&log), BACKLOG_STEP);
     }
@@ -944,12 +951,8 @@ mod tests {
     fn pages_run_from_the_backlog_into_the_index_without_gaps_or_repeats() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(&dir.path().join("b.db"));
-        let texts: Vec<String> = (1..=BACKLOG_MOST + 20)
-            .map(|n| format!("item {n}"))
-            .collect();
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        post(&log, &texts[..BACKLOG_MOST as usize]);
-        post(&log, &texts[BACKLOG_MOST as usize..]);
+        post_numbered(&log, "item", 1..=BACKLOG_MOST);
+        post_numbered(&log, "item", BACKLOG_MOST + 1..=BACKLOG_MOST + 20);
         assert_eq!(indexed_to(&log), BACKLOG_MOST, "20 wait in the backlog");
         let query = Query::parse("item").unwrap();
         for limit in [1, 7, 20, 21, 100] {
