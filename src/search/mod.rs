@@ -98,26 +98,41 @@ pub fn indexed_to(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |row| row.get(0))
 }
 
+/// What [`catch_up`] did: how far the index now goes (unchanged when the
+/// backlog was empty), and how many messages it indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    pub indexed_to: i64,
+    pub indexed: i64,
+}
+
 /// Indexes up to `most` messages of the backlog, those with ids after
 /// `after` (where the index stands), oldest first, and records how far the
-/// index now goes: returned, and `after` when the backlog was empty.
-pub fn catch_up(conn: &Connection, after: i64, most: i64) -> rusqlite::Result<i64> {
+/// index now goes.
+pub fn catch_up(conn: &Connection, after: i64, most: i64) -> rusqlite::Result<CaughtUp> {
     let upto: Option<i64> = conn
         .prepare_cached(
             "SELECT max(id) FROM (SELECT id FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2)",
         )?
         .query_row(params![after, most], |row| row.get(0))?;
     let Some(upto) = upto else {
-        return Ok(after);
+        return Ok(CaughtUp {
+            indexed_to: after,
+            indexed: 0,
+        });
     };
-    conn.prepare_cached(
-        "INSERT INTO search_index (rowid, name, message)
-         SELECT id, name, message FROM messages WHERE id > ?1 AND id <= ?2",
-    )?
-    .execute(params![after, upto])?;
+    let indexed = conn
+        .prepare_cached(
+            "INSERT INTO search_index (rowid, name, message)
+             SELECT id, name, message FROM messages WHERE id > ?1 AND id <= ?2",
+        )?
+        .execute(params![after, upto])?;
     conn.prepare_cached("UPDATE search_progress SET indexed_to = ?1")?
         .execute([upto])?;
-    Ok(upto)
+    Ok(CaughtUp {
+        indexed_to: upto,
+        indexed: indexed as i64,
+    })
 }
 
 /// Pages one step of [`merge_some`] writes at most: a few milliseconds, so
@@ -166,16 +181,12 @@ pub fn fill(conn: &Connection, mut progress: impl FnMut(i64, i64)) -> rusqlite::
     conn.execute("INSERT INTO search_progress (indexed_to) VALUES (0)", [])?;
     let (mut after, mut done) = (0i64, 0i64);
     loop {
-        let upto = catch_up(conn, after, FILL_STEP)?;
-        if upto == after {
+        let step = catch_up(conn, after, FILL_STEP)?;
+        if step.indexed == 0 {
             return Ok(());
         }
-        done += conn.query_row(
-            "SELECT count(*) FROM messages WHERE id > ?1 AND id <= ?2",
-            params![after, upto],
-            |row| row.get::<_, i64>(0),
-        )?;
-        after = upto;
+        done += step.indexed;
+        after = step.indexed_to;
         progress(done, total);
     }
 }
@@ -217,9 +228,20 @@ pub fn find(
     find_in(conn, "main.search_index", query, before, limit)
 }
 
+/// Readies a SQLite board's reading connection for [`find_with_backlog`]:
+/// its temporary index, kept in memory.
+pub fn prepare_backlog(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(concat!(
+        "PRAGMA temp_store = MEMORY;
+         CREATE VIRTUAL TABLE temp.search_backlog USING fts5(name, message,",
+        words!(),
+        ");"
+    ))
+}
+
 /// [`find`] for a SQLite board whose index has a backlog: the messages
-/// after `indexed_to` are indexed for this one query in a temporary index
-/// of the connection (kept in memory and emptied afterwards), and found
+/// after `indexed_to` are indexed for this one query in the connection's
+/// temporary index ([`prepare_backlog`], emptied afterwards), and found
 /// there before the index is searched for older ones. The caller reads in
 /// one transaction, so `indexed_to` and the messages agree.
 pub fn find_with_backlog(
@@ -230,7 +252,6 @@ pub fn find_with_backlog(
     limit: usize,
 ) -> rusqlite::Result<Found> {
     let before_id = i64::try_from(before).unwrap_or(i64::MAX);
-    conn.execute_batch(CREATE_BACKLOG_INDEX)?;
     let backlog = conn
         .prepare_cached(
             "INSERT INTO temp.search_backlog (rowid, name, message)
@@ -257,13 +278,6 @@ pub fn find_with_backlog(
     }
     Ok(found)
 }
-
-/// The temporary index [`find_with_backlog`] uses: set up like the board's.
-const CREATE_BACKLOG_INDEX: &str = concat!(
-    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_backlog USING fts5(name, message,",
-    words!(),
-    ");"
-);
 
 fn find_in(
     conn: &Connection,

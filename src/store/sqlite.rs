@@ -142,8 +142,7 @@ impl SqliteLog {
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        // The backlog a search indexes for itself stays in memory.
-        reader.execute_batch("PRAGMA temp_store = MEMORY")?;
+        search::prepare_backlog(&reader)?;
         Ok(SqliteLog {
             path,
             writer: Mutex::new(Writing {
@@ -442,7 +441,7 @@ impl Log for SqliteLog {
         let mut backlog = was_backlog + batch.posted;
         let mut indexed_to = was_indexed_to;
         if backlog >= BACKLOG_MOST {
-            indexed_to = search::catch_up(&tx, indexed_to, i64::MAX)?;
+            indexed_to = search::catch_up(&tx, indexed_to, i64::MAX)?.indexed_to;
             backlog = 0;
         }
         tx.commit()?;
@@ -544,13 +543,16 @@ impl Log for SqliteLog {
         let due = writing.backlog >= BACKLOG_STEP || waited >= BACKLOG_WAIT;
         if writing.backlog > 0 && due {
             let tx = writing.conn.unchecked_transaction()?;
-            let indexed_to = search::catch_up(&tx, writing.indexed_to, BACKLOG_STEP)?;
-            let left: i64 = tx
-                .prepare_cached("SELECT count(*) FROM messages WHERE id > ?1")?
-                .query_row([indexed_to], |row| row.get(0))?;
+            let step = search::catch_up(&tx, writing.indexed_to, BACKLOG_STEP)?;
             tx.commit()?;
-            writing.indexed_to = indexed_to;
-            writing.backlog = left;
+            writing.indexed_to = step.indexed_to;
+            // The count only errs high (a deleted post stays in it), and a
+            // step short of full means nothing is left.
+            writing.backlog = if step.indexed < BACKLOG_STEP {
+                0
+            } else {
+                writing.backlog - step.indexed
+            };
             writing.backlog_since = Instant::now();
             return Ok(Tidy::More);
         }
@@ -596,7 +598,7 @@ impl Log for SqliteLog {
                 ])?;
             }
         }
-        let indexed_to = search::catch_up(&tx, after, i64::MAX)?;
+        let indexed_to = search::catch_up(&tx, after, i64::MAX)?.indexed_to;
         tx.commit()?;
         writing.indexed_to = indexed_to;
         writing.backlog = 0;
