@@ -17,6 +17,13 @@
 // The search field in the top bar asks `/api/search` as you type; opening a
 // result shows that message among its neighbours (`/api/messages?around=`)
 // in place of the live board, until "Back to latest".
+//
+// Files come along with a post: pasted, dropped on the page or picked with
+// the attach button, each is uploaded at once to `POST /api/files` (with
+// XMLHttpRequest, whose upload reports progress; fetch's does not), and the
+// post names the ids the board gave them. The post waits for uploads still
+// running. Images the board serves inline show as previews that open full
+// size in a dialog; other files show as chips that download them.
 'use strict';
 
 // ---- Settings (units in the names) -----------------------------------------
@@ -75,6 +82,12 @@ const PAUSED_RETRY_MS = 3_000;
  * never be stored twice; past it the post is likely stale anyway.
  */
 const OUTBOX_MAX_AGE_MS = 12 * 60 * 60 * 1000;
+/**
+ * The raster image types the board serves inline (`/files/<id>`): shown as
+ * previews. Every other file, SVG included (which the board sends as a
+ * download, since it may carry script), is a chip that downloads it.
+ */
+const PREVIEW_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/avif']);
 
 const WALL = location.pathname === '/wall' || new URLSearchParams(location.search).has('wall');
 
@@ -126,6 +139,16 @@ const ui = {
   backToLatest: byId('back-to-latest'),
   contextNew: byId('context-new'),
   newer: byId('show-newer'),
+  attachments: byId('attachments'),
+  sendingFiles: byId('sending-files'),
+  fileInput: byId('file-input'),
+  attach: byId('attach'),
+  dropZone: byId('drop-zone'),
+  viewer: byId('viewer'),
+  viewerImage: byId('viewer-image'),
+  viewerName: byId('viewer-name'),
+  viewerDownload: byId('viewer-download'),
+  viewerClose: byId('viewer-close'),
 };
 
 // ---- State ------------------------------------------------------------------
@@ -189,7 +212,18 @@ const state = {
   held: [],
   /** Ids the board gave this page's posts (from their acks) while news was held. */
   ownIds: new Set(),
-  limits: { max_message_chars: 4000, max_name_chars: 64 },
+  /** The board's limits, as `/api/info` gives them; these are its defaults. */
+  limits: { max_message_chars: 4000, max_name_chars: 64, max_file_bytes: 25 * 1024 * 1024, max_files_per_message: 10 },
+  /**
+   * The files attached to the post being written, in the order they were
+   * attached (see `attach`): uploading, uploaded (`file` is the board's
+   * File) or failed (`problem` says why).
+   */
+  attachments: [],
+  /** Send was pressed while uploads ran: the post goes once they are done. */
+  sendWhenUploaded: false,
+  /** Files dragged over the page: dragenter minus dragleave, so the drop zone shows until the drag leaves the page. */
+  dragDepth: 0,
   sound: false,
   notify: false,
   /** The operator secret of an operator link, while in operator mode; '' otherwise. */
@@ -214,7 +248,8 @@ const STORAGE = {
   sound: 'lanboard.sound',
   notify: 'lanboard.notify',
   // Posts not yet confirmed by the board, so a reload or a closed tab does
-  // not lose them: a JSON array of {cid, name, text, createdMs}, oldest first.
+  // not lose them: a JSON array of {cid, name, text, files?, createdMs},
+  // oldest first, `files` the board's Files of the uploads the post names.
   outbox: 'lanboard.outbox',
   // This browser's author key (see `authorKey`).
   key: 'lanboard.key',
@@ -269,7 +304,7 @@ const RETIRED_KEYS = ['lanboard.passphrase'];
  * posts only when it opens, and a post sent by two pages is still stored once.
  */
 const outbox = {
-  /** @type {{cid: string, name: string, text: string, createdMs: number}[]} */
+  /** @type {{cid: string, name: string, text: string, files?: object[], createdMs: number}[]} */
   posts: [],
 
   /** Takes over the posts a reloaded or closed page left unconfirmed. */
@@ -315,6 +350,7 @@ const outbox = {
         post.cid.length <= 64 &&
         typeof post.name === 'string' &&
         typeof post.text === 'string' &&
+        (post.files === undefined || (Array.isArray(post.files) && post.files.every(isFile))) &&
         Number.isFinite(post.createdMs),
     );
   },
@@ -964,8 +1000,12 @@ function renderMessage(message) {
   const body = document.createElement('p');
   body.className = 'body';
   appendWithLinks(body, message.message);
+  // A post of files alone shows just its files.
+  body.hidden = message.message === '';
 
   content.append(meta, body);
+  const files = filesOf(message);
+  if (files.length > 0) content.append(renderFiles(files));
   item.append(avatar, content);
   showActions(item);
   return item;
@@ -1103,6 +1143,8 @@ function showEdited(message) {
   const body = item.querySelector('.body');
   body.replaceChildren();
   appendWithLinks(body, message.message);
+  // Not while the edit box stands in for the text (`stopEditing` shows it).
+  if (!item.querySelector('.editor')) body.hidden = message.message === '';
   const meta = item.querySelector('.meta');
   const mark = meta.querySelector('.edited');
   if (mark) setEditedTime(mark, message.edited);
@@ -1124,6 +1166,8 @@ function removeMessage(id) {
   if (state.unread.length !== unread) showUnread();
   const item = itemOf(id);
   if (!item) return;
+  // Its image shown full size goes with it.
+  if (ui.viewer.open && ui.viewer.dataset.id === String(id)) ui.viewer.close();
   const focused = item.contains(document.activeElement);
   const next = item.nextElementSibling || item.previousElementSibling;
   item.remove();
@@ -1339,7 +1383,8 @@ function stopEditing(item) {
   const editor = item.querySelector('.editor');
   if (!editor) return;
   editor.remove();
-  item.querySelector('.body').hidden = false;
+  const body = item.querySelector('.body');
+  body.hidden = body.textContent === '';
   const bar = item.querySelector('.actions');
   if (bar) bar.hidden = false;
 }
@@ -1359,7 +1404,8 @@ function saveEdit(item) {
   const max = state.limits.max_message_chars;
   const used = Array.from(text.trimEnd()).length;
   let problem = '';
-  if (text.trim() === '') {
+  // A post with files may lose its words and keep its files.
+  if (text.trim() === '' && !item.querySelector('.files')) {
     problem = 'Write something, or delete the message instead.';
   } else if (used > max) {
     problem = `The message is ${used - max} characters over the limit of ${max}.`;
@@ -1589,8 +1635,8 @@ function tell(fromOthers) {
   }
   announce(
     fromOthers.length === 1
-      ? `${latest.name}: ${latest.message}`
-      : `${fromOthers.length} new messages. Latest from ${latest.name}: ${latest.message}`,
+      ? `${latest.name}: ${summary(latest)}`
+      : `${fromOthers.length} new messages. Latest from ${latest.name}: ${summary(latest)}`,
   );
 }
 
@@ -1680,7 +1726,7 @@ function desktopNotification(message, count) {
   if (!state.notify || !('Notification' in window) || Notification.permission !== 'granted') return;
   try {
     const title = count > 1 ? `${count} new messages on lanboard` : `${message.name} on lanboard`;
-    const note = new Notification(title, { body: message.message.slice(0, 300), tag: 'lanboard' });
+    const note = new Notification(title, { body: summary(message).slice(0, 300), tag: 'lanboard' });
     note.addEventListener('click', () => {
       window.focus();
       note.close();
@@ -1694,8 +1740,11 @@ function desktopNotification(message, count) {
 
 function submitMessage() {
   clearFormError();
+  waitForUploads(false);
   const text = ui.message.value;
-  if (text.trim() === '') {
+  const attached = state.attachments;
+  // A post may be files alone; it may not be nothing at all.
+  if (text.trim() === '' && attached.length === 0) {
     ui.message.focus();
     return;
   }
@@ -1708,13 +1757,25 @@ function submitMessage() {
   }
   // One post at a time: the next waits until the board has this one.
   if (outbox.posts.length > 0) return;
+  const failed = attached.find((attachment) => attachment.state === 'failed');
+  if (failed) {
+    showFormError(`${failed.name} was not uploaded; remove it to send the post without it.`);
+    return;
+  }
+  if (attached.some((attachment) => attachment.state === 'uploading')) {
+    // Goes by itself once the last upload is done (`uploadsSettled`).
+    waitForUploads(true);
+    return;
+  }
   if (!state.welcomed) {
     showFormError('Not connected right now. Your message stays here; send it once the board is back.');
     return;
   }
   const name = ui.name.value.trim();
   storage.set(STORAGE.name, name);
-  outbox.add({ cid: randomHex(), name, text, createdMs: Date.now() });
+  const post = { cid: randomHex(), name, text, createdMs: Date.now() };
+  if (attached.length > 0) post.files = attached.map((attachment) => attachment.file);
+  outbox.add(post);
   sendOutbox();
   // A post goes on top of the live board: show it there.
   if (state.context) backToLatest(false);
@@ -1732,6 +1793,8 @@ function sendOutbox() {
   const post = outbox.posts[0];
   if (post && state.posting === null && state.welcomed) {
     const data = { name: post.name, message: post.text, cid: post.cid, key: authorKey() };
+    // The same file attached twice is one file of the post.
+    if (post.files) data.files = [...new Set(post.files.map((file) => file.id))];
     if (request('add-message', data, { kind: 'post', cid: post.cid }) !== 0) state.posting = post.cid;
   }
   updateSendButton();
@@ -1752,10 +1815,16 @@ function posted(cid, message) {
     const item = itemOf(message.id);
     if (item) showActions(item);
   }
-  // Only clear what was sent: text typed since stays.
+  // Only clear what was sent: text typed and files attached since stay.
   if (post && ui.message.value === post.text) {
     ui.message.value = '';
     messageEdited();
+  }
+  if (post && post.files) {
+    const sent = new Set(post.files.map((file) => file.id));
+    for (const attachment of [...state.attachments]) {
+      if (attachment.state === 'done' && sent.has(attachment.file.id)) dropAttachment(attachment);
+    }
   }
   setPaused(false);
   clearFormError();
@@ -1780,6 +1849,9 @@ function refused(cid, problem) {
     ui.message.value = post.text;
     messageEdited();
   }
+  if (post && post.files && state.attachments.length === 0) {
+    for (const file of post.files) addUploaded(file);
+  }
   setPaused(false);
   showFormError(errorSentence(problem));
   tellHeldNews();
@@ -1792,7 +1864,7 @@ function setPaused(paused) {
 }
 
 function updateSendButton() {
-  ui.send.disabled = !state.connected || outbox.posts.length > 0;
+  ui.send.disabled = !state.connected || outbox.posts.length > 0 || state.sendWhenUploaded;
   showSendingPaused();
 }
 
@@ -1870,6 +1942,498 @@ function setUpForm() {
       if (ui.form.contains(document.activeElement)) ui.form.scrollIntoView({ block: 'nearest' });
     });
   }
+}
+
+// ---- Files ------------------------------------------------------------------
+
+/** What the board calls a file: the hex of its content's SHA-256. */
+const FILE_ID = /^[0-9a-f]{64}$/;
+
+/** True for a File as the board describes one: `{id, name, size, type}`. */
+function isFile(value) {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    typeof value.id === 'string' &&
+    FILE_ID.test(value.id) &&
+    typeof value.name === 'string' &&
+    Number.isSafeInteger(value.size) &&
+    value.size >= 0 &&
+    typeof value.type === 'string'
+  );
+}
+
+/** The well-formed files of a message, in its order; none when it has none. */
+function filesOf(message) {
+  return Array.isArray(message.files) ? message.files.filter(isFile) : [];
+}
+
+/** Where the board serves a file; the id is 64 hex digits, so nothing in it needs escaping. */
+const fileUrl = (file) => `/files/${file.id}`;
+
+const isPreview = (file) => PREVIEW_TYPES.has(file.type.toLowerCase());
+
+/** What a message says, for a notification or a screen reader: its text, and its files by name. */
+function summary(message) {
+  const names = filesOf(message).map((file) => file.name);
+  if (names.length === 0) return message.message;
+  const files = names.length === 1 ? names[0] : `${names.length} files: ${names.join(', ')}`;
+  return message.message.trim() === '' ? files : `${message.message} (${files})`;
+}
+
+/**
+ * A size as file managers show it, in units of 1024 with their everyday
+ * names: "812 bytes", "48.3 KB", "25 MB".
+ */
+function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} ${bytes === 1 ? 'byte' : 'bytes'}`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const shown = value >= 100 ? Math.round(value) : Math.round(value * 10) / 10;
+  return `${shown} ${units[unit]}`;
+}
+
+const ARCHIVE_NAME = /\.(zip|7z|rar|tar|tgz|gz|bz2|xz|zst)$/i;
+const ARCHIVE_TYPE = /zip|compressed|x-tar|gzip|bzip|x-xz|zstd|rar/;
+const TEXT_NAME = /\.(txt|md|csv|log|json|xml|ya?ml|toml|ini|conf)$/i;
+const TEXT_TYPE = /^text\/|json|xml|yaml|toml|javascript/;
+
+/** The kind of a file, for its icon: by its media type, else by its name. */
+function kindOf(file) {
+  const type = file.type.toLowerCase();
+  if (type.startsWith('image/')) return 'image';
+  if (type.startsWith('audio/')) return 'audio';
+  if (type.startsWith('video/')) return 'video';
+  if (type === 'application/pdf' || /\.pdf$/i.test(file.name)) return 'pdf';
+  if (ARCHIVE_TYPE.test(type) || ARCHIVE_NAME.test(file.name)) return 'archive';
+  if (TEXT_TYPE.test(type) || TEXT_NAME.test(file.name)) return 'text';
+  return 'other';
+}
+
+/** Each kind's word on its chip, and the label of its icon when the name has no short extension. */
+const KINDS = {
+  image: { word: 'Image', label: 'IMG' },
+  audio: { word: 'Audio', label: 'AUD' },
+  video: { word: 'Video', label: 'VID' },
+  pdf: { word: 'PDF', label: 'PDF' },
+  archive: { word: 'Archive', label: 'ZIP' },
+  text: { word: 'Text', label: 'TXT' },
+  other: { word: 'File', label: 'FILE' },
+};
+
+/**
+ * A file's icon: a page with a folded corner in its kind's colour (style.css),
+ * labelled with its extension (up to four letters), else its kind. Drawn
+ * inline, so the page needs no image files.
+ */
+function fileIcon(file) {
+  const kind = kindOf(file);
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('class', `file-icon kind-${kind}`);
+  svg.setAttribute('viewBox', '0 0 32 40');
+  svg.setAttribute('width', '26');
+  svg.setAttribute('height', '32');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('focusable', 'false');
+  const page = document.createElementNS(ns, 'path');
+  page.setAttribute('class', 'file-icon-page');
+  page.setAttribute('d', 'M5 1h16l10 10v25a3 3 0 0 1-3 3H5a3 3 0 0 1-3-3V4a3 3 0 0 1 3-3z');
+  const fold = document.createElementNS(ns, 'path');
+  fold.setAttribute('class', 'file-icon-fold');
+  fold.setAttribute('d', 'M21 1v7a3 3 0 0 0 3 3h7');
+  const label = document.createElementNS(ns, 'text');
+  label.setAttribute('class', 'file-icon-label');
+  label.setAttribute('x', '16');
+  label.setAttribute('y', '31');
+  label.setAttribute('text-anchor', 'middle');
+  const extension = /\.([a-z0-9]{1,4})$/i.exec(file.name);
+  label.textContent = extension ? extension[1].toUpperCase() : KINDS[kind].label;
+  svg.append(page, fold, label);
+  return svg;
+}
+
+/**
+ * A message's files: its images as previews (at most 320×240, or the
+ * width of a phone, in their own proportions) that open full size, then
+ * everything else as chips that download.
+ */
+function renderFiles(files) {
+  const block = document.createElement('div');
+  block.className = 'files';
+  const previews = files.filter(isPreview);
+  const others = files.filter((file) => !isPreview(file));
+  if (previews.length > 0) {
+    const row = document.createElement('div');
+    row.className = 'file-previews';
+    row.append(...previews.map(renderPreview));
+    block.append(row);
+  }
+  if (others.length > 0) {
+    const list = document.createElement('div');
+    list.className = 'file-chips';
+    list.append(...others.map(renderFileChip));
+    block.append(list);
+  }
+  return block;
+}
+
+/** An image of a post: a link to the file, which the page opens in its viewer (`openViewer`). */
+function renderPreview(file) {
+  const link = document.createElement('a');
+  link.className = 'file-preview';
+  link.href = fileUrl(file);
+  link.title = `${file.name} (${formatSize(file.size)}): open full size`;
+  const image = document.createElement('img');
+  // Before the source: an image told to load lazily after it has one may have started already.
+  image.loading = 'lazy';
+  image.decoding = 'async';
+  image.alt = file.name;
+  image.src = fileUrl(file);
+  link.append(image);
+  return link;
+}
+
+/** Any other file: its icon, name and size, as a link that downloads it under its name. */
+function renderFileChip(file) {
+  const link = document.createElement('a');
+  link.className = 'file-chip';
+  link.href = fileUrl(file);
+  link.download = file.name;
+  const text = document.createElement('span');
+  text.className = 'file-text';
+  const name = document.createElement('span');
+  name.className = 'file-name';
+  name.textContent = file.name;
+  const size = document.createElement('span');
+  size.className = 'file-size';
+  size.textContent = `${KINDS[kindOf(file)].word} · ${formatSize(file.size)}`;
+  text.append(name, size);
+  link.append(fileIcon(file), text);
+  return link;
+}
+
+// ---- Files: the viewer ------------------------------------------------------
+
+/** The preview whose image the viewer shows, to give the focus back to. */
+let viewerOpener = null;
+
+/** Shows a preview's image full size in the `#viewer` dialog, with its name and a download link. */
+function openViewer(link) {
+  const image = link.querySelector('img');
+  const href = link.getAttribute('href');
+  ui.viewerImage.src = href;
+  ui.viewerImage.alt = image.alt;
+  ui.viewerName.textContent = image.alt;
+  ui.viewerDownload.href = href;
+  ui.viewerDownload.download = image.alt;
+  const item = link.closest('.message');
+  ui.viewer.dataset.id = item ? item.dataset.id : '';
+  viewerOpener = link;
+  ui.viewer.showModal();
+}
+
+function setUpViewer() {
+  ui.list.addEventListener('click', (event) => {
+    const link = event.target.closest('a.file-preview');
+    // A click with a modifier (a new tab, a download) is the browser's to handle.
+    if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    openViewer(link);
+  });
+  ui.viewerClose.addEventListener('click', () => ui.viewer.close());
+  // The dialog fills the screen, its figure in the middle: a click that
+  // lands on the dialog itself is beside the image, on the dimmed page.
+  ui.viewer.addEventListener('click', (event) => {
+    if (event.target === ui.viewer) ui.viewer.close();
+  });
+  // Escape closes a modal dialog by itself; every way of closing ends here.
+  ui.viewer.addEventListener('close', () => {
+    ui.viewerImage.removeAttribute('src');
+    delete ui.viewer.dataset.id;
+    if (viewerOpener && viewerOpener.isConnected) viewerOpener.focus();
+    viewerOpener = null;
+  });
+}
+
+// ---- Files: attaching and uploading -----------------------------------------
+
+/** Counts attachments, for their chips' keys. */
+let attachmentKeys = 0;
+
+/** Whether files may be attached now: on a page with the form, once the board is open. */
+const canAttach = () => !WALL && !document.documentElement.classList.contains('locked');
+
+/**
+ * Attaches `blobs` (Files) to the post being written: each is checked
+ * against the board's limits, gets a chip under the message box and is
+ * uploaded at once. What is refused is said in the form.
+ */
+function attach(blobs) {
+  if (!canAttach()) return;
+  const problems = [];
+  const { max_file_bytes: maxBytes, max_files_per_message: maxFiles } = state.limits;
+  for (const blob of blobs) {
+    const name = blob.name || 'file';
+    if (blob.size > maxBytes) {
+      // Told before a byte is sent: the board would only refuse it at the end.
+      problems.push(tooLarge(name, blob.size, maxBytes));
+    } else if (state.attachments.length >= maxFiles) {
+      problems.push(`A post takes up to ${maxFiles} files; ${name} was left out.`);
+    } else {
+      const attachment = addAttachment({ name, size: blob.size, type: blob.type, state: 'uploading' });
+      upload(attachment, blob);
+    }
+  }
+  if (problems.length > 0) showFormError(problems.join(' '));
+}
+
+/** "photo.png is 31.2 MB; the board takes files up to 25 MB.", in bytes where rounding would hide the difference. */
+function tooLarge(name, size, max) {
+  const [shown, limit] = formatSize(size) === formatSize(max)
+    ? [`${size.toLocaleString()} bytes`, `${max.toLocaleString()} bytes`]
+    : [formatSize(size), formatSize(max)];
+  return `${name} is ${shown}; the board takes files up to ${limit}.`;
+}
+
+/** A file the board has already (a post given back, or left in the outbox by a closed page). */
+function addUploaded(file) {
+  const attachment = addAttachment({ name: file.name, size: file.size, type: file.type, state: 'done' });
+  attachment.file = file;
+  showAttachment(attachment);
+}
+
+/** Adds an attachment and its chip: its icon, name, progress and remove button. */
+function addAttachment(fields) {
+  attachmentKeys += 1;
+  const attachment = { key: String(attachmentKeys), loaded: 0, file: null, problem: '', request: null, ...fields };
+  const chip = document.createElement('li');
+  chip.className = 'attachment';
+  chip.dataset.key = attachment.key;
+  const text = document.createElement('span');
+  text.className = 'file-text';
+  const name = document.createElement('span');
+  name.className = 'file-name';
+  name.textContent = attachment.name;
+  const detail = document.createElement('span');
+  detail.className = 'file-size';
+  const bar = document.createElement('progress');
+  bar.className = 'upload-progress';
+  bar.max = 1;
+  bar.setAttribute('aria-label', `Upload of ${attachment.name}`);
+  text.append(name, detail, bar);
+  const remove = document.createElement('button');
+  remove.type = 'button';
+  remove.className = 'button quiet small remove';
+  remove.dataset.action = 'remove';
+  remove.setAttribute('aria-label', `Remove ${attachment.name}`);
+  remove.textContent = '×';
+  chip.append(fileIcon(attachment), text, remove);
+  Object.assign(attachment, { chip, detail, bar });
+  state.attachments.push(attachment);
+  ui.attachments.append(chip);
+  ui.attachments.hidden = false;
+  showAttachment(attachment);
+  return attachment;
+}
+
+/** Brings an attachment's chip up to date with its state and progress. */
+function showAttachment(attachment) {
+  const { chip, detail, bar } = attachment;
+  chip.dataset.state = attachment.state;
+  bar.hidden = attachment.state !== 'uploading';
+  bar.value = attachment.size > 0 ? attachment.loaded / attachment.size : 0;
+  if (attachment.state === 'uploading') {
+    detail.textContent = `Uploading… ${formatSize(attachment.loaded)} of ${formatSize(attachment.size)}`;
+  } else if (attachment.state === 'done') {
+    detail.textContent = formatSize(attachment.size);
+  } else {
+    detail.textContent = attachment.problem;
+  }
+}
+
+/**
+ * Uploads one file: `POST /api/files?name=` with the file as the body and
+ * its type, through XMLHttpRequest for its upload progress. The board
+ * answers with the File it keeps (201 new, 200 known already) or a problem.
+ */
+function upload(attachment, blob) {
+  const xhr = new XMLHttpRequest();
+  attachment.request = xhr;
+  xhr.open('POST', `/api/files?name=${encodeURIComponent(attachment.name)}`);
+  xhr.setRequestHeader('Content-Type', blob.type || 'application/octet-stream');
+  xhr.responseType = 'json';
+  xhr.upload.addEventListener('progress', (event) => {
+    attachment.loaded = Math.min(event.loaded, attachment.size);
+    showAttachment(attachment);
+  });
+  xhr.addEventListener('load', () => {
+    const answer = xhr.response;
+    if ((xhr.status === 200 || xhr.status === 201) && isFile(answer)) {
+      uploaded(attachment, answer);
+    } else {
+      uploadFailed(attachment, xhr.status, answer);
+    }
+  });
+  xhr.addEventListener('error', () => uploadFailed(attachment, 0, null));
+  // `abort` comes only from `dropAttachment`, which has let the attachment go already.
+  xhr.send(blob);
+}
+
+function uploaded(attachment, file) {
+  attachment.request = null;
+  attachment.file = file;
+  attachment.loaded = attachment.size;
+  attachment.state = 'done';
+  showAttachment(attachment);
+  uploadsSettled();
+}
+
+function uploadFailed(attachment, status, answer) {
+  attachment.request = null;
+  attachment.state = 'failed';
+  attachment.problem = uploadProblem(status, answer);
+  showAttachment(attachment);
+  if (status === 401) {
+    // The login is gone (the board forgot it): ask for the passphrase.
+    dropSocket();
+    lock();
+  }
+  const waited = state.sendWhenUploaded;
+  waitForUploads(false);
+  showFormError(
+    `${attachment.name} could not be uploaded: ${attachment.problem}` +
+      (waited ? ' The post was not sent; remove the file to send it without.' : ''),
+  );
+}
+
+/** Why an upload failed, in the board's words when it gave some. */
+function uploadProblem(status, answer) {
+  const said = answer !== null && typeof answer === 'object' && typeof answer.message === 'string' ? answer.message : '';
+  if (said) return said;
+  switch (status) {
+    case 0:
+      return 'the board cannot be reached right now.';
+    case 401:
+      return 'the board needs its passphrase again.';
+    case 413:
+      return `it is larger than the board takes (${formatSize(state.limits.max_file_bytes)}).`;
+    case 429:
+      return 'too many posts at once; wait a moment and attach it again.';
+    case 507:
+      return 'the board has no room for more files.';
+    default:
+      return `the board answered HTTP ${status}.`;
+  }
+}
+
+/** Takes an attachment off the post, stopping its upload if it is still running. */
+function dropAttachment(attachment) {
+  if (attachment.request) attachment.request.abort();
+  attachment.request = null;
+  state.attachments = state.attachments.filter((other) => other !== attachment);
+  attachment.chip.remove();
+  ui.attachments.hidden = state.attachments.length === 0;
+}
+
+/** The remove button of a chip: the attachment goes, and focus to the next chip or the message box. */
+function removeAttachment(key) {
+  const attachment = state.attachments.find((other) => other.key === key);
+  if (!attachment) return;
+  const next = attachment.chip.nextElementSibling || attachment.chip.previousElementSibling;
+  const focused = attachment.chip.contains(document.activeElement);
+  dropAttachment(attachment);
+  if (focused) (next ? next.querySelector('.remove') : ui.message).focus();
+  announce(`${attachment.name} removed.`);
+  uploadsSettled();
+}
+
+/** Marks the post as waiting for its uploads (or no longer). */
+function waitForUploads(waiting) {
+  state.sendWhenUploaded = waiting;
+  ui.sendingFiles.hidden = !waiting;
+  updateSendButton();
+}
+
+/** An upload finished or was removed: a post waiting for the uploads goes once none is left. */
+function uploadsSettled() {
+  if (!state.sendWhenUploaded) return;
+  if (state.attachments.some((attachment) => attachment.state === 'uploading')) return;
+  submitMessage();
+}
+
+/** Whether a drag carries files (not text or a link dragged from a page). */
+const carriesFiles = (event) => event.dataTransfer !== null && [...event.dataTransfer.types].includes('Files');
+
+function showDropZone(shown) {
+  ui.dropZone.hidden = !shown;
+  if (!shown) state.dragDepth = 0;
+}
+
+/** Paste, drop and the attach button: three ways to attach. */
+function setUpAttaching() {
+  ui.attach.addEventListener('click', () => ui.fileInput.click());
+  ui.fileInput.addEventListener('change', () => {
+    attach([...ui.fileInput.files]);
+    // Emptied, so that choosing the same file again is a change too.
+    ui.fileInput.value = '';
+  });
+  ui.attachments.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action="remove"]');
+    const chip = button && button.closest('.attachment');
+    if (chip) removeAttachment(chip.dataset.key);
+  });
+
+  // Anywhere on the page: a screenshot pasted into the message box, or
+  // with nothing focused.
+  document.addEventListener('paste', (event) => {
+    const data = event.clipboardData;
+    if (!data || data.files.length === 0 || !canAttach()) return;
+    // Cells copied from a spreadsheet come as text and as a picture of
+    // them: pasted into a field, the text is what is meant.
+    const field = event.target.closest && event.target.closest('input, textarea, [contenteditable]');
+    if (field && data.types.includes('text/plain')) return;
+    event.preventDefault();
+    attach([...data.files]);
+  });
+
+  // The drop zone shows from the drag entering the page until it leaves or
+  // drops. Entering a child comes before leaving its parent, so the count
+  // stays above 0 while the drag moves about the page.
+  document.addEventListener('dragenter', (event) => {
+    if (!carriesFiles(event) || !canAttach()) return;
+    event.preventDefault();
+    state.dragDepth += 1;
+    showDropZone(true);
+  });
+  document.addEventListener('dragover', (event) => {
+    if (!carriesFiles(event) || !canAttach()) return;
+    // Without this, the browser would open the dropped file in place of the board.
+    event.preventDefault();
+    event.dataTransfer.dropEffect = 'copy';
+  });
+  document.addEventListener('dragleave', (event) => {
+    if (!carriesFiles(event)) return;
+    state.dragDepth -= 1;
+    if (state.dragDepth <= 0) showDropZone(false);
+  });
+  document.addEventListener('drop', (event) => {
+    if (!carriesFiles(event) || !canAttach()) return;
+    event.preventDefault();
+    showDropZone(false);
+    attach([...event.dataTransfer.files]);
+    ui.message.focus();
+  });
+}
+
+function setUpFiles() {
+  setUpViewer();
+  if (!WALL) setUpAttaching();
 }
 
 // ---- Older messages ---------------------------------------------------------
@@ -2461,6 +3025,13 @@ function renderHit(hit) {
   if (part.start > 0) text.append('…');
   appendMarked(text, part.chars, part.ranges);
   if (part.end < chars.length) text.append('…');
+  const files = filesOf(hit);
+  if (files.length > 0) {
+    const note = document.createElement('span');
+    note.className = 'search-files';
+    note.textContent = files.length === 1 ? files[0].name : `${files.length} files`;
+    meta.append(note);
+  }
   option.append(meta, text);
   return option;
 }
@@ -2789,6 +3360,7 @@ function start() {
     if (outbox.posts.length > 0 && ui.message.value === '') {
       ui.message.value = outbox.posts[0].text;
       messageEdited();
+      for (const file of outbox.posts[0].files || []) addUploaded(file);
     }
   }
   setUpOptions();
@@ -2796,6 +3368,7 @@ function start() {
   // The wall takes an operator link too, only to get it out of the address bar.
   setUpOwnPosts();
   if (!WALL) setUpPostActions();
+  setUpFiles();
   setUpSearch();
   setStatus('connecting');
   document.addEventListener('visibilitychange', () => {
