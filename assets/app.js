@@ -2105,6 +2105,8 @@ function renderFileChip(file) {
   link.className = 'file-chip';
   link.href = fileUrl(file);
   link.download = file.name;
+  // The whole name, where the chip has to cut it short.
+  link.title = file.name;
   const text = document.createElement('span');
   text.className = 'file-text';
   const name = document.createElement('span');
@@ -2215,6 +2217,7 @@ function addAttachment(fields) {
   const chip = document.createElement('li');
   chip.className = 'attachment';
   chip.dataset.key = attachment.key;
+  chip.title = attachment.name;
   const text = document.createElement('span');
   text.className = 'file-text';
   const name = document.createElement('span');
@@ -2249,11 +2252,11 @@ function showAttachment(attachment) {
   bar.hidden = attachment.state !== 'uploading';
   bar.value = attachment.size > 0 ? attachment.loaded / attachment.size : 0;
   if (attachment.state === 'uploading') {
-    detail.textContent = `Uploading… ${formatSize(attachment.loaded)} of ${formatSize(attachment.size)}`;
+    detail.textContent = `Uploading ${Math.floor(bar.value * 100)}% of ${formatSize(attachment.size)}`;
   } else if (attachment.state === 'done') {
     detail.textContent = formatSize(attachment.size);
   } else {
-    detail.textContent = attachment.problem;
+    detail.textContent = attachment.problem.charAt(0).toUpperCase() + attachment.problem.slice(1);
   }
 }
 

@@ -3150,6 +3150,903 @@ async fn on_a_phone_search_opens_from_its_button_and_its_results_fit_the_screen(
     );
 }
 
+// ---- Files -----------------------------------------------------------------
+
+/// Script defining `png(name, width, height)`: a Promise of a File holding
+/// a PNG of that size, drawn on a canvas (a blue field around a yellow
+/// block, so that it is not blank); append the rest of the script.
+const MAKE_PNG: &str = "
+    const png = (name, width, height) => new Promise((resolve) => {
+        const canvas = document.createElement('canvas');
+        canvas.width = width;
+        canvas.height = height;
+        const g = canvas.getContext('2d');
+        g.fillStyle = '#2f6db5';
+        g.fillRect(0, 0, width, height);
+        g.fillStyle = '#ffd24a';
+        g.fillRect(width / 4, height / 4, width / 2, height / 2);
+        canvas.toBlob((blob) => resolve(new File([blob], name, {type: 'image/png'})), 'image/png');
+    });";
+
+/// Script defining `sha256(blob)`: a Promise of the hex of its SHA-256,
+/// which is the id the board gives a file (127.0.0.1 is a secure context,
+/// so the page has `crypto.subtle`); append the rest of the script.
+const SHA256: &str = "
+    const sha256 = async (blob) => {
+        const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+        return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+    };";
+
+/// Pastes the files `files` (a script expression, after `MAKE_PNG`, for a
+/// list of Files or of Promises of them) into the message box, as Ctrl+V
+/// of copied files does: a paste event whose clipboard holds them. Keeps
+/// the files in `window.__pasted`; returns whether the page took the paste
+/// (a file is not pasted as text).
+async fn paste_files(page: &Page, files: &str) -> Value {
+    page.run(&format!(
+        "{MAKE_PNG}
+         return (async () => {{
+             const files = await Promise.all({files});
+             window.__pasted = files;
+             const data = new DataTransfer();
+             for (const file of files) data.items.add(file);
+             const box = document.getElementById('message');
+             box.focus();
+             const paste = new ClipboardEvent('paste', {{clipboardData: data, bubbles: true, cancelable: true}});
+             box.dispatchEvent(paste);
+             return paste.defaultPrevented;
+         }})();"
+    ))
+    .await
+}
+
+/// Script that puts the chips under the message box in `chips`: the name,
+/// state, detail line and progress of each; append a `return`.
+const ATTACHMENTS: &str = "
+    const chips = [...document.querySelectorAll('#attachments > .attachment')].map(c => ({
+        name: c.querySelector('.file-name').textContent,
+        state: c.dataset.state,
+        detail: c.querySelector('.file-size').textContent,
+        progress: c.querySelector('progress').hidden ? null : c.querySelector('progress').value,
+    }));";
+
+/// Waits until the message box has `count` chips, all of them uploaded; returns them.
+async fn wait_uploaded(page: &Page, count: usize) -> Value {
+    page.wait_for(
+        &format!("{count} uploaded files under the message box"),
+        &format!(
+            "{ATTACHMENTS} return chips.length === {count} && chips.every(c => c.state === 'done') && chips;"
+        ),
+    )
+    .await
+}
+
+/// Script defining `files(item)`: what the reader sees of a message's text
+/// and files, or null for no message: the text (null while hidden), each
+/// preview (its link, the attributes of its image, whether it has loaded,
+/// its natural and its shown size) and each chip (link, `download`, name,
+/// size line and icon); append a `return`.
+const FILES_SEEN: &str = "
+    const files = (item) => {
+        if (!item) return null;
+        const body = item.querySelector('.body');
+        return {
+            id: Number(item.dataset.id),
+            body: body.hidden || body.getClientRects().length === 0 ? null : body.textContent,
+            previews: [...item.querySelectorAll('.file-preview')].map(a => {
+                const img = a.querySelector('img');
+                const box = img.getBoundingClientRect();
+                return {
+                    href: a.getAttribute('href'), src: img.getAttribute('src'), alt: img.alt,
+                    loading: img.getAttribute('loading'), loaded: img.complete && img.naturalWidth > 0,
+                    naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
+                    left: box.left, right: box.right, width: box.width, height: box.height,
+                };
+            }),
+            chips: [...item.querySelectorAll('a.file-chip')].map(a => ({
+                href: a.getAttribute('href'), download: a.getAttribute('download'),
+                name: a.querySelector('.file-name').textContent,
+                size: a.querySelector('.file-size').textContent,
+                icon: a.querySelector('svg.file-icon').getAttribute('class'),
+            })),
+        };
+    };
+    const top = files(document.querySelector('#messages > *'));";
+
+/// Script that puts what the reader sees of the image viewer in `viewer`:
+/// whether it is open, the name, the image's source, natural and shown
+/// size, and the download link; append a `return`.
+const VIEWER: &str = "
+    const dialog = document.getElementById('viewer');
+    const image = document.getElementById('viewer-image');
+    const link = document.getElementById('viewer-download');
+    const viewer = {
+        open: dialog.open && dialog.getClientRects().length > 0,
+        name: document.getElementById('viewer-name').textContent,
+        src: image.getAttribute('src'),
+        alt: image.alt,
+        naturalWidth: image.naturalWidth,
+        width: image.getBoundingClientRect().width,
+        height: image.getBoundingClientRect().height,
+        fits: image.getBoundingClientRect().right <= window.innerWidth
+            && image.getBoundingClientRect().bottom <= window.innerHeight,
+        href: link.getAttribute('href'),
+        download: link.getAttribute('download'),
+    };";
+
+/// The id in a `/files/<id>` link, checked to be 64 lowercase hex digits (a SHA-256).
+fn file_id(href: &Value) -> String {
+    let id = href
+        .as_str()
+        .and_then(|h| h.strip_prefix("/files/"))
+        .unwrap_or_else(|| panic!("a link to /files/<id>, not {href}"));
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "a file's id is its SHA-256 in hex, not {id:?}"
+    );
+    id.to_owned()
+}
+
+/// Makes the page hold every upload it starts (`POST /api/files`) until
+/// `window.__releaseUploads()`, and note each upload it opens in
+/// `window.__uploads` and each it aborts in `window.__aborted` (by name).
+async fn hold_uploads(page: &Page) {
+    page.run(
+        "window.__uploads = [];
+         window.__aborted = [];
+         window.__held = [];
+         const open = XMLHttpRequest.prototype.open;
+         const send = XMLHttpRequest.prototype.send;
+         const abort = XMLHttpRequest.prototype.abort;
+         XMLHttpRequest.prototype.open = function (method, url, ...rest) {
+             this.__url = String(url);
+             if (this.__url.startsWith('/api/files')) window.__uploads.push(this.__url);
+             return open.call(this, method, url, ...rest);
+         };
+         XMLHttpRequest.prototype.send = function (body) {
+             if (this.__url.startsWith('/api/files') && window.__holding) window.__held.push([this, body]);
+             else send.call(this, body);
+         };
+         XMLHttpRequest.prototype.abort = function () {
+             window.__aborted.push(new URLSearchParams(this.__url.split('?')[1]).get('name'));
+             window.__held = window.__held.filter(([xhr]) => xhr !== this);
+             return abort.call(this);
+         };
+         window.__holding = true;
+         window.__releaseUploads = () => {
+             window.__holding = false;
+             for (const [xhr, body] of window.__held.splice(0)) send.call(xhr, body);
+         };",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_image_pasted_into_the_message_box_appears_in_another_page_as_a_preview_that_opens_full_size(
+) {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    let bob = chrome.open(&board.url(), Screen::Desktop).await;
+    alice.wait_connected().await;
+    bob.wait_connected().await;
+    record_websockets(&alice).await;
+
+    alice.type_into("#name", "Alice").await;
+    assert_eq!(
+        paste_files(&alice, "[png('whiteboard.png', 640, 480)]").await,
+        true,
+        "the page takes a pasted image, rather than the box a text"
+    );
+    let chips = wait_uploaded(&alice, 1).await;
+    assert_eq!(chips[0]["name"], "whiteboard.png", "{chips}");
+    alice
+        .type_into("#message", &format!("The whiteboard after planning{ENTER}"))
+        .await;
+
+    let top = bob
+        .wait_for(
+            "Alice's post in Bob's page, its image loaded",
+            &format!("{FILES_SEEN} return top && top.previews.length === 1 && top.previews[0].loaded && top;"),
+        )
+        .await;
+    assert_eq!(top["body"], "The whiteboard after planning", "{top}");
+    assert_eq!(top["chips"], json!([]), "an image is no chip: {top}");
+    let preview = &top["previews"][0];
+    let id = file_id(&preview["href"]);
+    assert_eq!(preview["src"], preview["href"], "{preview}");
+    assert_eq!(preview["alt"], "whiteboard.png", "{preview}");
+    assert_eq!(preview["loading"], "lazy", "{preview}");
+    assert_eq!(
+        (&preview["naturalWidth"], &preview["naturalHeight"]),
+        (&json!(640), &json!(480)),
+        "the image itself: {preview}"
+    );
+    assert_eq!(
+        (&preview["width"], &preview["height"]),
+        (&json!(320), &json!(240)),
+        "shown within 320×240, in its proportions: {preview}"
+    );
+    let id_of_pasted = alice
+        .run(&format!("{SHA256} return sha256(window.__pasted[0]);"))
+        .await;
+    assert_eq!(
+        id_of_pasted,
+        json!(id),
+        "the board names a file by its SHA-256"
+    );
+
+    // The post named the upload; once the board had it, the box is empty again.
+    let posts = sent_posts(&alice).await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0]["files"], json!([id]), "{posts:?}");
+    alice
+        .wait_for(
+            "the chips under Alice's box to go with the post",
+            "return document.getElementById('attachments').hidden
+                 && document.querySelectorAll('#attachments > *').length === 0
+                 && document.getElementById('message').value === ''",
+        )
+        .await;
+
+    // A click opens the image full size, with its name and a download link; Escape closes it.
+    bob.click("#messages > :first-child .file-preview").await;
+    let viewer = bob
+        .wait_for(
+            "the viewer with the image",
+            &format!("{VIEWER} return viewer.open && viewer.naturalWidth > 0 && viewer;"),
+        )
+        .await;
+    assert_eq!(viewer["name"], "whiteboard.png", "{viewer}");
+    assert_eq!(viewer["alt"], "whiteboard.png", "{viewer}");
+    assert_eq!(viewer["src"], preview["href"], "{viewer}");
+    assert_eq!(viewer["href"], preview["href"], "{viewer}");
+    assert_eq!(viewer["download"], "whiteboard.png", "{viewer}");
+    assert_eq!(
+        (&viewer["width"], &viewer["height"]),
+        (&json!(640), &json!(480)),
+        "at full size, which fits this screen: {viewer}"
+    );
+    bob.press(ESCAPE).await;
+    bob.wait_for(
+        "Escape to close the viewer",
+        &format!("{VIEWER} return !viewer.open;"),
+    )
+    .await;
+    assert_eq!(
+        bob.run("return document.activeElement.matches('.file-preview')")
+            .await,
+        true,
+        "focus goes back to the preview"
+    );
+
+    // A click beside the image closes it too, and so does its button.
+    bob.click("#messages > :first-child .file-preview").await;
+    bob.wait_for("the viewer again", &format!("{VIEWER} return viewer.open;"))
+        .await;
+    let beside = fantoccini::actions::MouseActions::new("mouse".to_owned())
+        .then(fantoccini::actions::PointerAction::MoveTo {
+            duration: None,
+            x: 20.0,
+            y: 20.0,
+        })
+        .then(fantoccini::actions::PointerAction::Down {
+            button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+        })
+        .then(fantoccini::actions::PointerAction::Up {
+            button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+        });
+    in_time(
+        "a click beside the image",
+        bob.client.perform_actions(beside),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("clicking beside the image failed: {e}"));
+    bob.wait_for(
+        "a click beside the image to close the viewer",
+        &format!("{VIEWER} return !viewer.open;"),
+    )
+    .await;
+    bob.click("#messages > :first-child .file-preview").await;
+    bob.wait_for("the viewer again", &format!("{VIEWER} return viewer.open;"))
+        .await;
+    bob.click("#viewer-close").await;
+    bob.wait_for(
+        "the close button to close the viewer",
+        &format!("{VIEWER} return !viewer.open;"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_dropped_on_the_page_shows_the_drop_zone_then_goes_alone_as_a_chip_that_downloads_it(
+) {
+    const TEXT: &str = "Agenda\n1. Files on the board\n2. Lunch\n";
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    let bob = chrome.open(&board.url(), Screen::Desktop).await;
+    alice.wait_connected().await;
+    bob.wait_connected().await;
+
+    // `drag(kind, selector)` sends one drag event with the file to an element.
+    let drag = "
+        const drag = (kind, selector) => {
+            const event = new DragEvent(kind, {dataTransfer: window.__drag, bubbles: true, cancelable: true});
+            document.querySelector(selector).dispatchEvent(event);
+            return event.defaultPrevented;
+        };
+        const zone = document.getElementById('drop-zone');
+        const shown = () => !zone.hidden && zone.getClientRects().length > 0;";
+    alice
+        .run_with(
+            "window.__drag = new DataTransfer();
+             window.__drag.items.add(new File([arguments[0]], 'agenda.txt', {type: 'text/plain'}));",
+            json!([TEXT]),
+        )
+        .await;
+    let entered = alice
+        .run(&format!(
+            "{drag} return {{taken: drag('dragenter', '#board'), shown: shown(), text: zone.textContent.trim()}};"
+        ))
+        .await;
+    assert_eq!(
+        entered,
+        json!({"taken": true, "shown": true, "text": "Drop files to attach them to your post"})
+    );
+    // Moving over a child enters it before leaving its parent: the zone stays.
+    let moved = alice
+        .run(&format!(
+            "{drag} drag('dragenter', '#messages'); drag('dragleave', '#board'); return shown();"
+        ))
+        .await;
+    assert_eq!(
+        moved, true,
+        "the drop zone stays while the drag moves about the page"
+    );
+    let left = alice
+        .run(&format!(
+            "{drag} drag('dragleave', '#messages'); return shown();"
+        ))
+        .await;
+    assert_eq!(
+        left, false,
+        "the drop zone goes when the drag leaves the page"
+    );
+
+    let dropped = alice
+        .run(&format!(
+            "{drag} drag('dragenter', '#messages');
+             return {{taken: drag('drop', '#messages'), shown: shown()}};"
+        ))
+        .await;
+    assert_eq!(
+        dropped,
+        json!({"taken": true, "shown": false}),
+        "the page takes the drop, rather than the browser opening the file"
+    );
+    let chips = wait_uploaded(&alice, 1).await;
+    assert_eq!(chips[0]["name"], "agenda.txt", "{chips}");
+    assert_eq!(
+        chips[0]["detail"],
+        format!("{} bytes", TEXT.len()),
+        "{chips}"
+    );
+
+    // Files alone make a post: no text needed.
+    alice.click("#send").await;
+    let top = bob
+        .wait_for(
+            "the file in Bob's page",
+            &format!("{FILES_SEEN} return top && top.chips.length === 1 && top;"),
+        )
+        .await;
+    assert_eq!(
+        top["body"],
+        Value::Null,
+        "a post of files alone shows just them: {top}"
+    );
+    assert_eq!(top["previews"], json!([]), "{top}");
+    let chip = &top["chips"][0];
+    let id = file_id(&chip["href"]);
+    assert_eq!(chip["download"], "agenda.txt", "{chip}");
+    assert_eq!(chip["name"], "agenda.txt", "{chip}");
+    assert_eq!(
+        chip["size"],
+        format!("Text · {} bytes", TEXT.len()),
+        "{chip}"
+    );
+    assert!(
+        chip["icon"]
+            .as_str()
+            .is_some_and(|c| c.contains("kind-text")),
+        "a text file's icon: {chip}"
+    );
+
+    // The link gives the bytes that were dropped, as a download.
+    let fetched = bob
+        .run_with(
+            &format!(
+                "{SHA256}
+                 return (async () => {{
+                     const response = await fetch(arguments[0]);
+                     const blob = await response.blob();
+                     return {{
+                         status: response.status,
+                         disposition: response.headers.get('Content-Disposition') || '',
+                         text: await blob.text(),
+                         sha256: await sha256(blob),
+                     }};
+                 }})();"
+            ),
+            json!([chip["href"]]),
+        )
+        .await;
+    assert_eq!(fetched["status"], 200, "{fetched}");
+    assert_eq!(fetched["text"], TEXT, "{fetched}");
+    assert_eq!(fetched["sha256"], json!(id), "{fetched}");
+    assert!(
+        fetched["disposition"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("attachment")),
+        "a text file is served as a download: {fetched}"
+    );
+    bob.click("#messages > :first-child a.file-chip").await;
+    let saved = bob.downloads.join("agenda.txt");
+    let deadline = Instant::now() + WAIT;
+    while !saved.is_file() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    let bytes =
+        std::fs::read(&saved).unwrap_or_else(|e| panic!("the chip saves {}: {e}", saved.display()));
+    assert_eq!(bytes, TEXT.as_bytes());
+}
+
+#[tokio::test]
+async fn a_file_picked_with_the_attach_button_goes_with_the_text_through_the_outbox_and_an_edit_until_deleted(
+) {
+    const TEXT: &str = "Numbers for Q3";
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    let bob = chrome.open(&board.url(), Screen::Desktop).await;
+    alice.wait_connected().await;
+    bob.wait_connected().await;
+
+    // A file on disk, picked as a person would in the file chooser.
+    let dir = tempfile::tempdir().expect("a temp dir for the file to pick");
+    let path = dir.path().join("Q3 report.pdf");
+    let content: Vec<u8> = b"%PDF-1.4\n"
+        .iter()
+        .copied()
+        .chain((0..3000u32).map(|n| (n * 7 % 251) as u8))
+        .collect();
+    std::fs::write(&path, &content).expect("the file to pick is written");
+    assert_eq!(
+        alice
+            .run(
+                "const input = document.getElementById('file-input');
+                 return {multiple: input.multiple, accept: input.accept,
+                         button: document.getElementById('attach').getClientRects().length > 0};"
+            )
+            .await,
+        json!({"multiple": true, "accept": "", "button": true}),
+        "several files at once, of any kind (phones then offer the camera too)"
+    );
+    let input = alice.find("#file-input").await;
+    in_time(
+        "picking a file",
+        input.send_keys(&path.display().to_string()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("picking {} failed: {e}", path.display()));
+    let chips = wait_uploaded(&alice, 1).await;
+    assert_eq!(chips[0]["name"], "Q3 report.pdf", "{chips}");
+    assert_eq!(chips[0]["detail"], "2.9 KB", "3,009 bytes: {chips}");
+
+    // The post waits in the outbox with its file until the board confirms it,
+    // and a reloaded page sends it again with the file.
+    hold_posts(&alice).await;
+    alice.type_into("#message", TEXT).await;
+    alice.click("#send").await;
+    let stored = alice
+        .wait_for(
+            "the post in the outbox",
+            &format!("const o = (() => {{ {STORED_OUTBOX} }})(); return o.length === 1 && o;"),
+        )
+        .await;
+    let files = &stored[0]["files"];
+    assert_eq!(files[0]["name"], "Q3 report.pdf", "{stored}");
+    assert_eq!(files[0]["size"], content.len(), "{stored}");
+    alice.goto(&board.url()).await;
+    alice.wait_connected().await;
+    let top = bob
+        .wait_for(
+            "the post from the reloaded page in Bob's page",
+            &format!("{FILES_SEEN} return top && top.chips.length === 1 && top;"),
+        )
+        .await;
+    assert_eq!(top["body"], TEXT, "{top}");
+    let chip = &top["chips"][0];
+    assert_eq!(
+        json!(file_id(&chip["href"])),
+        files[0]["id"],
+        "the post names the file it was sent with: {chip}"
+    );
+    assert_eq!(chip["download"], "Q3 report.pdf", "{chip}");
+    assert_eq!(chip["size"], "PDF · 2.9 KB", "{chip}");
+    assert!(
+        chip["icon"]
+            .as_str()
+            .is_some_and(|c| c.contains("kind-pdf")),
+        "{chip}"
+    );
+    let fetched = bob
+        .run_with(
+            "return fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => Array.from(new Uint8Array(b)));",
+            json!([chip["href"]]),
+        )
+        .await;
+    assert_eq!(
+        fetched,
+        json!(content),
+        "the link gives the picked file's bytes"
+    );
+    alice
+        .wait_for(
+            "the reloaded page's box and chips to empty once the board has the post",
+            "return document.getElementById('attachments').hidden
+                 && document.getElementById('message').value === ''
+                 && JSON.parse(localStorage.getItem('lanboard.outbox') || '[]').length === 0",
+        )
+        .await;
+    assert_eq!(stored_copies(&board, TEXT).await, 1);
+
+    // An edit changes the text and keeps the file; a deletion takes both away.
+    alice
+        .click("#messages > :first-child [data-action=edit]")
+        .await;
+    alice.clear(".edit-box").await;
+    alice
+        .type_into(".edit-box", &format!("Numbers for Q3, corrected{ENTER}"))
+        .await;
+    let edited = bob
+        .wait_for(
+            "the edit in Bob's page",
+            &format!("{FILES_SEEN} return top && top.body === 'Numbers for Q3, corrected' && top;"),
+        )
+        .await;
+    assert_eq!(
+        edited["chips"], top["chips"],
+        "the file stays through the edit"
+    );
+    alice
+        .click("#messages > :first-child [data-action=delete]")
+        .await;
+    alice
+        .click("#messages > :first-child [data-action=confirm]")
+        .await;
+    bob.wait_for(
+        "the post and its file to leave Bob's page",
+        "return document.querySelectorAll('#messages > *').length === 0
+             && document.querySelectorAll('.file-chip, .file-preview').length === 0",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_file_over_the_boards_limit_is_refused_in_the_page_before_any_upload() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&["--max-file-bytes", "1000"]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    hold_uploads(&page).await;
+    page.run("window.__releaseUploads()").await;
+
+    assert_eq!(
+        paste_files(&page, "[new File([new Uint8Array(5000)], 'big.bin')]").await,
+        true
+    );
+    let refused = page
+        .wait_for(
+            "the refusal",
+            "const e = document.getElementById('form-error'); return !e.hidden && e.textContent;",
+        )
+        .await;
+    assert_eq!(
+        refused, "big.bin is 4.9 KB; the board takes files up to 1000 bytes.",
+        "the limit comes from the board (--max-file-bytes), and is named"
+    );
+    assert_eq!(
+        page.run(&format!(
+            "{ATTACHMENTS} return {{chips, uploads: window.__uploads}};"
+        ))
+        .await,
+        json!({"chips": [], "uploads": []}),
+        "nothing was uploaded and nothing is attached"
+    );
+
+    // A file within the limit goes up.
+    paste_files(&page, "[new File([new Uint8Array(900)], 'small.bin')]").await;
+    wait_uploaded(&page, 1).await;
+
+    // Should the page think the limit higher, the board's own refusal shows in its words.
+    let said = page
+        .run(
+            "return fetch('/api/files?name=big.bin', {
+                     method: 'POST',
+                     headers: {'Content-Type': 'application/octet-stream'},
+                     body: new Uint8Array(5000),
+                 })
+                 .then(async (r) => ({status: r.status, body: await r.json()}));",
+        )
+        .await;
+    assert_eq!(said["status"], 413, "{said}");
+    assert_eq!(said["body"]["code"], "too-large", "{said}");
+    let message = said["body"]["message"]
+        .as_str()
+        .expect("the board says why");
+    page.run("state.limits.max_file_bytes = 1e6").await;
+    paste_files(&page, "[new File([new Uint8Array(5000)], 'big.bin')]").await;
+    let failed = page
+        .wait_for(
+            "the board's refusal",
+            &format!(
+                "{ATTACHMENTS} const e = document.getElementById('form-error');
+                 return chips.length === 2 && chips[1].state === 'failed' && !e.hidden
+                     && {{chip: chips[1], error: e.textContent}};"
+            ),
+        )
+        .await;
+    assert_eq!(
+        failed["error"],
+        format!("big.bin could not be uploaded: {message}"),
+        "{failed}"
+    );
+    assert_eq!(failed["chip"]["name"], "big.bin", "{failed}");
+
+    // A post with a failed file is not sent until the file is removed.
+    page.type_into("#message", &format!("Only the small one{ENTER}"))
+        .await;
+    assert_eq!(
+        page.run("return document.getElementById('form-error').textContent")
+            .await,
+        "big.bin was not uploaded; remove it to send the post without it."
+    );
+    page.click("#attachments > :nth-child(2) .remove").await;
+    page.click("#send").await;
+    let top = page
+        .wait_for(
+            "the post with the small file",
+            &format!("{FILES_SEEN} return top && top.chips.length === 1 && top;"),
+        )
+        .await;
+    assert_eq!(top["body"], "Only the small one", "{top}");
+    assert_eq!(top["chips"][0]["name"], "small.bin", "{top}");
+}
+
+#[tokio::test]
+async fn an_upload_shows_its_progress_and_cancelling_it_aborts_it_and_removes_its_chip() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    hold_uploads(&page).await;
+    page.run("window.__releaseUploads()").await;
+
+    // Slow enough to watch: 256 KiB at 64 KiB a second.
+    page.cdp("Network.enable", json!({})).await;
+    page.cdp(
+        "Network.emulateNetworkConditions",
+        json!({"offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 65536}),
+    )
+    .await;
+    paste_files(&page, "[new File([new Uint8Array(262144)], 'slow.bin')]").await;
+    let moving = page
+        .wait_for(
+            "the progress bar to move",
+            &format!(
+                "{ATTACHMENTS} const c = chips[0];
+                 return c && c.state === 'uploading' && c.progress > 0 && c.progress < 1 && c;"
+            ),
+        )
+        .await;
+    assert!(
+        moving["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Uploading ") && d.ends_with("% of 256 KB")),
+        "{moving}"
+    );
+
+    page.click("#attachments .remove").await;
+    let after = page
+        .run(&format!(
+            "{ATTACHMENTS} return {{chips, hidden: document.getElementById('attachments').hidden,
+                 aborted: window.__aborted, focused: document.activeElement.id}};"
+        ))
+        .await;
+    assert_eq!(
+        after,
+        json!({"chips": [], "hidden": true, "aborted": ["slow.bin"], "focused": "message"}),
+        "the upload is aborted and its chip gone, focus back in the box"
+    );
+    page.cdp(
+        "Network.emulateNetworkConditions",
+        json!({"offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    )
+    .await;
+    let id = page
+        .run(&format!("{SHA256} return sha256(window.__pasted[0]);"))
+        .await;
+    let path = format!("/files/{}", id.as_str().expect("a hex digest"));
+    assert_eq!(
+        common::get(board.addr, &path).await.status,
+        404,
+        "the board kept nothing of the cancelled upload"
+    );
+}
+
+#[tokio::test]
+async fn a_post_sent_while_its_upload_runs_waits_for_it_then_goes_with_the_file() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    let bob = chrome.open(&board.url(), Screen::Desktop).await;
+    alice.wait_connected().await;
+    bob.wait_connected().await;
+    record_websockets(&alice).await;
+    hold_uploads(&alice).await;
+
+    paste_files(&alice, "[png('map.png', 300, 200)]").await;
+    alice
+        .type_into("#message", &format!("Where we meet{ENTER}"))
+        .await;
+    let waiting = alice
+        .wait_for(
+            "the post to wait for its upload",
+            &format!(
+                "{ATTACHMENTS} const note = document.getElementById('sending-files');
+                 return !note.hidden && {{chips, note: note.textContent,
+                     send: document.getElementById('send').disabled}};"
+            ),
+        )
+        .await;
+    assert_eq!(
+        waiting,
+        json!({
+            "chips": [{"name": "map.png", "state": "uploading", "detail": waiting["chips"][0]["detail"], "progress": 0}],
+            "note": "Your post goes as soon as its files are uploaded.",
+            "send": true,
+        })
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sent_posts(&alice).await,
+        Vec::<Value>::new(),
+        "nothing sent yet"
+    );
+
+    alice.run("window.__releaseUploads()").await;
+    let top = bob
+        .wait_for(
+            "the post with its image in Bob's page",
+            &format!("{FILES_SEEN} return top && top.previews.length === 1 && top;"),
+        )
+        .await;
+    assert_eq!(top["body"], "Where we meet", "{top}");
+    assert_eq!(top["previews"][0]["alt"], "map.png", "{top}");
+    let posts = sent_posts(&alice).await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0]["message"], "Where we meet");
+    assert_eq!(
+        posts[0]["files"],
+        json!([file_id(&top["previews"][0]["href"])])
+    );
+    alice
+        .wait_for(
+            "the form back to normal",
+            "return document.getElementById('sending-files').hidden
+                 && !document.getElementById('send').disabled
+                 && document.getElementById('attachments').hidden",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn on_a_phone_previews_fit_the_screen_and_the_wall_shows_images_large() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    alice.wait_connected().await;
+    paste_files(
+        &alice,
+        "[png('panorama.png', 1600, 400), png('poster.png', 300, 1200)]",
+    )
+    .await;
+    wait_uploaded(&alice, 2).await;
+    alice
+        .type_into("#message", &format!("From the roof{ENTER}"))
+        .await;
+    alice
+        .wait_for(
+            "the post",
+            &format!("{FILES_SEEN} return top && top.previews.length === 2;"),
+        )
+        .await;
+
+    let phone = chrome.open(&board.url(), Screen::Phone).await;
+    phone.wait_connected().await;
+    phone
+        .run("document.querySelector('.file-previews').scrollIntoView({block: 'end'})")
+        .await;
+    let top = phone
+        .wait_for(
+            "both images loaded on the phone",
+            &format!("{FILES_SEEN} return top && top.previews.length === 2 && top.previews.every(p => p.loaded) && top;"),
+        )
+        .await;
+    for preview in top["previews"].as_array().expect("previews") {
+        let number = |key: &str| preview[key].as_f64().expect("a number");
+        let (width, height) = (number("width"), number("height"));
+        assert!(
+            number("left") >= 0.0 && number("right") <= 390.0,
+            "inside the screen: {preview}"
+        );
+        assert!(width <= 320.0 && height <= 240.0, "bounded: {preview}");
+        let ratio = number("naturalWidth") / number("naturalHeight");
+        assert!(
+            (width / height - ratio).abs() < 0.05 * ratio,
+            "in its own proportions: {preview}"
+        );
+    }
+    let fits = "return {
+        width: window.innerWidth,
+        fits: document.documentElement.scrollWidth <= window.innerWidth,
+    }";
+    assert_eq!(phone.run(fits).await, json!({"width": 390, "fits": true}));
+    let attach = phone
+        .run("const r = document.getElementById('attach').getBoundingClientRect(); return [r.width, r.height];")
+        .await;
+    assert_eq!(
+        attach,
+        json!([44, 44]),
+        "the attach button is a fingertip wide"
+    );
+
+    // Full size on a phone is as large as the screen allows.
+    phone.click("#messages > :first-child .file-preview").await;
+    let viewer = phone
+        .wait_for(
+            "the viewer on the phone",
+            &format!("{VIEWER} return viewer.open && viewer.naturalWidth > 0 && viewer;"),
+        )
+        .await;
+    assert_eq!(viewer["fits"], true, "{viewer}");
+    assert!(
+        viewer["width"].as_f64().is_some_and(|w| w > 300.0),
+        "wider than its preview: {viewer}"
+    );
+    assert_eq!(phone.run(fits).await, json!({"width": 390, "fits": true}));
+
+    // The wall shows them large, for reading from across the room.
+    let wall = chrome
+        .open(&format!("{}/wall", board.url()), Screen::Desktop)
+        .await;
+    wall.wait_connected().await;
+    let top = wall
+        .wait_for(
+            "the images on the wall",
+            &format!("{FILES_SEEN} return top && top.previews.length === 2 && top.previews.every(p => p.loaded) && top;"),
+        )
+        .await;
+    let panorama = &top["previews"][0];
+    assert_eq!(panorama["alt"], "panorama.png", "{top}");
+    assert!(
+        panorama["width"].as_f64().is_some_and(|w| w >= 600.0),
+        "larger than on the board: {panorama}"
+    );
+}
+
 /// Not a check: makes the README's picture of search from a board that is
 /// already running, with messages posted to it. `LANBOARD_SCREENSHOT_URL`
 /// is its address; the search is for `LANBOARD_SCREENSHOT_QUERY` (default
