@@ -235,6 +235,8 @@ fn strip_index(path: &Path) {
     let conn = rusqlite::Connection::open(path).expect("the copy opens");
     conn.execute_batch(
         "DROP TABLE search_index; DROP TABLE IF EXISTS search_progress;
+         DROP TABLE IF EXISTS file_refs; DROP TABLE IF EXISTS file_chunks;
+         DROP TABLE IF EXISTS files; ALTER TABLE messages DROP COLUMN files;
          PRAGMA user_version = 4; VACUUM;",
     )
     .expect("the index is dropped");

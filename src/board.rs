@@ -929,6 +929,7 @@ mod tests {
                 message: format!("message {id}"),
                 time: 0,
                 edited: None,
+                files: Vec::new(),
             })
             .collect()
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::files::FilesConfig;
 use crate::guard::{GuardConfig, Rate};
 use crate::protocol::Limits;
 use crate::server::{Config, StartError, Storage, SHUTDOWN_GRACE};
@@ -139,6 +140,33 @@ pub struct ServeArgs {
         help_heading = "Limits"
     )]
     pub max_name_chars: usize,
+
+    /// Largest file one upload may be, in bytes (25 MiB by default).
+    #[arg(
+        long,
+        env = "LANBOARD_MAX_FILE_BYTES",
+        default_value_t = 25 * 1024 * 1024,
+        value_name = "BYTES",
+        help_heading = "Limits"
+    )]
+    pub max_file_bytes: u64,
+
+    /// All the board's files together, in bytes (2 GiB by default): an
+    /// upload that would pass it is refused until messages with files are
+    /// deleted.
+    #[arg(
+        long,
+        env = "LANBOARD_MAX_FILES_BYTES",
+        default_value_t = 2 * 1024 * 1024 * 1024,
+        value_name = "BYTES",
+        help_heading = "Limits"
+    )]
+    pub max_files_bytes: u64,
+
+    /// Seconds a file no message carries is kept after its upload. For
+    /// tests; the board's contract is an hour.
+    #[arg(long, env = "LANBOARD_ORPHAN_FILES_AFTER", default_value_t = crate::files::ORPHAN_AFTER.as_secs_f64(), hide = true)]
+    pub orphan_files_after: f64,
 
     /// Messages per second one connection (or, through the HTTP API, one
     /// address) may post on average; 0 turns the limit off.
@@ -380,6 +408,13 @@ impl ServeArgs {
             }
         };
         let heartbeat = seconds("--heartbeat", self.heartbeat)?;
+        let orphan_after = seconds("--orphan-files-after", self.orphan_files_after)?;
+        if self.max_file_bytes == 0 || self.max_files_bytes == 0 {
+            return Err(bad(
+                "--max-file-bytes/--max-files-bytes",
+                "must be at least 1",
+            ));
+        }
         let client_timeout = seconds("--client-timeout", self.client_timeout)?;
         if client_timeout <= heartbeat {
             return Err(bad("--client-timeout", "must be longer than --heartbeat"));
@@ -431,6 +466,11 @@ impl ServeArgs {
                 allow_origins: self.allow_origin,
                 max_connections_per_ip: self.max_connections_per_ip,
                 post_rate: rate,
+            },
+            files: FilesConfig {
+                max_file_bytes: self.max_file_bytes,
+                max_files_bytes: self.max_files_bytes,
+                orphan_after,
             },
             tls: self.tls_cert.zip(self.tls_key),
             shutdown_grace: SHUTDOWN_GRACE,

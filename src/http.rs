@@ -10,6 +10,8 @@
 //! | `PATCH /api/messages/<id>` | 200 with the edited message (`Lanboard-Key`)   |
 //! | `DELETE /api/messages/<id>` | 204 (`Lanboard-Key`: author key or operator secret) |
 //! | `GET /api/search`        | `{"results": [Hit, ...], "more"}` (`q`, `before`, `limit`) |
+//! | `POST /api/files?name=`  | 201 (or 200 if already stored) with the File (`files/upload.rs`) |
+//! | `GET /files/<id>`        | a file's content (`files/download.rs`)           |
 //! | `GET /api/info`          | the board's addresses and limits                 |
 //! | `POST /api/login`        | checks the passphrase, sets the login cookie     |
 //! | `GET /api/qr.svg`        | QR code of the first LAN address                 |
@@ -24,10 +26,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::board::Board;
+use crate::files::FilesConfig;
 use crate::guard::{Guard, Refusal};
 use crate::protocol::{self, Code, Draft, Rejection, MAX_PAGE};
 use crate::search::Query;
-use crate::store::{Appended, Op};
+use crate::store::{Appended, Log, Op};
 use crate::writer::{self, Writer};
 use crate::ws::{SessionConfig, Sessions};
 
@@ -53,6 +56,9 @@ pub struct AppState {
     pub guard: Arc<Guard>,
     /// The running WebSocket connections.
     pub sessions: Sessions,
+    /// The board's store, for its files.
+    pub log: Arc<dyn Log>,
+    pub files: FilesConfig,
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -63,6 +69,15 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/messages/{id}", web::patch().to(edit_message))
         .route("/api/messages/{id}", web::delete().to(delete_message))
         .route("/api/search", web::get().to(search))
+        .route("/api/files", web::post().to(crate::files::upload::upload))
+        .route(
+            "/files/{id}",
+            web::get().to(crate::files::download::download),
+        )
+        .route(
+            "/files/{id}",
+            web::head().to(crate::files::download::download),
+        )
         .route("/api/info", web::get().to(info))
         .route("/api/login", web::post().to(login))
         .route("/api/qr.svg", web::get().to(qr_svg))
@@ -70,11 +85,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 /// An HTTP error with the same `{"code","message"}` body as the `error` event.
-fn reject(status: StatusCode, rejection: &Rejection) -> HttpResponse {
+pub fn reject(status: StatusCode, rejection: &Rejection) -> HttpResponse {
     HttpResponse::build(status).json(rejection.body())
 }
 
-fn refuse(refusal: Refusal) -> HttpResponse {
+pub fn refuse(refusal: Refusal) -> HttpResponse {
     reject(refusal.status, &refusal.rejection)
 }
 
@@ -131,19 +146,19 @@ async fn read_json(payload: web::Payload, limit: usize) -> Result<serde_json::Va
 }
 
 /// The remote address, for the per-address limits.
-fn peer_ip(request: &HttpRequest) -> Option<std::net::IpAddr> {
+pub fn peer_ip(request: &HttpRequest) -> Option<std::net::IpAddr> {
     request.peer_addr().map(|a| a.ip())
 }
 
 /// The remote address and port, for the log.
-fn peer(request: &HttpRequest) -> String {
+pub fn peer(request: &HttpRequest) -> String {
     request
         .peer_addr()
         .map_or_else(|| "client".to_owned(), |a| a.to_string())
 }
 
 /// Runs the checks every API request passes: Origin, then passphrase.
-fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), Refusal> {
+pub fn admit(request: &HttpRequest, guard: &Guard) -> Result<(), Refusal> {
     guard.check_origin(request.headers())?;
     guard.check_auth(request.headers(), peer_ip(request))
 }
@@ -511,6 +526,9 @@ async fn info(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         "limits": {
             "max_message_chars": state.session.limits.max_message_chars,
             "max_name_chars": state.session.limits.max_name_chars,
+            "max_file_bytes": state.files.max_file_bytes,
+            "max_files_bytes": state.files.max_files_bytes,
+            "max_files_per_message": protocol::MAX_FILES_PER_MESSAGE,
         },
     }))
 }

@@ -16,7 +16,9 @@
 //!   edits, deletions and blocks in batches, survives a failing store, tells the server if it ever stops.
 //! - `store`: the history log (`Log`, persistence only) in SQLite, memory or
 //!   Redis, and the Redis tail that feeds a `Follower`.
-//! - `transfer`: `export` and `import` as JSON Lines.
+//! - `files`: uploads (`POST /api/files`) and downloads (`GET /files/<id>`):
+//!   names, media types, and the headers that keep files inert.
+//! - `transfer`: `export` and `import` as JSON Lines, files beside them.
 //! - `tls`: `--tls-cert`/`--tls-key`, and plain HTTP on the TLS port
 //!   answered with a redirect to `https://`.
 //! - `client`: `send` and `tail`, the board from scripts and terminals over
@@ -30,7 +32,7 @@
 //! | event                | direction        | data                                  |
 //! |----------------------|------------------|---------------------------------------|
 //! | `messages-available` | server -> client | `[Message, ...]`, oldest first        |
-//! | `add-message`        | client -> server | `{name, message, cid?, key?}`, optional `ack` |
+//! | `add-message`        | client -> server | `{name, message, cid?, key?, files?}`, optional `ack` |
 //! | `message-added`      | server -> all    | `Message`, in id order                |
 //! | `ack`                | server -> sender | `Message`, with the client's `ack`    |
 //! | `error`              | server -> sender | `{code, message}`, with `ack` if any  |
@@ -48,6 +50,7 @@ pub mod assets;
 pub mod board;
 pub mod cli;
 pub mod client;
+pub mod files;
 pub mod guard;
 pub mod http;
 pub mod mdns;

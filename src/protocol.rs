@@ -21,6 +21,33 @@ pub struct Message {
     /// for a message never edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited: Option<i64>,
+    /// The files the message carries, in the order they were attached;
+    /// absent for a message without files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<File>,
+}
+
+/// A file uploaded to the board (`POST /api/files`), as messages carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct File {
+    /// SHA-256 of the content, as 64 lowercase hex digits: the same content
+    /// is the same file.
+    pub id: String,
+    /// The uploader's file name, cleaned (see `files::clean_name`).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// The media type it is served with (see `files::media`).
+    #[serde(rename = "type")]
+    pub media_type: String,
+}
+
+/// Most files one message may carry.
+pub const MAX_FILES_PER_MESSAGE: usize = 10;
+
+/// True for a file id: 64 lowercase hex digits.
+pub fn is_file_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Limits applied to what clients post.
@@ -49,6 +76,9 @@ pub struct Draft {
     /// The address the post came from (an IPv6 host by its /64), kept with
     /// the message so the operator can block its sender; shown to no one.
     sender: Option<String>,
+    /// The ids of the files the post carries; the store turns them into
+    /// [`File`]s, refusing an id it does not hold.
+    files: Vec<String>,
 }
 
 /// Longest `cid` a client may choose.
@@ -79,8 +109,11 @@ impl Draft {
             Some(Value::String(name)) => name.as_str(),
             Some(_) => return Err(Rejection::new(Code::BadRequest, "name must be a string")),
         };
+        let files = file_ids(object)?;
         let message = match object.get("message") {
             Some(Value::String(message)) => message.as_str(),
+            // A post of files alone needs no text.
+            None | Some(Value::Null) if !files.is_empty() => "",
             None | Some(Value::Null) => {
                 return Err(Rejection::new(Code::EmptyMessage, "message is missing"))
             }
@@ -102,9 +135,37 @@ impl Draft {
             }
         };
         let key = optional_key(object)?;
-        Ok(Draft::new(name, message, limits)?
-            .with_cid(cid)
-            .with_key(key))
+        let draft = if files.is_empty() {
+            Draft::new(name, message, limits)?
+        } else {
+            Draft::with_files(name, message, files, limits)?
+        };
+        Ok(draft.with_cid(cid).with_key(key))
+    }
+
+    /// Validates a post of `files` (ids, checked by the caller) whose text
+    /// may be blank.
+    fn with_files(
+        name: &str,
+        message: &str,
+        files: Vec<String>,
+        limits: Limits,
+    ) -> Result<Draft, Rejection> {
+        let text = if message.trim().is_empty() {
+            String::new()
+        } else {
+            clean_message(message, limits)?
+        };
+        Ok(Draft {
+            message: text,
+            files,
+            ..Draft::new(name, "-", limits)?
+        })
+    }
+
+    /// The ids of the files the post carries, in order.
+    pub fn files(&self) -> &[String] {
+        &self.files
     }
 
     /// The same draft carrying the client's id `cid`.
@@ -163,6 +224,7 @@ impl Draft {
             cid: None,
             key: None,
             sender: None,
+            files: Vec::new(),
         })
     }
 
@@ -174,14 +236,16 @@ impl Draft {
         &self.message
     }
 
-    /// Turns the draft into a stored message with the id and time the store gave it.
-    pub fn into_message(self, id: u64, time: i64) -> Message {
+    /// Turns the draft into a stored message with the id and time the store
+    /// gave it, and the files its ids name.
+    pub fn into_message(self, id: u64, time: i64, files: Vec<File>) -> Message {
         Message {
             id,
             name: self.name,
             message: self.message,
             time,
             edited: None,
+            files,
         }
     }
 }
@@ -205,6 +269,40 @@ pub fn clean_message(message: &str, limits: Limits) -> Result<String, Rejection>
         ));
     }
     Ok(message.to_owned())
+}
+
+/// The `files` of a post: absent, or up to [`MAX_FILES_PER_MESSAGE`] file
+/// ids; an id listed twice counts once.
+fn file_ids(object: &serde_json::Map<String, Value>) -> Result<Vec<String>, Rejection> {
+    let bad = || {
+        Rejection::new(
+            Code::BadRequest,
+            format!(
+                "files must be a list of at most {MAX_FILES_PER_MESSAGE} file ids \
+                 (the \"id\" POST /api/files answered with: 64 hex digits)"
+            ),
+        )
+    };
+    let list = match object.get("files") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(bad()),
+    };
+    let mut ids: Vec<String> = Vec::with_capacity(list.len());
+    for id in list {
+        match id {
+            Value::String(id) if is_file_id(id) => {
+                if !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if ids.len() > MAX_FILES_PER_MESSAGE {
+        return Err(bad());
+    }
+    Ok(ids)
 }
 
 /// The `key` of a post: absent, or 16 to 128 printable ASCII characters.
@@ -287,6 +385,7 @@ pub enum Code {
     Forbidden,
     NotFound,
     Blocked,
+    FilesFull,
 }
 
 impl Code {
@@ -309,6 +408,7 @@ impl Code {
             Code::Forbidden => "forbidden",
             Code::NotFound => "not-found",
             Code::Blocked => "blocked",
+            Code::FilesFull => "files-full",
         }
     }
 }
@@ -797,6 +897,7 @@ mod tests {
             message: "b".into(),
             time: 5,
             edited: None,
+            files: Vec::new(),
         };
         let added = message_added_frame(&message);
         let frame: Value = serde_json::from_str(&added).unwrap();

@@ -16,6 +16,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App};
 
 use crate::board::{Board, BoardConfig};
+use crate::files::FilesConfig;
 use crate::guard::{Guard, GuardConfig};
 use crate::http::{self, AppState};
 use crate::mdns::{self, Advert, MdnsError};
@@ -96,6 +97,8 @@ pub struct Config {
     pub workers: usize,
     pub session: SessionConfig,
     pub guard: GuardConfig,
+    /// Upload limits and how long a file waits for a message.
+    pub files: FilesConfig,
     /// PEM certificate chain and key: serve https/wss.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How long open connections get to finish at shutdown.
@@ -141,6 +144,8 @@ pub enum StartError {
 /// A board bound to its socket, ready to run.
 pub struct Server {
     server: actix_web::dev::Server,
+    log: Arc<dyn Log>,
+    files: FilesConfig,
     board: Board,
     writer: Writer,
     sessions: Sessions,
@@ -203,11 +208,15 @@ impl Server {
             qr_url: net::qr_url(&urls).map(|u| u.url.clone()),
             guard,
             sessions: sessions.clone(),
+            log: store.log.clone(),
+            files: config.files,
         });
         let writer = state.writer.clone();
         let server = serve(listener, tls, state, &config)?;
         Ok(Server {
             server,
+            log: store.log.clone(),
+            files: config.files,
             board,
             writer,
             sessions,
@@ -250,12 +259,14 @@ impl Server {
         let handle = self.server.handle();
         let mdns = self.mdns.take();
         let presence = actix_web::rt::spawn(self.board.clone().run_presence());
+        let sweep = actix_web::rt::spawn(remove_orphans(self.log.clone(), self.files));
         let mut server = actix_web::rt::spawn(self.server);
         let mut outcome = Ok(());
         tokio::select! {
             result = &mut server => {
                 // The server ended by itself (it only does on an I/O failure).
                 presence.abort();
+                sweep.abort();
                 return match result {
                     Ok(result) => Ok(result?),
                     Err(_) => Ok(()),
@@ -283,9 +294,31 @@ impl Server {
         // keeps a stuck connection from holding the process.
         let _ = tokio::time::timeout(self.grace + Duration::from_secs(1), stop).await;
         presence.abort();
+        sweep.abort();
         // A failed goodbye task has nothing left to undo: the process ends.
         let _ = goodbye.await;
         outcome
+    }
+}
+
+/// Removes the files no message carries once they are older than
+/// `files.orphan_after`, and uploads that were never finished, every
+/// [`crate::files::sweep_every`], for as long as the board runs.
+async fn remove_orphans(log: Arc<dyn Log>, files: FilesConfig) {
+    let every = crate::files::sweep_every(files.orphan_after);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let log = log.clone();
+        let before = crate::writer::now_ms() - files.orphan_after.as_millis() as i64;
+        match web::block(move || log.files().remove_orphans(before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => log::info!("removed {removed} file(s) no message carries"),
+            Ok(Err(error)) => log::warn!("removing files no message carries failed: {error}"),
+            // The blocking pool is gone: the board is stopping.
+            Err(_) => return,
+        }
     }
 }
 

@@ -142,6 +142,13 @@ pub fn refusal(denied: Denied) -> Rejection {
             Code::NotFound,
             "there is no such message: it was never posted or has been deleted",
         ),
+        Denied::UnknownFile { id } => Rejection::new(
+            Code::BadRequest,
+            format!(
+                "there is no file {id}: upload it with POST /api/files first (a file no \
+                 message carries is removed an hour after its upload)"
+            ),
+        ),
         Denied::Blocked { until } => Rejection {
             until: Some(until),
             ..Rejection::new(
@@ -169,7 +176,8 @@ fn log_done(done: &Done) {
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, the board's clock for times it stores.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -340,6 +348,9 @@ mod tests {
         }
         fn describe(&self) -> String {
             "a log that panics once".into()
+        }
+        fn files(&self) -> &dyn crate::store::FileStore {
+            self.log.files()
         }
     }
 

@@ -107,8 +107,8 @@ fn a_cid_is_forgotten_after_a_day(log: &dyn Log) {
 
 fn import_keeps_ids_and_only_fills_an_empty_board(log: &dyn Log) {
     let exported = vec![
-        draft("a", None).into_message(3, 7),
-        draft("b", None).into_message(40, 8),
+        draft("a", None).into_message(3, 7, Vec::new()),
+        draft("b", None).into_message(40, 8, Vec::new()),
     ];
     let disordered = vec![exported[1].clone(), exported[0].clone()];
     assert!(matches!(

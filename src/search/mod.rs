@@ -225,7 +225,23 @@ pub fn find(
     before: u64,
     limit: usize,
 ) -> rusqlite::Result<Found> {
-    find_in(conn, "main.search_index", query, before, limit)
+    find_in(
+        conn,
+        "main.search_index",
+        query,
+        before,
+        limit,
+        Files::Absent,
+    )
+}
+
+/// Whether the `messages` a search reads carry the messages' files: a SQLite
+/// board's do; an [`Index`]'s copy holds only what is searched, and its
+/// owner brings the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Files {
+    Column,
+    Absent,
 }
 
 /// Readies a SQLite board's reading connection for [`find_with_backlog`]:
@@ -259,19 +275,35 @@ pub fn find_with_backlog(
         )?
         .execute(params![indexed_to, before_id])?;
     if backlog == 0 {
-        return find(conn, query, before, limit);
+        return find_in(
+            conn,
+            "main.search_index",
+            query,
+            before,
+            limit,
+            Files::Column,
+        );
     }
-    let found = find_in(conn, "temp.search_backlog", query, before, limit);
+    let found = find_in(
+        conn,
+        "temp.search_backlog",
+        query,
+        before,
+        limit,
+        Files::Column,
+    );
     // Emptied at once: deleted text must not wait in memory for the next query.
     conn.execute_batch("DELETE FROM temp.search_backlog")?;
     let mut found = found?;
     if !found.more {
         // With no room left, this still tells whether older messages match.
-        let older = find(
+        let older = find_in(
             conn,
+            "main.search_index",
             query,
             (indexed_to + 1) as u64,
             limit - found.hits.len(),
+            Files::Column,
         )?;
         found.hits.extend(older.hits);
         found.more = older.more;
@@ -285,15 +317,20 @@ fn find_in(
     query: &Query,
     before: u64,
     limit: usize,
+    files: Files,
 ) -> rusqlite::Result<Found> {
     let Some(expression) = query.expression() else {
         return Ok(Found::default());
     };
     let name = table.rsplit('.').next().unwrap_or(table);
+    let files = match files {
+        Files::Column => "m.files",
+        Files::Absent => "NULL",
+    };
     let mut select = conn.prepare_cached(&format!(
         "SELECT m.id, m.name, m.message, m.time, m.edited,
                 highlight({name}, 0, char(1), char(2)),
-                highlight({name}, 1, char(1), char(2))
+                highlight({name}, 1, char(1), char(2)), {files}
          FROM {table} JOIN main.messages m ON m.id = {name}.rowid
          WHERE {name} MATCH ?1 AND {name}.rowid < ?2
          ORDER BY {name}.rowid DESC LIMIT ?3"
@@ -306,6 +343,7 @@ fn find_in(
             message: row.get(2)?,
             time: row.get(3)?,
             edited: row.get(4)?,
+            files: crate::files::from_column(row, 7)?,
         };
         let name: String = row.get(5)?;
         let text: String = row.get(6)?;

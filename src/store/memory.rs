@@ -1,14 +1,15 @@
-//! [`MemoryLog`]: the history in memory only (`--memory`), lost on exit.
+//! [`MemoryLog`]: the history in memory only (`--memory`), lost on exit,
+//! and the board's files with it.
 
 use std::collections::HashMap;
 
 use parking_lot::RwLock;
 
 use super::{
-    check_import_order, judge, Appended, Denied, Done, Event, Log, Op, Outcome, StoreError,
-    CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
+    check_import_order, judge, Appended, Denied, Done, Event, FileStore, Log, Op, Outcome,
+    StoreError, Stored as StoredFile, UploadId, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
 };
-use crate::protocol::Message;
+use crate::protocol::{File, Message};
 use crate::search::{Found, Index, Query};
 
 /// History in memory only, lost on exit (`--memory`).
@@ -44,6 +45,22 @@ struct State {
     /// Sender address -> end of its block (ms).
     blocks: HashMap<String, i64>,
     operator: Option<String>,
+    /// Stored files by id, and which messages carry each.
+    files: HashMap<String, Kept>,
+    /// Uploads in progress: their chunks and when they began.
+    uploads: HashMap<u64, (Vec<Vec<u8>>, i64)>,
+    next_upload: u64,
+    /// Bytes of the stored files and the uploads in progress.
+    files_bytes: u64,
+}
+
+/// A stored file: what messages show of it, its content, how many
+/// messages carry it, and when it was last uploaded.
+struct Kept {
+    file: File,
+    chunks: Vec<Vec<u8>>,
+    carried_by: usize,
+    time: i64,
 }
 
 /// A message and what only the store knows of it.
@@ -89,12 +106,26 @@ impl State {
             if let (Some(until), false) = (self.blocked(draft.sender(), time), by_operator) {
                 return Err(Denied::Blocked { until });
             }
+            let files = draft
+                .files()
+                .iter()
+                .map(|id| match self.files.get(id) {
+                    Some(kept) => Ok(kept.file.clone()),
+                    None => Err(Denied::UnknownFile { id: id.clone() }),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for file in &files {
+                self.files
+                    .get_mut(&file.id)
+                    .expect("looked up above")
+                    .carried_by += 1;
+            }
             self.last += 1;
             if let Some(cid) = draft.cid() {
                 self.cids.insert(cid.to_owned(), (self.last, time));
             }
             let (key_hash, sender) = (draft.key_hash(), draft.sender().map(str::to_owned));
-            let message = draft.into_message(self.last, time);
+            let message = draft.into_message(self.last, time, files);
             self.messages.push(Stored {
                 message: message.clone(),
                 key_hash,
@@ -122,7 +153,10 @@ impl State {
             Op::Delete { .. } => {
                 self.last += 1;
                 self.changes.insert(id, (self.last, true));
-                self.messages.remove(at);
+                let deleted = self.messages.remove(at);
+                for file in &deleted.message.files {
+                    self.let_go(&file.id);
+                }
                 Ok(Done::Deleted {
                     id,
                     change: self.last,
@@ -136,6 +170,21 @@ impl State {
                 Ok(Done::Blocked { id, until })
             }
             Op::Post(_) => unreachable!("posts are handled above"),
+        }
+    }
+}
+
+impl State {
+    /// One message fewer carries file `id`: the last one takes it along.
+    fn let_go(&mut self, id: &str) {
+        let Some(kept) = self.files.get_mut(id) else {
+            return;
+        };
+        kept.carried_by = kept.carried_by.saturating_sub(1);
+        if kept.carried_by == 0 {
+            let size = kept.file.size;
+            self.files.remove(id);
+            self.files_bytes = self.files_bytes.saturating_sub(size);
         }
     }
 }
@@ -215,6 +264,19 @@ impl Log for MemoryLog {
         if state.last != 0 {
             return Err(StoreError::NotEmpty);
         }
+        for message in messages {
+            for file in &message.files {
+                match state.files.get_mut(&file.id) {
+                    Some(kept) => kept.carried_by += 1,
+                    None => {
+                        return Err(StoreError::MissingFile {
+                            message: message.id,
+                            id: file.id.clone(),
+                        })
+                    }
+                }
+            }
+        }
         state.messages = messages
             .iter()
             .map(|message| Stored {
@@ -230,7 +292,15 @@ impl Log for MemoryLog {
     }
 
     fn search(&self, query: &Query, before: u64, limit: usize) -> Result<Found, StoreError> {
-        self.index.find(query, before, limit)
+        let mut found = self.index.find(query, before, limit)?;
+        // The index holds only what is searched: the files come from here.
+        let state = self.state.read();
+        for hit in &mut found.hits {
+            if let Some(at) = state.find(hit.message.id) {
+                hit.message.files = state.messages[at].message.files.clone();
+            }
+        }
+        Ok(found)
     }
 
     fn describe(&self) -> String {
@@ -249,5 +319,128 @@ impl Log for MemoryLog {
     fn rotate_operator_secret(&self, fresh: &str) -> Result<(), StoreError> {
         self.state.write().operator = Some(fresh.to_owned());
         Ok(())
+    }
+
+    fn files(&self) -> &dyn FileStore {
+        self
+    }
+}
+
+fn dropped() -> StoreError {
+    StoreError::Refused("the upload was dropped".into())
+}
+
+impl FileStore for MemoryLog {
+    fn begin_upload(&self, time: i64) -> Result<UploadId, StoreError> {
+        let mut state = self.state.write();
+        state.next_upload += 1;
+        let upload = state.next_upload;
+        state.uploads.insert(upload, (Vec::new(), time));
+        Ok(UploadId(upload))
+    }
+
+    fn write_chunk(
+        &self,
+        upload: UploadId,
+        _seq: u32,
+        bytes: &[u8],
+        quota: u64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.write();
+        let after = state.files_bytes.saturating_add(bytes.len() as u64);
+        if after > quota {
+            return Err(StoreError::FilesFull { quota });
+        }
+        let (chunks, _) = state.uploads.get_mut(&upload.0).ok_or_else(dropped)?;
+        chunks.push(bytes.to_vec());
+        state.files_bytes = after;
+        Ok(())
+    }
+
+    fn finish_upload(
+        &self,
+        upload: UploadId,
+        file: &File,
+        time: i64,
+    ) -> Result<StoredFile, StoreError> {
+        let mut state = self.state.write();
+        let (chunks, _) = state.uploads.remove(&upload.0).ok_or_else(dropped)?;
+        if let Some(kept) = state.files.get_mut(&file.id) {
+            if kept.carried_by == 0 {
+                kept.time = time;
+            }
+            let existing = kept.file.clone();
+            let staged: usize = chunks.iter().map(Vec::len).sum();
+            state.files_bytes = state.files_bytes.saturating_sub(staged as u64);
+            return Ok(StoredFile::Existing(existing));
+        }
+        state.files.insert(
+            file.id.clone(),
+            Kept {
+                file: file.clone(),
+                chunks,
+                carried_by: 0,
+                time,
+            },
+        );
+        Ok(StoredFile::New(file.clone()))
+    }
+
+    fn abort_upload(&self, upload: UploadId) -> Result<(), StoreError> {
+        let mut state = self.state.write();
+        if let Some((chunks, _)) = state.uploads.remove(&upload.0) {
+            let staged: usize = chunks.iter().map(Vec::len).sum();
+            state.files_bytes = state.files_bytes.saturating_sub(staged as u64);
+        }
+        Ok(())
+    }
+
+    fn file(&self, id: &str) -> Result<Option<File>, StoreError> {
+        Ok(self
+            .state
+            .read()
+            .files
+            .get(id)
+            .map(|kept| kept.file.clone()))
+    }
+
+    fn read_chunk(&self, id: &str, seq: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .state
+            .read()
+            .files
+            .get(id)
+            .and_then(|kept| kept.chunks.get(seq as usize).cloned()))
+    }
+
+    fn remove_orphans(&self, before: i64) -> Result<usize, StoreError> {
+        let mut state = self.state.write();
+        let orphans: Vec<String> = state
+            .files
+            .iter()
+            .filter(|(_, kept)| kept.carried_by == 0 && kept.time < before)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let abandoned: Vec<u64> = state
+            .uploads
+            .iter()
+            .filter(|(_, (_, began))| *began < before)
+            .map(|(upload, _)| *upload)
+            .collect();
+        let mut freed = 0;
+        for id in &orphans {
+            freed += state.files.remove(id).map_or(0, |kept| kept.file.size);
+        }
+        for upload in abandoned {
+            if let Some((chunks, _)) = state.uploads.remove(&upload) {
+                freed += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+            }
+        }
+        state.files_bytes = state.files_bytes.saturating_sub(freed);
+        Ok(orphans.len())
+    }
+
+    fn used_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.state.read().files_bytes)
     }
 }

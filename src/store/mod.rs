@@ -33,7 +33,7 @@ pub use memory::MemoryLog;
 pub use redis::{RedisLog, RedisTarget};
 pub use sqlite::{operator_secret_in, Access, SqliteLog, SyncMode};
 
-use crate::protocol::{Draft, Message};
+use crate::protocol::{Draft, File, Message};
 use crate::search::{Found, Query};
 
 /// How long a client's `cid` is remembered: a resend within this time is
@@ -121,6 +121,69 @@ pub trait Log: Send + Sync + 'static {
     fn operator_secret(&self, fresh: &str) -> Result<String, StoreError>;
     /// Replaces the operator secret: links with the old one stop working.
     fn rotate_operator_secret(&self, fresh: &str) -> Result<(), StoreError>;
+    /// The board's files, kept in the same store as its messages.
+    fn files(&self) -> &dyn FileStore;
+}
+
+/// Bytes of file content per chunk: the unit files are written, stored and
+/// read in, so an upload or download holds a chunk or two in memory, never
+/// a whole file.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// An upload in progress, from [`FileStore::begin_upload`] on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadId(pub u64);
+
+/// What [`FileStore::finish_upload`] made of an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// New content, stored now.
+    New(File),
+    /// The board already held the same content: the upload's chunks are
+    /// dropped and this, the file stored before, stands for it.
+    Existing(File),
+}
+
+/// The board's files: content in chunks of [`CHUNK_BYTES`], written while
+/// it streams in and read a chunk at a time.
+///
+/// Messages refer to files by id; [`Log::commit`] records which message
+/// carries which file, and a deletion removes the files no other message
+/// carries, in its own transaction. A file no message carries is removed by
+/// [`FileStore::remove_orphans`] once its upload is old enough.
+///
+/// Threading: every method blocks, and is called from actix's blocking
+/// pool or a command's own thread, never on an async worker.
+pub trait FileStore: Send + Sync {
+    /// Starts an upload at `time` (ms).
+    fn begin_upload(&self, time: i64) -> Result<UploadId, StoreError>;
+    /// Appends chunk number `seq` (from 0, at most [`CHUNK_BYTES`]) to the
+    /// upload; refused with [`StoreError::FilesFull`] when the board's
+    /// files, stored and being uploaded, would pass `quota` bytes.
+    fn write_chunk(
+        &self,
+        upload: UploadId,
+        seq: u32,
+        bytes: &[u8],
+        quota: u64,
+    ) -> Result<(), StoreError>;
+    /// Ends an upload whose chunks make up `file` (its id is the SHA-256
+    /// of what was written). Content already stored is kept once: the
+    /// upload's chunks go, and an unreferenced file's hour starts again.
+    fn finish_upload(&self, upload: UploadId, file: &File, time: i64)
+        -> Result<Stored, StoreError>;
+    /// Drops an upload that will not be finished, and its chunks.
+    fn abort_upload(&self, upload: UploadId) -> Result<(), StoreError>;
+    /// The stored file with this id.
+    fn file(&self, id: &str) -> Result<Option<File>, StoreError>;
+    /// Chunk number `seq` of file `id`; `None` once the file is gone.
+    fn read_chunk(&self, id: &str, seq: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes every file no message carries whose upload finished before
+    /// `before` (ms), and uploads begun before it and never finished;
+    /// returns how many files went.
+    fn remove_orphans(&self, before: i64) -> Result<usize, StoreError>;
+    /// Bytes of all stored files and uploads in progress.
+    fn used_bytes(&self) -> Result<u64, StoreError>;
 }
 
 /// One request to the log's writing end.
@@ -174,7 +237,7 @@ pub enum Actor {
 }
 
 /// Why an [`Op`] was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
     /// The key is not the one that posted the message, nor (where it would
     /// do) the operator secret.
@@ -184,6 +247,9 @@ pub enum Denied {
     NotFound,
     /// The sender's address is blocked until then (ms).
     Blocked { until: i64 },
+    /// A post names a file the store does not hold: never uploaded, or
+    /// removed (an hour after its upload with no message to carry it).
+    UnknownFile { id: String },
 }
 
 /// One op's answer.
@@ -401,6 +467,12 @@ pub enum StoreError {
     /// than answer: nothing is known to be stored.
     #[error("the store failed: {0}")]
     Panicked(String),
+    /// An upload would take the board's files past `--max-files-bytes`.
+    #[error("the board's files would pass their quota of {quota} bytes")]
+    FilesFull { quota: u64 },
+    /// Messages to import carry a file the board does not hold.
+    #[error("message {message} carries file {id}, which the board does not hold")]
+    MissingFile { message: u64, id: String },
     /// The Redis board was just begun and takes posts after this wait.
     #[error("the board is starting; posts are taken in {0:?}")]
     Young(std::time::Duration),

@@ -67,10 +67,10 @@ use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncCommands, Client, RedisError, Script};
 
 use super::{
-    check_import_order, random_token, Actor, Appended, Denied, Done, Event, Feed, Follower, Log,
-    Op, Outcome, StoreError, CID_MEMORY_MS,
+    check_import_order, random_token, Actor, Appended, Denied, Done, Event, Feed, FileStore,
+    Follower, Log, Op, Outcome, StoreError, Stored, UploadId, CID_MEMORY_MS,
 };
-use crate::protocol::Message;
+use crate::protocol::{File, Message};
 use crate::search::{Found, Index, Query};
 
 /// How long one Redis command may take before lanboard gives up on it: a
@@ -1443,6 +1443,42 @@ impl Log for RedisLog {
         let fresh = fresh.to_owned();
         self.call(async move { timed(conn.set(&key, fresh)).await })
     }
+
+    fn files(&self) -> &dyn FileStore {
+        self
+    }
+}
+
+// TODO(files-redis): chunked keys in Redis; until then every call fails.
+impl FileStore for RedisLog {
+    fn begin_upload(&self, _time: i64) -> Result<UploadId, StoreError> {
+        Err(no_files())
+    }
+    fn write_chunk(&self, _: UploadId, _: u32, _: &[u8], _: u64) -> Result<(), StoreError> {
+        Err(no_files())
+    }
+    fn finish_upload(&self, _: UploadId, _: &File, _: i64) -> Result<Stored, StoreError> {
+        Err(no_files())
+    }
+    fn abort_upload(&self, _: UploadId) -> Result<(), StoreError> {
+        Err(no_files())
+    }
+    fn file(&self, _: &str) -> Result<Option<File>, StoreError> {
+        Err(no_files())
+    }
+    fn read_chunk(&self, _: &str, _: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(no_files())
+    }
+    fn remove_orphans(&self, _: i64) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    fn used_bytes(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+fn no_files() -> StoreError {
+    StoreError::Redis("files are not kept in Redis yet".into())
 }
 
 /// The eight script arguments of one op (see [`COMMIT`]).
@@ -1509,6 +1545,7 @@ fn message_from_row(row: &[String]) -> Result<Message, StoreError> {
         message: row.get(2).cloned().unwrap_or_default(),
         time: number(row.get(3))?,
         edited,
+        files: Vec::new(),
     })
 }
 

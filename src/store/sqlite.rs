@@ -22,8 +22,19 @@
 //!   join it a few hundred at a time, between the writer's batches (see
 //!   [`BACKLOG_STEP`] and `search`).
 //! - `search_progress(indexed_to INTEGER)`: one row, how far the index goes.
+//! - `messages.files`: the files a message carries, as the JSON list its
+//!   frames show (`NULL` for none).
+//! - `files(handle INTEGER PRIMARY KEY, id TEXT UNIQUE, name TEXT, size
+//!   INTEGER, type TEXT, time INTEGER)`: each stored file by its SHA-256
+//!   `id`, and each upload in progress (`id` still `NULL`); `time` is when
+//!   its upload began or, for a file, when it was last uploaded.
+//! - `file_chunks(file, seq, data BLOB)`: the content, in chunks of
+//!   `CHUNK_BYTES`, in the same file as the messages, so a copy of the file
+//!   is a whole backup.
+//! - `file_refs(file, message)`: which message carries which file; a file
+//!   goes with the last message carrying it.
 //!
-//! Versions 1 to 5 are upgraded in place on open; gaining the search index
+//! Versions 1 to 6 are upgraded in place on open; gaining the search index
 //! (from version 4 or older) reads every message once, with a progress line
 //! on stderr for a large file.
 //!
@@ -31,9 +42,14 @@
 //! which overwrites a deleted row (and an edited message's old text) with
 //! zeros, and after every commit that deleted or edited a message it
 //! checkpoints the WAL into the file and truncates it, so the old page
-//! images in the WAL go too.
+//! images in the WAL go too. Removed files go the same way.
+//!
+//! Files are written by uploads on actix's blocking pool, through the
+//! writer's connection (and its lock) a chunk per transaction, so a post
+//! waits for at most one chunk's write; they are read through the reading
+//! connection.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -41,15 +57,16 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{
-    check_import_order, judge, same_secret, Appended, Denied, Done, Event, Log, Op, Outcome,
-    StoreError, Tidy, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
+    check_import_order, judge, same_secret, Appended, Denied, Done, Event, FileStore, Log, Op,
+    Outcome, StoreError, Stored, Tidy, UploadId, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
 };
-use crate::protocol::Message;
+use crate::files;
+use crate::protocol::{File, Message};
 use crate::search::{self, Found, Query, CREATE_INDEX, CREATE_PROGRESS, MERGE_WHEN_IDLE};
 
 /// "LNBD": marks a SQLite file as a lanboard database.
 const APPLICATION_ID: i64 = 0x4c4e_4244;
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Posts the writer indexes in one go between batches, once that many wait
 /// (or once the oldest has waited [`BACKLOG_WAIT`]): enough to make
@@ -71,7 +88,7 @@ pub struct SqliteLog {
     /// refused instead of interleaving ids with ours. An OS file lock is used
     /// rather than SQLite's exclusive locking mode, which would also lock out
     /// our own reader connection and `lanboard export`.
-    _lock: Option<File>,
+    _lock: Option<std::fs::File>,
     /// The file's schema version: older than [`SCHEMA_VERSION`] only when
     /// opened to read (export), which reads it as it is.
     version: i64,
@@ -89,6 +106,8 @@ struct Writing {
     /// Posts after `indexed_to`, and since when the oldest of them waits.
     backlog: i64,
     backlog_since: Instant,
+    /// Bytes of the stored files and the uploads in progress.
+    files_bytes: u64,
 }
 
 /// How long a commit waits for the disk (SQLite's `synchronous` in WAL mode).
@@ -138,6 +157,20 @@ impl SqliteLog {
         } else {
             (0, 0)
         };
+        let files_bytes = if version >= 7 && access == Access::Write {
+            // Uploads cut off by a stop are never finished: drop them.
+            writer.execute_batch(
+                "BEGIN;
+                 DELETE FROM file_chunks WHERE file IN (SELECT handle FROM files WHERE id IS NULL);
+                 DELETE FROM files WHERE id IS NULL;
+                 COMMIT;",
+            )?;
+            writer.query_row("SELECT coalesce(sum(size), 0) FROM files", [], |row| {
+                row.get::<_, i64>(0)
+            })? as u64
+        } else {
+            0
+        };
         let reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -152,6 +185,7 @@ impl SqliteLog {
                 indexed_to,
                 backlog,
                 backlog_since: Instant::now(),
+                files_bytes,
             }),
             reader: Mutex::new(reader),
             _lock: lock,
@@ -164,25 +198,27 @@ impl SqliteLog {
     /// The columns [`read_message`] reads, as this file has them.
     fn columns(&self) -> &'static str {
         if self.version < 4 {
-            "id, name, message, time, NULL"
+            "id, name, message, time, NULL, NULL"
+        } else if self.version < 7 {
+            "id, name, message, time, edited, NULL"
         } else {
             MESSAGE
         }
     }
 }
 
-const INSERT: &str = "INSERT INTO messages (id, name, message, time, edited, key, sender)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT: &str = "INSERT INTO messages (id, name, message, time, edited, key, sender, files)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// The columns [`read_message`] reads, in its order.
-const MESSAGE: &str = "id, name, message, time, edited";
+const MESSAGE: &str = "id, name, message, time, edited, files";
 
 /// The last id given out: a post's, or a change's (which outlives a
 /// deleted message's row).
 const LAST_ID: &str = "SELECT max(coalesce((SELECT max(id) FROM messages), 0),
                           coalesce((SELECT max(change) FROM changes), 0))";
 
-fn take_lock(path: &Path) -> Result<File, StoreError> {
+fn take_lock(path: &Path) -> Result<std::fs::File, StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -255,12 +291,19 @@ fn check_or_create_schema(
     // Migrations from older schema versions, every step in one transaction.
     // Adding columns only writes the schema, not the rows, so it is instant
     // at any size. A reader (export) of an old file reads it as it is.
-    if access == Access::Write && version == 5 {
+    if access == Access::Write && (5..SCHEMA_VERSION).contains(&version) {
         // Version 5 indexed every post in its own commit: all are in.
+        let progress = if version == 5 {
+            format!(
+                "{CREATE_PROGRESS} {MERGE_WHEN_IDLE}
+                 INSERT INTO search_progress (indexed_to)
+                     SELECT coalesce(max(id), 0) FROM messages;"
+            )
+        } else {
+            String::new()
+        };
         conn.execute_batch(&format!(
-            "BEGIN; {CREATE_PROGRESS} {MERGE_WHEN_IDLE}
-             INSERT INTO search_progress (indexed_to)
-                 SELECT coalesce(max(id), 0) FROM messages;
+            "BEGIN; {progress} {ADD_FILES}
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
     } else if access == Access::Write && (1..SCHEMA_VERSION).contains(&version) {
@@ -268,7 +311,7 @@ fn check_or_create_schema(
         let settings = if version < 3 { CREATE_SETTINGS } else { "" };
         let moderation = if version < 4 { ADD_MODERATION } else { "" };
         conn.execute_batch(&format!(
-            "BEGIN; {cids} {settings} {moderation} {CREATE_INDEX} {MERGE_WHEN_IDLE} {CREATE_PROGRESS}"
+            "BEGIN; {cids} {settings} {moderation} {CREATE_INDEX} {MERGE_WHEN_IDLE} {CREATE_PROGRESS} {ADD_FILES}"
         ))?;
         let filled = search::fill(conn, |done, total| {
             if total > search::FILL_STEP {
@@ -346,6 +389,28 @@ CREATE TABLE blocks (
     until INTEGER NOT NULL
 ) WITHOUT ROWID;";
 
+/// Version 7: files (see the module documentation).
+const ADD_FILES: &str = "ALTER TABLE messages ADD COLUMN files TEXT;
+CREATE TABLE files (
+    handle INTEGER PRIMARY KEY,
+    id TEXT UNIQUE,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    time INTEGER NOT NULL
+);
+CREATE TABLE file_chunks (
+    file INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (file, seq)
+);
+CREATE TABLE file_refs (
+    file TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY (file, message)
+) WITHOUT ROWID;";
+
 /// The `settings` row that keys the login cookie.
 const SECRET: &str = "secret";
 /// The `settings` row that holds the operator secret.
@@ -367,6 +432,7 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
          {MERGE_WHEN_IDLE}
          {CREATE_PROGRESS}
          INSERT INTO search_progress (indexed_to) VALUES (0);
+         {ADD_FILES}
          PRAGMA application_id = {APPLICATION_ID};
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;"
@@ -389,6 +455,7 @@ fn read_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         message: row.get(2)?,
         time: row.get(3)?,
         edited: row.get(4)?,
+        files: files::from_column(row, 5)?,
     })
 }
 
@@ -432,12 +499,14 @@ impl Log for SqliteLog {
                 .optional()?
                 .unwrap_or_default(),
             removed_text: false,
+            freed: 0,
         };
         let outcomes = ops
             .into_iter()
             .map(|op| batch.apply(op))
             .collect::<Result<Vec<_>, _>>()?;
         let removed_text = batch.removed_text;
+        let freed = batch.freed;
         let mut backlog = was_backlog + batch.posted;
         let mut indexed_to = was_indexed_to;
         if backlog >= BACKLOG_MOST {
@@ -453,6 +522,7 @@ impl Log for SqliteLog {
         }
         writing.backlog = backlog;
         writing.indexed_to = indexed_to;
+        writing.files_bytes = writing.files_bytes.saturating_sub(freed);
         if removed_text || writing.unscrubbed {
             writing.unscrubbed = !scrub_wal(&writing.conn);
         }
@@ -476,11 +546,12 @@ impl Log for SqliteLog {
             return Ok(Vec::new());
         }
         let conn = self.reader.lock();
-        let mut select = conn.prepare_cached(
-            "SELECT c.change, c.deleted, m.id, m.name, m.message, m.time, m.edited, c.id
+        let mut select = conn.prepare_cached(&format!(
+            "SELECT c.change, c.deleted, m.id, m.name, m.message, m.time, m.edited, c.id, {}
              FROM changes c LEFT JOIN messages m ON m.id = c.id
              WHERE c.change > ?1 ORDER BY c.change LIMIT ?2",
-        )?;
+            if self.version < 7 { "NULL" } else { "m.files" }
+        ))?;
         let id = i64::try_from(id).unwrap_or(i64::MAX);
         let rows = select.query_map(params![id, limit as i64], |row| {
             let change = row.get::<_, i64>(0)? as u64;
@@ -494,6 +565,7 @@ impl Log for SqliteLog {
                         message: row.get(4)?,
                         time: row.get(5)?,
                         edited: row.get(6)?,
+                        files: files::from_column(row, 8)?,
                     },
                     change,
                 },
@@ -587,6 +659,14 @@ impl Log for SqliteLog {
             let mut insert = tx.prepare_cached(INSERT)?;
             for m in messages {
                 let none: Option<&str> = None;
+                for file in &m.files {
+                    if stored_file(&tx, &file.id)?.is_none() {
+                        return Err(StoreError::MissingFile {
+                            message: m.id,
+                            id: file.id.clone(),
+                        });
+                    }
+                }
                 insert.execute(params![
                     m.id as i64,
                     m.name,
@@ -594,8 +674,10 @@ impl Log for SqliteLog {
                     m.time,
                     m.edited,
                     none,
-                    none
+                    none,
+                    files::to_column(&m.files)
                 ])?;
+                refer(&tx, m.id as i64, &m.files)?;
             }
         }
         let indexed_to = search::catch_up(&tx, after, i64::MAX)?.indexed_to;
@@ -625,6 +707,213 @@ impl Log for SqliteLog {
 
     fn rotate_operator_secret(&self, fresh: &str) -> Result<(), StoreError> {
         rotate(&self.writer.lock().conn, fresh)
+    }
+
+    fn files(&self) -> &dyn FileStore {
+        self
+    }
+}
+
+/// The stored file `id`, if the board holds it.
+fn stored_file(conn: &Connection, id: &str) -> Result<Option<File>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id, name, size, type FROM files WHERE id = ?1")?
+        .query_row([id], |row| {
+            Ok(File {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                size: row.get::<_, i64>(2)? as u64,
+                media_type: row.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Records that message `message` carries `files`.
+fn refer(conn: &Connection, message: i64, files: &[File]) -> Result<(), StoreError> {
+    let mut insert =
+        conn.prepare_cached("INSERT OR IGNORE INTO file_refs (file, message) VALUES (?1, ?2)")?;
+    for file in files {
+        insert.execute(params![file.id, message])?;
+    }
+    Ok(())
+}
+
+/// Removes file `id` when no message carries it; returns the bytes freed.
+fn remove_if_unreferenced(conn: &Connection, id: &str) -> Result<u64, StoreError> {
+    let carried: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM file_refs WHERE file = ?1)")?
+        .query_row([id], |row| row.get(0))?;
+    if carried {
+        return Ok(0);
+    }
+    let found: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT handle, size FROM files WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((handle, size)) = found else {
+        return Ok(0);
+    };
+    drop_chunks(conn, handle)?;
+    conn.prepare_cached("DELETE FROM files WHERE handle = ?1")?
+        .execute([handle])?;
+    Ok(size as u64)
+}
+
+/// Deletes the chunks of file or upload `handle`; returns their bytes.
+fn drop_chunks(conn: &Connection, handle: i64) -> Result<u64, StoreError> {
+    let bytes: i64 = conn
+        .prepare_cached("SELECT coalesce(sum(length(data)), 0) FROM file_chunks WHERE file = ?1")?
+        .query_row([handle], |row| row.get(0))?;
+    conn.prepare_cached("DELETE FROM file_chunks WHERE file = ?1")?
+        .execute([handle])?;
+    Ok(bytes as u64)
+}
+
+impl FileStore for SqliteLog {
+    fn begin_upload(&self, time: i64) -> Result<UploadId, StoreError> {
+        let writing = self.writer.lock();
+        writing
+            .conn
+            .prepare_cached(
+                "INSERT INTO files (id, name, size, type, time) VALUES (NULL, '', 0, '', ?1)",
+            )?
+            .execute([time])?;
+        Ok(UploadId(writing.conn.last_insert_rowid() as u64))
+    }
+
+    fn write_chunk(
+        &self,
+        upload: UploadId,
+        seq: u32,
+        bytes: &[u8],
+        quota: u64,
+    ) -> Result<(), StoreError> {
+        let mut writing = self.writer.lock();
+        let after = writing.files_bytes.saturating_add(bytes.len() as u64);
+        if after > quota {
+            return Err(StoreError::FilesFull { quota });
+        }
+        // Only into an upload still in progress: one dropped meanwhile (its
+        // client went away, or it was swept) takes no more chunks.
+        let written = writing
+            .conn
+            .prepare_cached(
+                "INSERT INTO file_chunks (file, seq, data)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM files WHERE handle = ?1 AND id IS NULL)",
+            )?
+            .execute(params![upload.0 as i64, seq, bytes])?;
+        if written == 0 {
+            return Err(StoreError::Refused("the upload was dropped".into()));
+        }
+        writing.files_bytes = after;
+        Ok(())
+    }
+
+    fn finish_upload(
+        &self,
+        upload: UploadId,
+        file: &File,
+        time: i64,
+    ) -> Result<Stored, StoreError> {
+        let mut writing = self.writer.lock();
+        let tx = writing.conn.transaction()?;
+        let stored = if let Some(existing) = stored_file(&tx, &file.id)? {
+            let freed = drop_chunks(&tx, upload.0 as i64)?;
+            tx.prepare_cached("DELETE FROM files WHERE handle = ?1")?
+                .execute([upload.0 as i64])?;
+            // Uploaded again for a post to come: its hour starts again.
+            tx.prepare_cached(
+                "UPDATE files SET time = ?2 WHERE id = ?1
+                 AND NOT EXISTS (SELECT 1 FROM file_refs WHERE file = ?1)",
+            )?
+            .execute(params![file.id, time])?;
+            tx.commit()?;
+            writing.files_bytes = writing.files_bytes.saturating_sub(freed);
+            Stored::Existing(existing)
+        } else {
+            let named = tx
+                .prepare_cached(
+                    "UPDATE files SET id = ?2, name = ?3, size = ?4, type = ?5, time = ?6
+                     WHERE handle = ?1 AND id IS NULL",
+                )?
+                .execute(params![
+                    upload.0 as i64,
+                    file.id,
+                    file.name,
+                    file.size as i64,
+                    file.media_type,
+                    time
+                ])?;
+            if named == 0 {
+                return Err(StoreError::Refused("the upload was dropped".into()));
+            }
+            tx.commit()?;
+            Stored::New(file.clone())
+        };
+        Ok(stored)
+    }
+
+    fn abort_upload(&self, upload: UploadId) -> Result<(), StoreError> {
+        let mut writing = self.writer.lock();
+        let tx = writing.conn.transaction()?;
+        let freed = drop_chunks(&tx, upload.0 as i64)?;
+        tx.prepare_cached("DELETE FROM files WHERE handle = ?1 AND id IS NULL")?
+            .execute([upload.0 as i64])?;
+        tx.commit()?;
+        writing.files_bytes = writing.files_bytes.saturating_sub(freed);
+        Ok(())
+    }
+
+    fn file(&self, id: &str) -> Result<Option<File>, StoreError> {
+        if self.version < 7 {
+            return Ok(None);
+        }
+        stored_file(&self.reader.lock(), id)
+    }
+
+    fn read_chunk(&self, id: &str, seq: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.version < 7 {
+            return Ok(None);
+        }
+        Ok(self
+            .reader
+            .lock()
+            .prepare_cached(
+                "SELECT c.data FROM files f JOIN file_chunks c ON c.file = f.handle
+                 WHERE f.id = ?1 AND c.seq = ?2",
+            )?
+            .query_row(params![id, seq], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn remove_orphans(&self, before: i64) -> Result<usize, StoreError> {
+        let mut writing = self.writer.lock();
+        let tx = writing.conn.transaction()?;
+        let gone: Vec<(i64, bool)> = tx
+            .prepare_cached(
+                "SELECT handle, id IS NOT NULL FROM files f WHERE time < ?1
+                 AND NOT EXISTS (SELECT 1 FROM file_refs r WHERE r.file = f.id)",
+            )?
+            .query_map([before], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut freed = 0;
+        for (handle, _) in &gone {
+            freed += drop_chunks(&tx, *handle)?;
+            tx.prepare_cached("DELETE FROM files WHERE handle = ?1")?
+                .execute([handle])?;
+        }
+        tx.commit()?;
+        writing.files_bytes = writing.files_bytes.saturating_sub(freed);
+        if !gone.is_empty() {
+            // As for deleted messages: the content goes from the WAL too.
+            writing.unscrubbed = !scrub_wal(&writing.conn);
+        }
+        Ok(gone.iter().filter(|(_, finished)| *finished).count())
+    }
+
+    fn used_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.writer.lock().files_bytes)
     }
 }
 
@@ -692,6 +981,8 @@ struct Batch<'a> {
     operator: String,
     /// True once an op deleted or replaced text, which the WAL still holds.
     removed_text: bool,
+    /// Bytes of the files removed with deleted messages.
+    freed: u64,
 }
 
 impl Batch<'_> {
@@ -728,6 +1019,13 @@ impl Batch<'_> {
                     return Ok(Err(Denied::Blocked { until }));
                 }
             }
+            let mut files = Vec::with_capacity(draft.files().len());
+            for id in draft.files() {
+                match stored_file(tx, id)? {
+                    Some(file) => files.push(file),
+                    None => return Ok(Err(Denied::UnknownFile { id: id.clone() })),
+                }
+            }
             self.last += 1;
             tx.prepare_cached(INSERT)?.execute(params![
                 self.last,
@@ -736,8 +1034,10 @@ impl Batch<'_> {
                 time,
                 None::<i64>,
                 draft.key_hash(),
-                draft.sender()
+                draft.sender(),
+                files::to_column(&files)
             ])?;
+            refer(tx, self.last, &files)?;
             self.posted += 1;
             if let Some(cid) = draft.cid() {
                 tx.prepare_cached(
@@ -745,9 +1045,11 @@ impl Batch<'_> {
                 )?
                 .execute(params![cid, self.last, time])?;
             }
-            return Ok(Ok(Done::Posted(Appended::New(
-                draft.into_message(self.last as u64, time),
-            ))));
+            return Ok(Ok(Done::Posted(Appended::New(draft.into_message(
+                self.last as u64,
+                time,
+                files,
+            )))));
         }
         let id = op.target().expect("posts are handled above");
         let id = i64::try_from(id).unwrap_or(i64::MAX);
@@ -756,7 +1058,7 @@ impl Batch<'_> {
                 "SELECT {MESSAGE}, key, sender FROM messages WHERE id = ?1"
             ))?
             .query_row([id], |row| {
-                Ok((read_message(row)?, row.get(5)?, row.get(6)?))
+                Ok((read_message(row)?, row.get(6)?, row.get(7)?))
             })
             .optional()?;
         let stored = found.as_ref().map(|(_, key, _)| key.as_deref());
@@ -794,6 +1096,11 @@ impl Batch<'_> {
                 }
                 tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?
                     .execute([id])?;
+                for file in &message.files {
+                    tx.prepare_cached("DELETE FROM file_refs WHERE file = ?1 AND message = ?2")?
+                        .execute(params![file.id, id])?;
+                    self.freed += remove_if_unreferenced(tx, &file.id)?;
+                }
                 self.changed(id, true)?;
                 Ok(Done::Deleted {
                     id: id as u64,
@@ -1032,15 +1339,61 @@ mod tests {
         post(&log, &["from version five", "and another"]);
         tidy_until_done(&log);
         drop(log);
-        // What version 5 wrote: the same file without search_progress.
+        // What version 5 wrote: the same file without search_progress
+        // and files.
         Connection::open(&path)
             .unwrap()
-            .execute_batch("DROP TABLE search_progress; PRAGMA user_version = 5;")
+            .execute_batch(&format!(
+                "DROP TABLE search_progress; {DROP_FILES} PRAGMA user_version = 5;"
+            ))
             .unwrap();
         let log = open(&path);
         assert_eq!(schema_version(&log), SCHEMA_VERSION);
         assert_eq!(indexed_to(&log), 2);
         assert_eq!(search(&log, "five"), [1]);
+    }
+
+    /// What version 7 added, undone.
+    const DROP_FILES: &str = "DROP TABLE files; DROP TABLE file_chunks; DROP TABLE file_refs;
+        ALTER TABLE messages DROP COLUMN files;";
+
+    #[test]
+    fn a_version_6_file_gains_files_and_keeps_its_messages_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        let log = open(&path);
+        post(&log, &["from version six"]);
+        tidy_until_done(&log);
+        drop(log);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!("{DROP_FILES} PRAGMA user_version = 6;"))
+            .unwrap();
+        let log = open(&path);
+        assert_eq!(schema_version(&log), SCHEMA_VERSION);
+        assert_eq!(search(&log, "six"), [1]);
+        let messages = log.after(0, 10).unwrap();
+        assert_eq!(messages[0].message, "from version six");
+        assert!(messages[0].files.is_empty());
+        let upload = log.begin_upload(1).unwrap();
+        log.write_chunk(upload, 0, b"now with files", u64::MAX)
+            .unwrap();
+        let file = File {
+            id: crate::files::hex(
+                ring::digest::digest(&ring::digest::SHA256, b"now with files").as_ref(),
+            ),
+            name: "f.txt".into(),
+            size: 14,
+            media_type: "text/plain".into(),
+        };
+        assert_eq!(
+            log.finish_upload(upload, &file, 2).unwrap(),
+            Stored::New(file.clone())
+        );
+        assert_eq!(
+            log.read_chunk(&file.id, 0).unwrap().unwrap(),
+            b"now with files"
+        );
     }
 
     #[test]
@@ -1160,8 +1513,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = open(&dir.path().join("b.db"));
         let exported = vec![
-            drafts(&["a"]).remove(0).into_message(3, 7),
-            drafts(&["b"]).remove(0).into_message(40, 8),
+            drafts(&["a"]).remove(0).into_message(3, 7, Vec::new()),
+            drafts(&["b"]).remove(0).into_message(40, 8, Vec::new()),
         ];
         assert_eq!(log.import(&exported).unwrap(), 2);
         assert_eq!(log.after(0, 10).unwrap(), exported);

@@ -1,0 +1,254 @@
+//! `POST /api/files?name=<file name>`: an upload streamed into the store a
+//! chunk at a time, hashed on the way, so that a file of the largest size
+//! allowed costs the server a few hundred KiB of memory, not its size.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::{clean_name, hex, media};
+use crate::http::{admit, peer_ip, refuse, reject, AppState};
+use crate::protocol::{Code, File, Rejection};
+use crate::store::{Log, StoreError, Stored, UploadId, CHUNK_BYTES};
+use crate::writer::now_ms;
+
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    name: Option<String>,
+}
+
+/// The answer to an upload over `--max-file-bytes`.
+fn too_large(limit: u64) -> HttpResponse {
+    reject(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &Rejection::new(
+            Code::TooLarge,
+            format!("the file is larger than this board takes ({limit} bytes)"),
+        ),
+    )
+}
+
+/// The answer to an upload that would pass `--max-files-bytes`.
+fn files_full(quota: u64) -> HttpResponse {
+    reject(
+        StatusCode::INSUFFICIENT_STORAGE,
+        &Rejection::new(
+            Code::FilesFull,
+            format!(
+                "the board's files are full ({quota} bytes in all); \
+                 files go when the messages carrying them are deleted"
+            ),
+        ),
+    )
+}
+
+fn storage_failed(error: &StoreError) -> HttpResponse {
+    log::error!("storing an upload failed: {error}");
+    let (code, text) = if error.is_unavailable() {
+        (
+            Code::StorageUnavailable,
+            "the board's storage cannot be reached right now; upload the file again in a moment",
+        )
+    } else {
+        (
+            Code::StorageError,
+            "the file could not be stored; try again",
+        )
+    };
+    reject(StatusCode::SERVICE_UNAVAILABLE, &Rejection::new(code, text))
+}
+
+/// Runs a blocking store call on actix's blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    web::block(call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Panicked("the blocking pool is gone".into())))
+}
+
+/// An upload that is dropped from the store unless it is finished: a
+/// client that goes away mid-upload leaves no chunks behind.
+struct Staged {
+    log: Arc<dyn Log>,
+    upload: Option<UploadId>,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            let log = self.log.clone();
+            // Off the async worker; if even that fails, the sweep for
+            // uploads never finished removes the chunks within the hour.
+            actix_web::rt::task::spawn_blocking(move || {
+                if let Err(error) = log.files().abort_upload(upload) {
+                    log::warn!("dropping an unfinished upload failed: {error}");
+                }
+            });
+        }
+    }
+}
+
+pub async fn upload(
+    request: HttpRequest,
+    query: Result<web::Query<UploadQuery>, actix_web::Error>,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(refusal) = admit(&request, &state.guard) {
+        return refuse(refusal);
+    }
+    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
+        return refuse(refusal);
+    }
+    let limits = state.files;
+    let name = match &query {
+        Ok(query) => clean_name(query.name.as_deref().unwrap_or_default()),
+        Err(_) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                &Rejection::new(
+                    Code::BadRequest,
+                    "name must be the file's name, URL-encoded",
+                ),
+            )
+        }
+    };
+    // Refused before a byte of the body is read, when the client says how
+    // many are coming.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|size| size > limits.max_file_bytes) {
+        return too_large(limits.max_file_bytes);
+    }
+    let claimed = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let log = state.log.clone();
+    if let Some(size) = declared {
+        let files = log.clone();
+        match blocking(move || files.files().used_bytes()).await {
+            Ok(used) if used.saturating_add(size) > limits.max_files_bytes => {
+                return files_full(limits.max_files_bytes)
+            }
+            Ok(_) => {}
+            Err(error) => return storage_failed(&error),
+        }
+    }
+    let files = log.clone();
+    let began = now_ms();
+    let mut staged = match blocking(move || files.files().begin_upload(began)).await {
+        Ok(upload) => Staged {
+            log: log.clone(),
+            upload: Some(upload),
+        },
+        Err(error) => return storage_failed(&error),
+    };
+    let upload = staged.upload.expect("set just above");
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut head = Vec::with_capacity(media::HEAD_BYTES);
+    let mut size: u64 = 0;
+    let mut chunk = web::BytesMut::with_capacity(CHUNK_BYTES);
+    let mut seq: u32 = 0;
+    // One chunk is written while the next is read: the store's write and
+    // the socket's read overlap, and at most two chunks are held.
+    let mut writing: Option<actix_web::rt::task::JoinHandle<Result<(), StoreError>>> = None;
+    let quota = limits.max_files_bytes;
+    let mut done = false;
+    while !done {
+        let part = match payload.next().await {
+            Some(Ok(part)) => part,
+            Some(Err(_)) => {
+                return reject(
+                    StatusCode::BAD_REQUEST,
+                    &Rejection::new(Code::BadRequest, "the upload was cut off"),
+                )
+            }
+            None => {
+                done = true;
+                web::Bytes::new()
+            }
+        };
+        size += part.len() as u64;
+        if size > limits.max_file_bytes {
+            return too_large(limits.max_file_bytes);
+        }
+        digest.update(&part);
+        if head.len() < media::HEAD_BYTES {
+            let take = (media::HEAD_BYTES - head.len()).min(part.len());
+            head.extend_from_slice(&part[..take]);
+        }
+        chunk.extend_from_slice(&part);
+        while chunk.len() >= CHUNK_BYTES || (done && !chunk.is_empty()) {
+            let full = chunk.split_to(chunk.len().min(CHUNK_BYTES)).freeze();
+            if let Some(previous) = writing.take() {
+                if let Some(response) = written(previous, quota).await {
+                    return response;
+                }
+            }
+            let files = log.clone();
+            let number = seq;
+            writing = Some(actix_web::rt::task::spawn_blocking(move || {
+                files.files().write_chunk(upload, number, &full, quota)
+            }));
+            seq += 1;
+        }
+    }
+    if let Some(previous) = writing.take() {
+        if let Some(response) = written(previous, quota).await {
+            return response;
+        }
+    }
+    let file = File {
+        id: hex(digest.finish().as_ref()),
+        name,
+        size,
+        media_type: media::settle(claimed.as_deref(), &head),
+    };
+    let files = log.clone();
+    let finished = now_ms();
+    let stored = blocking(move || files.files().finish_upload(upload, &file, finished)).await;
+    match stored {
+        Ok(stored) => {
+            // Finished: the chunks belong to a file (or are gone already).
+            staged.upload = None;
+            match stored {
+                Stored::New(file) => {
+                    log::info!(
+                        "{}: stored file {} ({} bytes, {})",
+                        crate::http::peer(&request),
+                        file.id,
+                        file.size,
+                        file.media_type
+                    );
+                    HttpResponse::Created().json(file)
+                }
+                Stored::Existing(file) => HttpResponse::Ok().json(file),
+            }
+        }
+        Err(error) => storage_failed(&error),
+    }
+}
+
+/// Waits for a chunk's write: `None` when it is stored, else the answer.
+async fn written(
+    writing: actix_web::rt::task::JoinHandle<Result<(), StoreError>>,
+    quota: u64,
+) -> Option<HttpResponse> {
+    match writing.await {
+        Ok(Ok(())) => None,
+        Ok(Err(StoreError::FilesFull { .. })) => Some(files_full(quota)),
+        Ok(Err(error)) => Some(storage_failed(&error)),
+        Err(_) => Some(storage_failed(&StoreError::Panicked(
+            "writing a chunk failed".into(),
+        ))),
+    }
+}
