@@ -2317,8 +2317,9 @@ function uploadFailed(attachment, status, answer) {
 
 /** Why an upload failed, in the board's words when it gave some. */
 function uploadProblem(status, answer) {
-  const said = answer !== null && typeof answer === 'object' && typeof answer.message === 'string' ? answer.message : '';
-  if (said) return said;
+  const said = answer !== null && typeof answer === 'object' && typeof answer.message === 'string' ? answer.message.trim() : '';
+  // The board's words are a clause ("the file is larger than ..."): made a sentence here.
+  if (said) return /[.!?]$/.test(said) ? said : `${said}.`;
   switch (status) {
     case 0:
       return 'the board cannot be reached right now.';

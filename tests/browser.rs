@@ -3800,7 +3800,10 @@ async fn a_file_over_the_boards_limit_is_refused_in_the_page_before_any_upload()
         .await;
     assert_eq!(
         failed["error"],
-        format!("big.bin could not be uploaded: {message}"),
+        format!(
+            "big.bin could not be uploaded: {}.",
+            message.trim_end_matches('.')
+        ),
         "{failed}"
     );
     assert_eq!(failed["chip"]["name"], "big.bin", "{failed}");
