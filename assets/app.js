@@ -2092,7 +2092,6 @@ function renderPreview(file) {
   const image = document.createElement('img');
   // Before the source: an image told to load lazily after it has one may have started already.
   image.loading = 'lazy';
-  image.decoding = 'async';
   image.alt = file.name;
   image.src = fileUrl(file);
   link.append(image);

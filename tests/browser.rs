@@ -3236,7 +3236,10 @@ const FILES_SEEN: &str = "
             previews: [...item.querySelectorAll('.file-preview')].map(a => {
                 const img = a.querySelector('img');
                 const box = img.getBoundingClientRect();
+                const link = a.getBoundingClientRect();
                 return {
+                    // Room in the link beside or below the image, once it has loaded.
+                    slack: img.complete ? [link.width - box.width, link.height - box.height] : null,
                     href: a.getAttribute('href'), src: img.getAttribute('src'), alt: img.alt,
                     loading: img.getAttribute('loading'), loaded: img.complete && img.naturalWidth > 0,
                     naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
@@ -3366,6 +3369,11 @@ async fn an_image_pasted_into_the_message_box_appears_in_another_page_as_a_previ
         (&preview["width"], &preview["height"]),
         (&json!(320), &json!(240)),
         "shown within 320×240, in its proportions: {preview}"
+    );
+    assert_eq!(
+        preview["slack"],
+        json!([0, 0]),
+        "the link is the image's size: {preview}"
     );
     let id_of_pasted = alice
         .run(&format!("{SHA256} return sha256(window.__pasted[0]);"))
@@ -3996,6 +4004,7 @@ async fn on_a_phone_previews_fit_the_screen_and_the_wall_shows_images_large() {
             "inside the screen: {preview}"
         );
         assert!(width <= 320.0 && height <= 240.0, "bounded: {preview}");
+        assert_eq!(preview["slack"], json!([0, 0]), "{preview}");
         let ratio = number("naturalWidth") / number("naturalHeight");
         assert!(
             (width / height - ratio).abs() < 0.05 * ratio,
@@ -4100,6 +4109,85 @@ async fn screenshot_of_search_for_the_readme() {
     }
     // The caret blinks; the picture should not depend on when it is taken.
     page.run("document.getElementById('search').style.caretColor = 'transparent'")
+        .await;
+    let png = in_time("a screenshot", page.client.screenshot())
+        .await
+        .unwrap_or_else(|e| panic!("the screenshot failed: {e}"));
+    std::fs::write(&out, png).unwrap_or_else(|e| panic!("cannot write {out}: {e}"));
+}
+
+/// Not a check: makes the README's picture of a post with an image and a
+/// file, on a board that is already running (`LANBOARD_SCREENSHOT_URL`).
+/// The page picks the files in `LANBOARD_SCREENSHOT_FILES` (paths, one a
+/// line) with its attach button, as `LANBOARD_SCREENSHOT_NAME` with the text
+/// `LANBOARD_SCREENSHOT_TEXT`, sends the post, and once its images have
+/// loaded takes the picture, on a desktop screen (`phone` in
+/// `LANBOARD_SCREENSHOT_SCREEN` for a phone's). The PNG goes to
+/// `LANBOARD_SCREENSHOT_OUT` (default `docs/files.png`):
+///
+///     LANBOARD_SCREENSHOT_URL=http://127.0.0.1:4100 \
+///     LANBOARD_SCREENSHOT_FILES="$(printf '%s\n' whiteboard.png 'Q3 planning slides.pdf')" \
+///         cargo test --test browser screenshot_of_files -- --ignored
+#[tokio::test]
+#[ignore = "makes docs/files.png from a running board: see its doc comment"]
+async fn screenshot_of_files_for_the_readme() {
+    let Some(chrome) = chrome() else { return };
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let url = std::env::var("LANBOARD_SCREENSHOT_URL")
+        .expect("LANBOARD_SCREENSHOT_URL names the running board");
+    let files = std::env::var("LANBOARD_SCREENSHOT_FILES")
+        .expect("LANBOARD_SCREENSHOT_FILES names the files to attach, one a line");
+    let out = env("LANBOARD_SCREENSHOT_OUT", "docs/files.png");
+    let screen = match env("LANBOARD_SCREENSHOT_SCREEN", "desktop").as_str() {
+        "phone" => Screen::Phone,
+        _ => Screen::Desktop,
+    };
+    // WebDriver picks several files at once as absolute paths, one a line.
+    let paths: Vec<String> = files
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            std::fs::canonicalize(line.trim())
+                .unwrap_or_else(|e| panic!("cannot attach {line}: {e}"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let page = chrome.open(&url, screen).await;
+    if screen == Screen::Desktop {
+        // The whole 1280×800 as the page, as the README's other pictures.
+        let (width, height) = screen.size();
+        page.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+    }
+    page.wait_connected().await;
+    page.type_into("#name", &env("LANBOARD_SCREENSHOT_NAME", "Maya Lindqvist"))
+        .await;
+    let input = page.find("#file-input").await;
+    in_time("picking the files", input.send_keys(&paths.join("\n")))
+        .await
+        .unwrap_or_else(|e| panic!("picking {paths:?} failed: {e}"));
+    wait_uploaded(&page, paths.len()).await;
+    let text = env(
+        "LANBOARD_SCREENSHOT_TEXT",
+        "The whiteboard from this morning's planning, and the slides to go with it.",
+    );
+    page.type_into("#message", &format!("{text}{ENTER}")).await;
+    page.wait_for(
+        "the post, its images loaded",
+        &format!(
+            "{FILES_SEEN} return top && top.body === {} && top.previews.every(p => p.loaded)
+                 && document.getElementById('message').value === '';",
+            json!(text)
+        ),
+    )
+    .await;
+    // The box has just given up the focus ring and the caret; the picture
+    // should not depend on when it is taken.
+    page.run("document.activeElement.blur(); window.scrollTo(0, 0);")
         .await;
     let png = in_time("a screenshot", page.client.screenshot())
         .await
