@@ -1849,11 +1849,27 @@ function refused(cid, problem) {
     ui.message.value = post.text;
     messageEdited();
   }
+  // A file the board no longer has is named in the refusal (one that no
+  // post carries is removed an hour after its upload): it must be attached
+  // again, so its chip goes rather than failing the next send too.
+  const said = typeof problem.message === 'string' ? problem.message : '';
+  const gone = post && post.files && problem.code === 'bad-request' ? post.files.filter((file) => said.includes(file.id)) : [];
+  const goneIds = new Set(gone.map((file) => file.id));
+  for (const attachment of [...state.attachments]) {
+    if (attachment.state === 'done' && goneIds.has(attachment.file.id)) dropAttachment(attachment);
+  }
   if (post && post.files && state.attachments.length === 0) {
-    for (const file of post.files) addUploaded(file);
+    for (const file of post.files) {
+      if (!goneIds.has(file.id)) addUploaded(file);
+    }
   }
   setPaused(false);
-  showFormError(errorSentence(problem));
+  showFormError(
+    gone.length > 0
+      ? `The board no longer has ${gone.map((file) => file.name).join(', ')} (an upload is kept for an hour ` +
+          `until a post carries it); attach ${gone.length === 1 ? 'it' : 'them'} again and send.`
+      : errorSentence(problem),
+  );
   tellHeldNews();
   sendOutbox();
 }
@@ -2351,6 +2367,8 @@ function removeAttachment(key) {
   const next = attachment.chip.nextElementSibling || attachment.chip.previousElementSibling;
   const focused = attachment.chip.contains(document.activeElement);
   dropAttachment(attachment);
+  // The form's error was about this file's failed upload.
+  if (attachment.state === 'failed') clearFormError();
   if (focused) (next ? next.querySelector('.remove') : ui.message).focus();
   announce(`${attachment.name} removed.`);
   uploadsSettled();

@@ -4059,6 +4059,53 @@ async fn on_a_phone_previews_fit_the_screen_and_the_wall_shows_images_large() {
     );
 }
 
+#[tokio::test]
+async fn a_file_the_board_let_go_before_the_post_went_is_named_and_its_chip_removed() {
+    let Some(chrome) = chrome() else { return };
+    // Uploads no post carries go after half a second here, not an hour.
+    let board = Board::start(&["--orphan-files-after", "0.5"]);
+    let page = chrome.open(&board.url(), Screen::Desktop).await;
+    page.wait_connected().await;
+    paste_files(&page, "[png('late.png', 100, 100)]").await;
+    wait_uploaded(&page, 1).await;
+    let id = page
+        .run(&format!("{SHA256} return sha256(window.__pasted[0]);"))
+        .await;
+    let path = format!("/files/{}", id.as_str().expect("a hex digest"));
+    let deadline = Instant::now() + WAIT;
+    while common::get(board.addr, &path).await.status != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "{path} is still there after {WAIT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+
+    page.type_into("#message", &format!("Here it is{ENTER}"))
+        .await;
+    let refused = page
+        .wait_for(
+            "the refusal",
+            "const e = document.getElementById('form-error'); return !e.hidden && e.textContent;",
+        )
+        .await;
+    assert_eq!(
+        refused,
+        "The board no longer has late.png (an upload is kept for an hour until a post carries it); \
+         attach it again and send."
+    );
+    assert_eq!(
+        page.run(&format!(
+            "{ATTACHMENTS} return {{chips, text: document.getElementById('message').value,
+                 outbox: JSON.parse(localStorage.getItem('lanboard.outbox') || '[]').length}};"
+        ))
+        .await,
+        json!({"chips": [], "text": "Here it is", "outbox": 0}),
+        "the text stays for the next try; the file must be attached again"
+    );
+    assert_eq!(page.ids().await, Vec::<u64>::new());
+}
+
 /// Not a check: makes the README's picture of search from a board that is
 /// already running, with messages posted to it. `LANBOARD_SCREENSHOT_URL`
 /// is its address; the search is for `LANBOARD_SCREENSHOT_QUERY` (default
