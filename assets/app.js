@@ -23,7 +23,8 @@
 // XMLHttpRequest, whose upload reports progress; fetch's does not), and the
 // post names the ids the board gave them. The post waits for uploads still
 // running. Images the board serves inline show as previews that open full
-// size in a dialog; other files show as chips that download them.
+// size in a dialog, audio and video as players; every file has a chip that
+// downloads it.
 'use strict';
 
 // ---- Settings (units in the names) -----------------------------------------
@@ -84,8 +85,9 @@ const PAUSED_RETRY_MS = 3_000;
 const OUTBOX_MAX_AGE_MS = 12 * 60 * 60 * 1000;
 /**
  * The raster image types the board serves inline (`/files/<id>`): shown as
- * previews. Every other file, SVG included (which the board sends as a
- * download, since it may carry script), is a chip that downloads it.
+ * previews. Audio and video get players; every other file, SVG included
+ * (which the board sends as a download, since it may carry script), is a
+ * chip that downloads it.
  */
 const PREVIEW_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/avif']);
 
@@ -1988,6 +1990,8 @@ function filesOf(message) {
 const fileUrl = (file) => `/files/${file.id}`;
 
 const isPreview = (file) => PREVIEW_TYPES.has(file.type.toLowerCase());
+/** Audio and video, which the board serves inline only once their content looked like it (`files/media.rs`). */
+const isMedia = (file) => /^(audio|video)\//i.test(file.type);
 
 /** What a message says, for a notification or a screen reader: its text, and its files by name. */
 function summary(message) {
@@ -2070,26 +2074,34 @@ function fileIcon(file) {
   label.setAttribute('text-anchor', 'middle');
   const extension = /\.([a-z0-9]{1,4})$/i.exec(file.name);
   label.textContent = extension ? extension[1].toUpperCase() : KINDS[kind].label;
+  // Four letters are squeezed to fit the page, rather than run over its edges.
+  if (label.textContent.length > 3) {
+    label.setAttribute('textLength', '24');
+    label.setAttribute('lengthAdjust', 'spacingAndGlyphs');
+  }
   svg.append(page, fold, label);
   return svg;
 }
 
 /**
  * A message's files: its images as previews (at most 320×240, or the
- * width of a phone, in their own proportions) that open full size, then
- * everything else as chips that download.
+ * width of a phone, in their own proportions) that open full size, its
+ * audio and video as players, each with its chip, then everything else as
+ * chips that download.
  */
 function renderFiles(files) {
   const block = document.createElement('div');
   block.className = 'files';
   const previews = files.filter(isPreview);
-  const others = files.filter((file) => !isPreview(file));
+  const media = files.filter(isMedia);
+  const others = files.filter((file) => !isPreview(file) && !isMedia(file));
   if (previews.length > 0) {
     const row = document.createElement('div');
     row.className = 'file-previews';
     row.append(...previews.map(renderPreview));
     block.append(row);
   }
+  block.append(...media.map(renderPlayer));
   if (others.length > 0) {
     const list = document.createElement('div');
     list.className = 'file-chips';
@@ -2112,6 +2124,27 @@ function renderPreview(file) {
   image.src = fileUrl(file);
   link.append(image);
   return link;
+}
+
+/**
+ * Audio or video: the browser's own player, and under it the chip that
+ * downloads the file (the browser may not play every format; the board
+ * serves these inline, with ranges, so the player can seek). Audio loads
+ * nothing until played; video loads its first frame and length.
+ */
+function renderPlayer(file) {
+  const video = file.type.toLowerCase().startsWith('video/');
+  const player = document.createElement(video ? 'video' : 'audio');
+  player.className = 'file-player';
+  player.controls = true;
+  player.preload = video ? 'metadata' : 'none';
+  if (video) player.playsInline = true;
+  player.src = fileUrl(file);
+  player.setAttribute('aria-label', file.name);
+  const box = document.createElement('div');
+  box.className = 'file-media';
+  box.append(player, renderFileChip(file));
+  return box;
 }
 
 /** Any other file: its icon, name and size, as a link that downloads it under its name. */

@@ -4059,6 +4059,122 @@ async fn on_a_phone_previews_fit_the_screen_and_the_wall_shows_images_large() {
     );
 }
 
+/// Script defining `wav(name, seconds)` and `webm(name, width, height)`:
+/// Promises of Files holding half a second of silence (16-bit PCM at
+/// 8 kHz) and a short WebM video recorded from a canvas; append the rest.
+const MAKE_MEDIA: &str = "
+    const wav = async (name, seconds) => {
+        const samples = Math.round(8000 * seconds);
+        const view = new DataView(new ArrayBuffer(44 + samples * 2));
+        const text = (at, s) => [...s].forEach((c, i) => view.setUint8(at + i, c.charCodeAt(0)));
+        text(0, 'RIFF'); view.setUint32(4, 36 + samples * 2, true); text(8, 'WAVE');
+        text(12, 'fmt '); view.setUint32(16, 16, true); view.setUint16(20, 1, true);
+        view.setUint16(22, 1, true); view.setUint32(24, 8000, true); view.setUint32(28, 16000, true);
+        view.setUint16(32, 2, true); view.setUint16(34, 16, true);
+        text(36, 'data'); view.setUint32(40, samples * 2, true);
+        return new File([view.buffer], name, {type: 'audio/wav'});
+    };
+    const webm = (name, width, height) => new Promise((resolve) => {
+        const canvas = document.createElement('canvas');
+        canvas.width = width;
+        canvas.height = height;
+        const g = canvas.getContext('2d');
+        let frame = 0;
+        const draw = () => {
+            g.fillStyle = frame % 2 ? '#2f6db5' : '#ffd24a';
+            g.fillRect(0, 0, width, height);
+            frame += 1;
+        };
+        draw();
+        const timer = setInterval(draw, 50);
+        const recorder = new MediaRecorder(canvas.captureStream(20), {mimeType: 'video/webm'});
+        const parts = [];
+        recorder.ondataavailable = (event) => parts.push(event.data);
+        recorder.onstop = () => {
+            clearInterval(timer);
+            resolve(new File(parts, name, {type: 'video/webm'}));
+        };
+        recorder.start();
+        setTimeout(() => recorder.stop(), 600);
+    });";
+
+#[tokio::test]
+async fn audio_and_video_get_players_that_play_them_and_chips_that_download_them() {
+    let Some(chrome) = chrome() else { return };
+    let board = Board::start(&[]);
+    let alice = chrome.open(&board.url(), Screen::Desktop).await;
+    let bob = chrome.open(&board.url(), Screen::Desktop).await;
+    alice.wait_connected().await;
+    bob.wait_connected().await;
+    paste_files(
+        &alice,
+        &format!("(() => {{ {MAKE_MEDIA} return [wav('standup.wav', 0.5), webm('demo.webm', 160, 120)]; }})()"),
+    )
+    .await;
+    wait_uploaded(&alice, 2).await;
+    alice
+        .type_into("#message", &format!("Today's standup, and the demo{ENTER}"))
+        .await;
+
+    let players = bob
+        .wait_for(
+            "the players in Bob's page",
+            "const boxes = [...document.querySelectorAll('#messages > :first-child .file-media')];
+             return boxes.length === 2 && boxes.map(box => {
+                 const player = box.querySelector('.file-player');
+                 const chip = box.querySelector('a.file-chip');
+                 return {
+                     tag: player.tagName, controls: player.controls, preload: player.preload,
+                     src: player.getAttribute('src'), label: player.getAttribute('aria-label'),
+                     href: chip.getAttribute('href'), download: chip.getAttribute('download'),
+                     icon: chip.querySelector('svg').getAttribute('class'),
+                 };
+             });",
+        )
+        .await;
+    for (player, (tag, name, preload, kind)) in
+        players.as_array().expect("two players").iter().zip([
+            ("AUDIO", "standup.wav", "none", "kind-audio"),
+            ("VIDEO", "demo.webm", "metadata", "kind-video"),
+        ])
+    {
+        file_id(&player["src"]);
+        assert_eq!(player["tag"], tag, "{player}");
+        assert_eq!(player["controls"], true, "{player}");
+        assert_eq!(player["preload"], preload, "{player}");
+        assert_eq!(player["label"], name, "{player}");
+        assert_eq!(player["href"], player["src"], "{player}");
+        assert_eq!(player["download"], name, "{player}");
+        assert!(
+            player["icon"].as_str().is_some_and(|c| c.contains(kind)),
+            "{player}"
+        );
+    }
+    assert_eq!(
+        bob.run("return document.querySelectorAll('#messages > :first-child .file-chip').length")
+            .await,
+        2,
+        "no chip twice"
+    );
+
+    // The browser can play what the board serves: the video's first frame
+    // and size load by themselves, the audio's length once asked for.
+    let loaded = bob
+        .wait_for(
+            "the players to load their media",
+            "const [audio, video] = document.querySelectorAll('#messages > :first-child .file-player');
+             if (audio.preload === 'none') { audio.preload = 'metadata'; audio.load(); }
+             return audio.readyState >= 1 && video.readyState >= 1
+                 && {duration: audio.duration, width: video.videoWidth, height: video.videoHeight};",
+        )
+        .await;
+    assert_eq!(
+        loaded,
+        json!({"duration": 0.5, "width": 160, "height": 120}),
+        "{loaded}"
+    );
+}
+
 #[tokio::test]
 async fn a_file_the_board_let_go_before_the_post_went_is_named_and_its_chip_removed() {
     let Some(chrome) = chrome() else { return };
