@@ -1406,8 +1406,9 @@ function saveEdit(item) {
   const max = state.limits.max_message_chars;
   const used = Array.from(text.trimEnd()).length;
   let problem = '';
-  // A post with files may lose its words and keep its files.
-  if (text.trim() === '' && !item.querySelector('.files')) {
+  // Also for a post with files: the board validates an edit's text as a
+  // post of text alone, so it keeps at least a word.
+  if (text.trim() === '') {
     problem = 'Write something, or delete the message instead.';
   } else if (used > max) {
     problem = `The message is ${used - max} characters over the limit of ${max}.`;
@@ -2216,8 +2217,11 @@ function setUpViewer() {
 /** Counts attachments, for their chips' keys. */
 let attachmentKeys = 0;
 
+/** Whether the board takes files: one whose store keeps none says so with a limit of 0. */
+const takesFiles = () => state.limits.max_file_bytes > 0 && state.limits.max_files_per_message > 0;
+
 /** Whether files may be attached now: on a page with the form, once the board is open. */
-const canAttach = () => !WALL && !document.documentElement.classList.contains('locked');
+const canAttach = () => !WALL && takesFiles() && !document.documentElement.classList.contains('locked');
 
 /**
  * Attaches `blobs` (Files) to the post being written: each is checked
@@ -2342,6 +2346,7 @@ function uploaded(attachment, file) {
   attachment.loaded = attachment.size;
   attachment.state = 'done';
   showAttachment(attachment);
+  announce(`${attachment.name} is uploaded.`);
   uploadsSettled();
 }
 
@@ -2448,10 +2453,13 @@ function setUpAttaching() {
   document.addEventListener('paste', (event) => {
     const data = event.clipboardData;
     if (!data || data.files.length === 0 || !canAttach()) return;
-    // Cells copied from a spreadsheet come as text and as a picture of
-    // them: pasted into a field, the text is what is meant.
+    // Cells copied from a spreadsheet (or a passage of a document) come as
+    // plain text, rich text and a picture of them: pasted into a field, the
+    // text is what is meant. An image copied from a web page has rich text
+    // but no plain text, and a file copied in a file manager plain text
+    // (its name) but no rich text: those are attached.
     const field = event.target.closest && event.target.closest('input, textarea, [contenteditable]');
-    if (field && data.types.includes('text/plain')) return;
+    if (field && data.types.includes('text/plain') && data.types.includes('text/html')) return;
     event.preventDefault();
     attach([...data.files]);
   });
@@ -2536,6 +2544,7 @@ function applyInfo(info) {
   if (info.limits) {
     state.limits = { ...state.limits, ...info.limits };
     ui.name.maxLength = state.limits.max_name_chars;
+    ui.attach.hidden = !takesFiles();
     messageEdited();
   }
   if (!ui.online.dataset.count) setOnline(info.online);

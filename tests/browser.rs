@@ -3335,6 +3335,25 @@ async fn an_image_pasted_into_the_message_box_appears_in_another_page_as_a_previ
     bob.wait_connected().await;
     record_websockets(&alice).await;
 
+    // Cells copied from a spreadsheet are text with a picture of them:
+    // pasted into the box, they are text, not a file.
+    let cells = alice
+        .run(&format!(
+            "{MAKE_PNG}
+             return (async () => {{
+                 const data = new DataTransfer();
+                 data.setData('text/plain', 'Room\\tSeats\\nOrion\\t8');
+                 data.setData('text/html', '<table><tr><td>Room</td><td>Seats</td></tr></table>');
+                 data.items.add(await png('cells.png', 120, 40));
+                 const box = document.getElementById('message');
+                 const paste = new ClipboardEvent('paste', {{clipboardData: data, bubbles: true, cancelable: true}});
+                 box.dispatchEvent(paste);
+                 return {{taken: paste.defaultPrevented, chips: document.querySelectorAll('.attachment').length}};
+             }})();"
+        ))
+        .await;
+    assert_eq!(cells, json!({"taken": false, "chips": 0}));
+
     alice.type_into("#name", "Alice").await;
     assert_eq!(
         paste_files(&alice, "[png('whiteboard.png', 640, 480)]").await,
