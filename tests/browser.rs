@@ -2498,7 +2498,9 @@ async fn a_post_is_edited_with_the_keyboard_alone_and_escape_cancels_an_edit() {
     )
     .await;
 
-    // From the message box, Tab reaches the Send button, then the newest post's Edit.
+    // From the message box, Tab reaches Attach files, the Send button, then the newest post's Edit.
+    page.press(TAB).await;
+    assert_eq!(page.run("return document.activeElement.id").await, "attach");
     page.press(&format!("{TAB}{TAB}")).await;
     assert_eq!(page.run(FOCUSED).await, json!({"post": 2, "what": "edit"}));
     page.press(ENTER).await;
