@@ -315,6 +315,10 @@ pub enum Command {
         /// Read the board from Redis instead (see `lanboard --help`).
         #[command(flatten)]
         redis: RedisArgs,
+        /// Also write every file the messages carry into this folder (made
+        /// if missing), each named by its id.
+        #[arg(long, value_name = "DIR")]
+        files: Option<PathBuf>,
     },
     /// Load messages exported with `lanboard export` into an empty board.
     Import {
@@ -331,6 +335,10 @@ pub enum Command {
         /// Fill a board in Redis instead (see `lanboard --help`).
         #[command(flatten)]
         redis: RedisArgs,
+        /// The folder `lanboard export --files DIR` wrote the files to;
+        /// needed when the messages carry files.
+        #[arg(long, value_name = "DIR")]
+        files: Option<PathBuf>,
     },
     /// Post one message to a running board and print its id.
     ///

@@ -22,14 +22,19 @@ fn main() -> ExitCode {
     .format_target(false)
     .init();
     let result = match cli.command {
-        Some(Command::Export { data, redis }) => {
+        Some(Command::Export { data, redis, files }) => {
             let place = place(data, &redis);
             let stdout = std::io::stdout();
-            transfer::export(&place, &mut stdout.lock())
+            transfer::export(&place, &mut stdout.lock(), files.as_deref())
                 .map(|count| eprintln!("exported {count} message(s) from {}", place.describe()))
                 .map_err(|e| e.to_string())
         }
-        Some(Command::Import { file, data, redis }) => import(&file, &place(data, &redis)),
+        Some(Command::Import {
+            file,
+            data,
+            redis,
+            files,
+        }) => import(&file, &place(data, &redis), files.as_deref()),
         Some(Command::Send(args)) => client::send::run(args).map_err(|e| e.to_string()),
         Some(Command::Tail(args)) => client::tail::run(args).map_err(|e| e.to_string()),
         Some(Command::OperatorLink {
@@ -76,13 +81,17 @@ fn place(data: std::path::PathBuf, redis: &RedisArgs) -> Place {
     }
 }
 
-fn import(file: &std::path::Path, place: &Place) -> Result<(), String> {
+fn import(
+    file: &std::path::Path,
+    place: &Place,
+    files: Option<&std::path::Path>,
+) -> Result<(), String> {
     let name = file.display().to_string();
     let count = if name == "-" {
-        transfer::import(std::io::stdin().lock(), "<stdin>", place)
+        transfer::import(std::io::stdin().lock(), "<stdin>", place, files)
     } else {
         let input = std::fs::File::open(file).map_err(|e| format!("{name}: {e}"))?;
-        transfer::import(BufReader::new(input), &name, place)
+        transfer::import(BufReader::new(input), &name, place, files)
     }
     .map_err(|e| e.to_string())?;
     eprintln!("imported {count} message(s) into {}", place.describe());

@@ -789,6 +789,43 @@ mod tests {
     }
 
     #[test]
+    fn a_post_of_files_needs_no_text_and_names_at_most_ten_distinct_ids() {
+        let parse = |data| Draft::parse(&data, default_limits());
+        let id = |n: u32| format!("{n:064x}");
+        let alone = parse(json!({"files": [id(1)]})).unwrap();
+        assert_eq!((alone.message(), alone.files()), ("", &[id(1)][..]));
+        let blank = parse(json!({"message": " \n", "files": [id(1)]})).unwrap();
+        assert_eq!(blank.message(), "", "blank text with files is no text");
+        let twice = parse(json!({"message": "x", "files": [id(1), id(2), id(1)]})).unwrap();
+        assert_eq!(twice.files(), [id(1), id(2)]);
+        let ten: Vec<String> = (0..10).map(id).collect();
+        assert_eq!(parse(json!({"files": ten})).unwrap().files().len(), 10);
+        let eleven: Vec<String> = (0..11).map(id).collect();
+        for bad in [
+            json!(eleven),
+            json!(["ABCD".repeat(16)]),
+            json!(["abc"]),
+            json!([1]),
+            json!("not a list"),
+        ] {
+            let refused = parse(json!({"message": "x", "files": bad})).unwrap_err();
+            assert_eq!(refused.code, Code::BadRequest, "files {bad}");
+        }
+        assert_eq!(
+            parse(json!({"files": []})).unwrap_err().code,
+            Code::EmptyMessage,
+            "no files and no text"
+        );
+        let long = "x".repeat(default_limits().max_message_chars + 1);
+        assert_eq!(
+            parse(json!({"message": long, "files": [id(1)]}))
+                .unwrap_err()
+                .code,
+            Code::MessageTooLong
+        );
+    }
+
+    #[test]
     fn blank_messages_are_refused() {
         for blank in ["", "   ", "\n\n", "\t \r\n"] {
             assert_eq!(draft("a", blank).unwrap_err().code, Code::EmptyMessage);

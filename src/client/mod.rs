@@ -126,7 +126,18 @@ pub struct Message {
     pub message: String,
     /// Milliseconds since the Unix epoch.
     pub time: i64,
+    /// The names and sizes of the files it carries.
+    pub files: Vec<FileName>,
     pub raw: Box<RawValue>,
+}
+
+/// What a line shows of a file a message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FileName {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub size: u64,
 }
 
 impl Message {
@@ -141,6 +152,8 @@ impl Message {
             message: String,
             #[serde(default)]
             time: i64,
+            #[serde(default)]
+            files: Vec<FileName>,
         }
         let fields: Fields = serde_json::from_str(raw.get())?;
         Ok(Message {
@@ -148,6 +161,7 @@ impl Message {
             name: fields.name,
             message: fields.message,
             time: fields.time,
+            files: fields.files,
             raw,
         })
     }

@@ -20,8 +20,25 @@ pub fn render(message: &Message, style: Style) -> String {
     match style {
         Style::Json => format!("{}\n", message.raw.get()),
         Style::Text { color } => {
-            text_line(&clock(message.time), &message.name, &message.message, color)
+            let mut text = message.message.clone();
+            for file in &message.files {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&format!("[{} {}]", file.name, size(file.size)));
+            }
+            text_line(&clock(message.time), &message.name, &text, color)
         }
+    }
+}
+
+/// A file's size as people read it: `512 B`, `48.2 KB`, `3.1 MB`.
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1000 => format!("{bytes} B"),
+        1000..1_000_000 => format!("{:.1} KB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
     }
 }
 
@@ -99,6 +116,34 @@ mod tests {
     fn control_characters_never_reach_the_terminal() {
         let line = text_line("09:05", "A\x1b[2Jda", "x\x07y\tz", false);
         assert_eq!(line, "09:05 A[2Jda: xy\tz\n");
+    }
+
+    #[test]
+    fn files_show_as_lines_of_their_name_and_size_under_the_text() {
+        let raw = serde_json::value::RawValue::from_string(
+            r#"{"id":1,"name":"Ada","message":"the failing screen","time":0,
+                "files":[{"id":"x","name":"error.png","size":48213,"type":"image/png"},
+                         {"id":"y","name":"log.txt","size":512,"type":"text/plain"}]}"#
+                .to_owned(),
+        )
+        .unwrap();
+        let message = Message::parse(raw).unwrap();
+        let line = render(&message, Style::Text { color: false });
+        let shown = line.split_once(' ').unwrap().1;
+        assert_eq!(
+            shown,
+            "Ada: the failing screen\n           [error.png 48.2 KB]\n           [log.txt 512 B]\n"
+        );
+        let alone = serde_json::value::RawValue::from_string(
+            r#"{"id":2,"name":"Ada","message":"","time":0,"files":[{"name":"a.pdf","size":3100000}]}"#
+                .to_owned(),
+        )
+        .unwrap();
+        let line = render(
+            &Message::parse(alone).unwrap(),
+            Style::Text { color: false },
+        );
+        assert!(line.ends_with("Ada: [a.pdf 3.1 MB]\n"), "{line:?}");
     }
 
     #[test]

@@ -71,14 +71,19 @@ fn is_audio_or_video(head: &[u8]) -> bool {
 ///
 /// The claim is reduced to its lowercase `type/subtype`; an inline type
 /// whose content does not match stands as [`OCTET_STREAM`]. Without a claim
-/// (or with `application/octet-stream`) a raster image is recognised by its
-/// signature, as a pasted screenshot is.
+/// (or with `application/octet-stream`, or the form type curl sends by
+/// default) a raster image is recognised by its signature, as a pasted
+/// screenshot is.
 pub fn settle(claimed: Option<&str>, head: &[u8]) -> String {
     let essence = claimed
         .and_then(|c| c.split(';').next())
         .map(|c| c.trim().to_ascii_lowercase())
         .filter(|c| is_media_type(c));
-    let Some(essence) = essence.filter(|c| c != OCTET_STREAM) else {
+    // `curl --data-binary @file` claims a form unless told otherwise: no
+    // file is one, so it is taken as no claim.
+    let Some(essence) =
+        essence.filter(|c| c != OCTET_STREAM && c != "application/x-www-form-urlencoded")
+    else {
         return RASTER
             .iter()
             .find(|(_, matches)| matches(head))
@@ -185,6 +190,14 @@ mod tests {
     fn without_a_claim_a_raster_image_is_recognised_and_the_rest_is_octet_stream() {
         assert_eq!(settle(None, PNG), "image/png");
         assert_eq!(settle(Some("application/octet-stream"), PNG), "image/png");
+        assert_eq!(
+            settle(Some("application/x-www-form-urlencoded"), PNG),
+            "image/png"
+        );
+        assert_eq!(
+            settle(Some("application/x-www-form-urlencoded"), b"x"),
+            OCTET_STREAM
+        );
         assert_eq!(settle(None, b"\xff\xd8\xff\xe0"), "image/jpeg");
         assert_eq!(settle(None, b"<svg onload=alert(1)>"), OCTET_STREAM);
         assert_eq!(settle(Some("not a type"), b"x"), OCTET_STREAM);
