@@ -2306,6 +2306,77 @@ mod tests {
     }
 
     #[test]
+    fn a_full_chunk_keeps_its_last_bytes_apart_and_a_short_one_is_kept_whole() {
+        let full = vec![7u8; CHUNK_BYTES];
+        let (body, tail) = split_chunk(&full);
+        assert_eq!(
+            (body.len(), tail.len()),
+            (CHUNK_BYTES - CHUNK_TAIL, CHUNK_TAIL)
+        );
+        let nearly = vec![7u8; CHUNK_BYTES - CHUNK_TAIL + 5];
+        assert_eq!(split_chunk(&nearly).1.len(), 5);
+        let short = vec![7u8; 1000];
+        assert_eq!(split_chunk(&short), (&short[..], &[][..]));
+        assert_eq!(split_chunk(&[]), (&[][..], &[][..]));
+    }
+
+    fn row(fields: &[&str]) -> Vec<String> {
+        fields.iter().map(|f| f.to_string()).collect()
+    }
+
+    #[test]
+    fn a_row_s_files_column_becomes_the_message_s_files_and_an_old_row_has_none() {
+        let id = "ab".repeat(32);
+        let files = format!(r#"[{{"id":"{id}","name":"a\/b.png","size":3,"type":"image/png"}}]"#);
+        let message = message_from_row(&row(&["4", "ana", "hi", "10", "", &files])).unwrap();
+        assert_eq!(
+            message.files,
+            [File {
+                id,
+                name: "a/b.png".into(),
+                size: 3,
+                media_type: "image/png".into(),
+            }]
+        );
+        for old in [
+            row(&["4", "ana", "hi", "10", ""]),
+            row(&["4", "ana", "hi", "10", "", ""]),
+        ] {
+            assert_eq!(message_from_row(&old).unwrap().files, []);
+        }
+        let broken = message_from_row(&row(&["4", "ana", "hi", "10", "", "[{"]));
+        assert!(matches!(broken, Err(StoreError::Redis(_))), "{broken:?}");
+    }
+
+    #[test]
+    fn an_edit_s_change_follows_the_files_and_an_unknown_file_is_a_refusal() {
+        let edited = outcome_from_row(&row(&["edited", "4", "ana", "new", "10", "12", "", "9"]));
+        assert!(
+            matches!(&edited, Ok(Ok(Done::Edited { message, change: 9 })) if message.edited == Some(12)),
+            "{edited:?}"
+        );
+        let id = "cd".repeat(32);
+        assert_eq!(
+            outcome_from_row(&row(&["unknown-file", &id])).unwrap(),
+            Err(Denied::UnknownFile { id })
+        );
+    }
+
+    #[test]
+    fn a_post_passes_its_file_ids_joined_and_other_ops_pass_none() {
+        let limits = crate::cli::default_config().session.limits;
+        let ids = ["ab".repeat(32), "cd".repeat(32)];
+        let object = serde_json::json!({"name": "ana", "message": "", "files": ids});
+        let draft = crate::protocol::Draft::parse(&object, limits).unwrap();
+        assert_eq!(op_args(&Op::Post(draft))[8], ids.join(","));
+        let delete = Op::Delete {
+            id: 4,
+            key: "k".repeat(16),
+        };
+        assert_eq!(op_args(&delete)[8], "");
+    }
+
+    #[test]
     fn versions_from_6_2_on_are_accepted() {
         assert!(at_least_6_2("6.2.0"));
         assert!(at_least_6_2("7.0.15"));
