@@ -1879,7 +1879,7 @@ async fn a_post_with_files_reaches_clients_on_another_node_and_search_there_find
     assert_contains(
         "the API of B",
         &listed(b.addr, WAIT).await,
-        &[message.clone()],
+        std::slice::from_ref(&message),
     );
 
     let deadline = Instant::now() + WAIT;
@@ -2077,7 +2077,7 @@ async fn a_post_with_files_survives_a_node_restart_and_a_redis_restart_with_appe
     on_a.close().await;
 
     a.restart();
-    assert_eq!(listed(a.addr, WAIT).await, [message.clone()]);
+    assert_eq!(listed(a.addr, WAIT).await, std::slice::from_ref(&message));
     assert!(download(a.addr, &id).await.body == bytes);
 
     redis.restart();
@@ -2112,7 +2112,7 @@ async fn the_export_of_a_redis_board_carries_files_and_an_import_needs_them_held
         (on_a.acked(1).await, file)
     };
     let exported = must_run(&["export", "--redis", &url, "--redis-prefix", "exported"]);
-    assert_eq!(json_lines(&exported), [message.clone()]);
+    assert_eq!(json_lines(&exported), std::slice::from_ref(&message));
     assert_eq!(json_lines(&exported)[0]["files"], json!([file]));
 
     let dir = tempfile::tempdir().expect("a temp dir");
