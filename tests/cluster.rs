@@ -2099,13 +2099,12 @@ async fn a_post_with_files_survives_a_node_restart_and_a_redis_restart_with_appe
 }
 
 #[tokio::test]
-async fn the_export_of_a_redis_board_carries_files_and_an_import_needs_them_held() {
+async fn the_export_of_a_redis_board_carries_the_files_of_its_messages() {
     let redis = redis_or_skip!(Persistence::None);
     let url = redis.url();
-    let bytes = content(13, 300_000);
     let (message, file) = {
         let a = Board::node(&url, "exported", &[]);
-        let file = uploaded(a.addr, "exported.bin", &bytes).await;
+        let file = uploaded(a.addr, "exported.bin", &content(13, 300_000)).await;
         let mut on_a = Peer::connect("client on A", &a.ws_url()).await;
         let id = file["id"].as_str().unwrap().to_owned();
         on_a.post_files("with a file", &[&id], KEY, 1).await;
@@ -2114,35 +2113,6 @@ async fn the_export_of_a_redis_board_carries_files_and_an_import_needs_them_held
     let exported = must_run(&["export", "--redis", &url, "--redis-prefix", "exported"]);
     assert_eq!(json_lines(&exported), std::slice::from_ref(&message));
     assert_eq!(json_lines(&exported)[0]["files"], json!([file]));
-
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let lines = dir.path().join("board.jsonl");
-    std::fs::write(&lines, &exported).expect("write the export");
-    let lines = lines.display().to_string();
-    // Into a board without the file: refused, and nothing is stored.
-    let (status, _, err) = run_until_exit(
-        &["import", &lines, "--redis", &url, "--redis-prefix", "bare"],
-        &[],
-        WAIT,
-    );
-    assert!(
-        !status.success(),
-        "an import of files the board lacks fails"
-    );
-    assert!(err.contains(file["id"].as_str().unwrap()), "{err}");
-    assert_eq!(keys(&redis, "bare", "message*"), Vec::<String>::new());
-
-    // Into a board that holds it: the message carries it, and it counts as
-    // carried, so the sweep leaves it.
-    {
-        let b = Board::node(&url, "held", &["--orphan-files-after", "3"]);
-        let swept_by = Instant::now() + Duration::from_secs(4);
-        uploaded(b.addr, "exported.bin", &bytes).await;
-        must_run(&["import", &lines, "--redis", &url, "--redis-prefix", "held"]);
-        tokio::time::sleep_until(swept_by).await;
-        assert_eq!(listed(b.addr, WAIT).await, [message]);
-        assert!(download(b.addr, file["id"].as_str().unwrap()).await.body == bytes);
-    }
 }
 
 mod file_store {
@@ -2152,7 +2122,7 @@ mod file_store {
 
     use super::*;
     use lanboard::protocol::{Draft, File};
-    use lanboard::store::{Log, RedisLog, RedisTarget, Stored, CHUNK_BYTES};
+    use lanboard::store::{Log, RedisLog, RedisTarget, StoreError, Stored, CHUNK_BYTES};
 
     const QUOTA: u64 = 1 << 30;
 
@@ -2262,6 +2232,64 @@ mod file_store {
         assert_eq!(files.file(&refreshed.id).unwrap(), None);
         assert_eq!(files.file(&carried.id).unwrap(), Some(carried));
         assert_eq!(files.used_bytes().unwrap(), 1000);
+    }
+
+    #[test]
+    fn an_import_needs_the_files_its_messages_carry_and_counts_them_as_carried() {
+        let Some(redis) = Redis::start(Persistence::None) else {
+            return;
+        };
+        let bytes = content(40, 5000);
+        let file = File {
+            id: file_id(&bytes),
+            name: "f.bin".into(),
+            size: bytes.len() as u64,
+            media_type: "application/octet-stream".into(),
+        };
+        let message = |id: u64, files: Vec<File>| lanboard::protocol::Message {
+            id,
+            name: "n".into(),
+            message: format!("message {id}"),
+            time: 1_700_000_000_000,
+            edited: None,
+            files,
+        };
+        let messages = [message(3, Vec::new()), message(7, vec![file.clone()])];
+
+        let bare = open(&redis, "bare");
+        match bare.import(&messages) {
+            Err(StoreError::MissingFile { message, id }) => {
+                assert_eq!((message, id), (7, file.id.clone()))
+            }
+            other => panic!("an import of a file the board lacks: {other:?}"),
+        }
+        assert_eq!(bare.last_id().unwrap(), 0, "nothing was imported");
+        assert_eq!(keys(&redis, "bare", "message*"), Vec::<String>::new());
+
+        let held = open(&redis, "held");
+        let (stored, _) = store(&held, &bytes, 1_000);
+        assert_eq!(stored, file);
+        assert_eq!(held.import(&messages).unwrap(), 2);
+        assert_eq!(held.after(0, 10).unwrap(), messages);
+        assert_eq!(held.files().remove_orphans(i64::MAX).unwrap(), 0);
+        assert_eq!(held.files().file(&file.id).unwrap(), Some(file.clone()));
+
+        // The imported message is the one that carries it: deleting it
+        // (with the operator secret: imported messages have no author key)
+        // removes the file.
+        let operator = held.operator_secret(&"o".repeat(32)).unwrap();
+        let done = held
+            .commit(
+                vec![lanboard::store::Op::Delete {
+                    id: 7,
+                    key: operator,
+                }],
+                2_000,
+            )
+            .unwrap();
+        assert!(matches!(done[..], [Ok(_)]), "{done:?}");
+        assert_eq!(held.files().file(&file.id).unwrap(), None);
+        assert_eq!(held.files().used_bytes().unwrap(), 0);
     }
 
     /// Redis's `used_memory`, in bytes.
