@@ -7,8 +7,9 @@
 //!   `m` with change id `c` is entry `c-0` with the field `edit` or `delete`
 //!   set to `m`. A deletion also removes the message's own entry (`XDEL`).
 //! - `P:message:<n>`: a hash, message `n` as it reads now: `name`, `message`,
-//!   `time`, `edited` once edited, `key` (the author key's SHA-256) and
-//!   `sender` (its address, for blocks) when known. An edit overwrites it; a
+//!   `time`, `edited` once edited, `key` (the author key's SHA-256),
+//!   `sender` (its address, for blocks) when known, and `files` (the JSON
+//!   list of the files it carries) when it has any. An edit overwrites it; a
 //!   deletion deletes it. The text lives here and not in the stream because
 //!   Redis keeps a removed stream entry's bytes inside its stream node (and
 //!   writes them to its files) until every entry of that node is removed,
@@ -30,6 +31,38 @@
 //! - `P:nodes` and `P:node:<node>`: each node's connection count, refreshed
 //!   every second and expiring after a few, for presence across nodes.
 //! - `P:secret`: a random key shared by the nodes for the login cookie.
+//!
+//! Files, so that every node serves every file (see [`FileStore`]):
+//! - `P:file:<id>`: a hash, stored file `<id>` (its SHA-256): `name`, `size`,
+//!   `type`, `refs` (how many messages carry it), `chunks` (how many), and
+//!   `t<n>` for each chunk `n` that has a tail (below).
+//! - `P:file:<id>:<n>`: chunk `n` ([`CHUNK_BYTES`]) but its last
+//!   [`CHUNK_TAIL`] bytes, which are the field `t<n>` of the file's hash. A
+//!   value of exactly 256 KiB plus the header of Redis's string passes
+//!   jemalloc's 256 KiB size class and takes the next, 320 KiB; one a little
+//!   shorter fits. Measured on Redis 7.0 (`MEMORY USAGE`): 328 006 bytes for
+//!   a whole chunk, 262 280 for a split one; a 25 MiB file costs 1.0007
+//!   bytes of Redis memory per byte, against 1.25 whole.
+//! - `P:unreferenced-files`: a sorted set of the files no message carries,
+//!   scored by their latest upload (ms): what [`FileStore::remove_orphans`]
+//!   removes once old enough.
+//! - `P:last-upload`: the last upload id given out.
+//! - `P:uploads`: a sorted set of the uploads in progress, scored by when
+//!   each began (ms); an upload not in it was finished, aborted or swept,
+//!   and takes no more chunks.
+//! - `P:upload:<n>` and `P:upload:<n>:<k>`: upload `n`'s hash (`bytes`,
+//!   `chunks`, tails `t<k>`) and its chunks, laid out as a file's. The
+//!   chunks expire after [`UPLOAD_TTL`], so that Redis drops what a board
+//!   no node serves any more had in flight; the small hash stays until a
+//!   sweep gives its bytes back. Finishing renames the chunks to the file's.
+//! - `P:files-bytes`: bytes of the stored files and the uploads in
+//!   progress, checked against `--max-files-bytes` by every chunk written.
+//!
+//! A post's files are checked and counted inside [`COMMIT`], and stored in
+//! the message's hash as the JSON list messages show (`files`); a deletion
+//! counts them down and removes each file no message carries any more, in
+//! the same script, and asks for Redis's files to be rewritten as for any
+//! deletion.
 //!
 //! Writes go through one Lua script run with EVALSHA ([`COMMIT`]): it checks
 //! the epoch, answers repeated cids with the original, and gives each new
@@ -68,7 +101,7 @@ use redis::{AsyncCommands, Client, RedisError, Script};
 
 use super::{
     check_import_order, random_token, Actor, Appended, Denied, Done, Event, Feed, FileStore,
-    Follower, Log, Op, Outcome, StoreError, Stored, UploadId, CID_MEMORY_MS,
+    Follower, Log, Op, Outcome, StoreError, Stored, UploadId, CHUNK_BYTES, CID_MEMORY_MS,
 };
 use crate::protocol::{File, Message};
 use crate::search::{Found, Index, Query};
@@ -110,6 +143,20 @@ const SCRUB_GATHER: Duration = Duration::from_millis(200);
 const SCRUB_RETRY: Duration = Duration::from_millis(500);
 /// How often to ask before giving up (with a warning) until the next deletion.
 const SCRUB_ATTEMPTS: u32 = 120;
+/// Bytes at the end of each chunk kept in its file's hash rather than in
+/// the chunk's own key: enough for the string header Redis adds, so a full
+/// chunk's value fits its allocator's 256 KiB size class instead of taking
+/// the next one, 320 KiB (see the module documentation).
+const CHUNK_TAIL: usize = 32;
+/// How long an upload's chunks live in Redis by themselves: a safety net
+/// for a board no node runs any more. The sweep
+/// ([`FileStore::remove_orphans`], every node, within the hour) is what
+/// drops unfinished uploads; this is far longer than any upload takes.
+const UPLOAD_TTL: Duration = Duration::from_secs(6 * 60 * 60);
+/// Files (and uploads) one sweep script removes at most, so that a long
+/// backlog of orphans is removed a batch at a time rather than in one script
+/// that keeps every other command waiting.
+const ORPHAN_BATCH: usize = 64;
 /// How long a panicked tail or presence task rests before it runs again, so a
 /// fault that repeats does not spin.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
@@ -147,6 +194,12 @@ struct Keys {
     nodes: String,
     node: String,
     secret: String,
+    file: String,
+    unreferenced: String,
+    last_upload: String,
+    uploads: String,
+    upload: String,
+    files_bytes: String,
 }
 
 impl Keys {
@@ -164,6 +217,12 @@ impl Keys {
             nodes: format!("{prefix}:nodes"),
             node: format!("{prefix}:node:"),
             secret: format!("{prefix}:secret"),
+            file: format!("{prefix}:file:"),
+            unreferenced: format!("{prefix}:unreferenced-files"),
+            last_upload: format!("{prefix}:last-upload"),
+            uploads: format!("{prefix}:uploads"),
+            upload: format!("{prefix}:upload:"),
+            files_bytes: format!("{prefix}:files-bytes"),
         }
     }
 }
@@ -176,40 +235,86 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 /// Lua helpers shared by the scripts. `field(f, name)` reads a field of a
 /// flat field list; `current(stream, prefix, id)` is message `id` as it reads
 /// now, from its hash `prefix .. id` (or, for a board written before hashes,
-/// from its own stream entry), `nil` when it was never posted or is deleted.
+/// from its own stream entry), `nil` when it was never posted or is deleted;
+/// its `files` is the JSON list of its files, "" for none. `row(kind, m)`
+/// is a message's row: `kind, id, name, message, time, edited, files`.
 const LUA_MESSAGES: &str = r#"
 local function field(f, name)
   for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
   return nil
 end
 local function current(stream, prefix, id)
-  local h = redis.call('HMGET', prefix .. id, 'name', 'message', 'time', 'edited', 'key', 'sender')
+  local h = redis.call('HMGET', prefix .. id, 'name', 'message', 'time', 'edited', 'key', 'sender', 'files')
   if h[1] then
     return {id = id, name = h[1], message = h[2], time = h[3], edited = h[4] or '',
-      key = h[5] or '', sender = h[6] or ''}
+      key = h[5] or '', sender = h[6] or '', files = h[7] or ''}
   end
   local found = redis.call('XRANGE', stream, id .. '-0', id .. '-0')
   if #found == 0 or found[1][2][1] ~= 'name' then return nil end
   local f = found[1][2]
   return {id = id, name = field(f, 'name'), message = field(f, 'message'),
     time = field(f, 'time'), edited = field(f, 'edited') or '',
-    key = field(f, 'key') or '', sender = field(f, 'sender') or ''}
+    key = field(f, 'key') or '', sender = field(f, 'sender') or '', files = ''}
 end
 local function row(kind, m)
-  return {kind, m.id, m.name, m.message, m.time, m.edited}
+  return {kind, m.id, m.name, m.message, m.time, m.edited, m.files}
+end
+"#;
+
+/// Lua helpers for the board's files (see the module documentation). `f`
+/// names the keys: `f.file` and `f.upload` (key prefixes), `f.bytes`,
+/// `f.unreferenced` and `f.uploads`, as far as the script has them.
+/// `remove_file(f, id)` removes a stored file, its chunks and its bytes, and
+/// returns 1 (0 when there was none); `release(f, id)` is one message fewer
+/// carrying it, removing it at none; `drop_upload(f, n)` removes upload `n`
+/// and gives its bytes back; `file_json(id, h)` is a file as messages carry
+/// it, from its hash's `name, size, type`.
+const LUA_FILES: &str = r#"
+local function remove_file(f, id)
+  local hash = f.file .. id
+  redis.call('ZREM', f.unreferenced, id)
+  local h = redis.call('HMGET', hash, 'size', 'chunks')
+  if not h[1] then return 0 end
+  for k = 0, tonumber(h[2] or '0') - 1 do redis.call('DEL', hash .. ':' .. k) end
+  redis.call('DEL', hash)
+  redis.call('DECRBY', f.bytes, h[1])
+  return 1
+end
+local function release(f, id)
+  local hash = f.file .. id
+  if redis.call('EXISTS', hash) == 0 then return 0 end
+  if redis.call('HINCRBY', hash, 'refs', -1) > 0 then return 0 end
+  return remove_file(f, id)
+end
+local function drop_upload(f, n)
+  local hash = f.upload .. n
+  local h = redis.call('HMGET', hash, 'chunks', 'bytes')
+  for k = 0, tonumber(h[1] or '0') - 1 do redis.call('DEL', hash .. ':' .. k) end
+  redis.call('DECRBY', f.bytes, h[2] or '0')
+  redis.call('DEL', hash)
+  redis.call('ZREM', f.uploads, n)
+end
+local function file_json(id, h)
+  return '{"id":"' .. id .. '","name":' .. cjson.encode(h[1]) .. ',"size":' .. h[2]
+    .. ',"type":' .. cjson.encode(h[3]) .. '}'
 end
 "#;
 
 /// Carries out a batch of ops. KEYS: stream, last-id, epoch, epoch-born,
-/// changes, operator. ARGV: the epoch the node knows, the time, the cid key
-/// prefix, the cid memory in seconds, the deadline (Redis clock, ms), the
-/// young-board wait (ms), the block key prefix, the message key prefix,
-/// then eight per op: `kind, id, name, message, cid, key hash, key, sender`
-/// ("" where an op has none). Returns one row of strings per op:
-/// `new|repeat|edited, id, name, message, time, edited` (an edit's row ends
-/// with its change), `deleted, id, change, author|operator`,
+/// changes, operator, files-bytes, unreferenced-files. ARGV: the epoch the
+/// node knows, the time, the cid key prefix, the cid memory in seconds, the
+/// deadline (Redis clock, ms), the young-board wait (ms), the block key
+/// prefix, the message key prefix, the file key prefix, then nine per op:
+/// `kind, id, name, message, cid, key hash, key, sender, file ids` ("" where
+/// an op has none; the ids joined by ","). Returns one row of strings per
+/// op: `new|repeat|edited, id, name, message, time, edited, files` (an
+/// edit's row ends with its change), `deleted, id, change, author|operator`,
 /// `blocked-sender, id, until`, or a refusal: `forbidden`, `not-found`,
-/// `blocked, until`.
+/// `blocked, until`, `unknown-file, id`.
+///
+/// A post's files are all looked up before it takes an id, so a post naming
+/// a file the board does not hold changes nothing; an edit keeps the files
+/// (they are in the hash it rewrites).
 ///
 /// Past the deadline the node has already told its posters
 /// `storage-unavailable`: a script that only runs then (Redis was frozen with
@@ -228,13 +333,14 @@ if now - born < tonumber(ARGV[6]) then
   return redis.error_reply('LANBOARD_YOUNG ' .. string.format('%d', born + tonumber(ARGV[6]) - now))
 end
 local stream, changes, prefix = KEYS[1], KEYS[5], ARGV[8]
+local f = {file = ARGV[9], bytes = KEYS[7], unreferenced = KEYS[8]}
 local operator = redis.call('GET', KEYS[6]) or ''
 local time = ARGV[2]
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local function text(n) return string.format('%d', n) end
 local function store(m)
   local fields = {'name', m.name, 'message', m.message, 'time', m.time}
-  for _, name in ipairs({'edited', 'key', 'sender'}) do
+  for _, name in ipairs({'edited', 'key', 'sender', 'files'}) do
     if m[name] ~= '' then
       fields[#fields + 1] = name
       fields[#fields + 1] = m[name]
@@ -243,9 +349,10 @@ local function store(m)
   redis.call('HSET', prefix .. m.id, unpack(fields))
 end
 local rows = {}
-for i = 9, #ARGV, 8 do
+for i = 10, #ARGV, 9 do
   local kind, id, name, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local cid, hash, key, sender = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local file_ids = ARGV[i + 8]
   local is_operator = operator ~= '' and key == operator
   local answer = nil
   if kind == 'post' then
@@ -262,10 +369,28 @@ for i = 9, #ARGV, 8 do
       local until_ = redis.call('GET', ARGV[7] .. sender)
       if until_ and tonumber(until_) > tonumber(time) then answer = {'blocked', until_} end
     end
+    local carried, listed = {}, {}
     if not answer then
+      for file_id in string.gmatch(file_ids, '[^,]+') do
+        local h = redis.call('HMGET', f.file .. file_id, 'name', 'size', 'type')
+        if not h[2] then
+          answer = {'unknown-file', file_id}
+          break
+        end
+        carried[#carried + 1] = file_id
+        listed[#listed + 1] = file_json(file_id, h)
+      end
+    end
+    if not answer then
+      for _, file_id in ipairs(carried) do
+        redis.call('HINCRBY', f.file .. file_id, 'refs', 1)
+        redis.call('ZREM', f.unreferenced, file_id)
+      end
+      local files = ''
+      if #listed > 0 then files = '[' .. table.concat(listed, ',') .. ']' end
       last = last + 1
       local m = {id = text(last), name = name, message = message, time = time,
-        edited = '', key = hash, sender = sender}
+        edited = '', key = hash, sender = sender, files = files}
       store(m)
       redis.call('XADD', stream, m.id .. '-0', 'post', '1')
       if cid ~= '' then
@@ -307,6 +432,15 @@ for i = 9, #ARGV, 8 do
         answer[#answer + 1] = change
       else
         redis.call('DEL', prefix .. id)
+        if m.files ~= '' then
+          -- Written by lanboard (this script or IMPORT), so it decodes; were
+          -- it not, the files would stay (and be counted) rather than the
+          -- script stop halfway, its deletion half done.
+          local ok, files = pcall(cjson.decode, m.files)
+          if ok then
+            for _, file in ipairs(files) do release(f, file.id) end
+          end
+        end
         redis.call('XDEL', stream, id .. '-0')
         redis.call('XADD', stream, change .. '-0', 'delete', id)
         local by = 'operator'
@@ -325,7 +459,7 @@ return rows
 /// Messages in their current form, skipping the stream's edit and delete
 /// entries. KEYS: stream. ARGV: `XRANGE` or `XREVRANGE`, where to start (a
 /// stream range bound), how many, the message key prefix. Returns rows
-/// `id, name, message, time, edited` in the command's order.
+/// `id, name, message, time, edited, files` in the command's order.
 const READ: &str = r#"
 local stream, prefix = KEYS[1], ARGV[4]
 local command, cursor, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -342,7 +476,7 @@ while #out < limit do
     local first = entry[2][1]
     if first == 'post' or first == 'name' then
       local m = current(stream, prefix, string.match(entry[1], '^(%d+)'))
-      if m then out[#out + 1] = {m.id, m.name, m.message, m.time, m.edited} end
+      if m then out[#out + 1] = {m.id, m.name, m.message, m.time, m.edited, m.files} end
     end
   end
   cursor = '(' .. batch[#batch][1]
@@ -353,7 +487,7 @@ return out
 /// Every message whose latest change is after an id, in change order.
 /// KEYS: changes, stream. ARGV: the id, how many, the message key prefix.
 /// Returns rows `change, id, ""` for a deletion, `change, id, name,
-/// message, time, edited` for an edit.
+/// message, time, edited, files` for an edit.
 const CHANGES: &str = r#"
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
@@ -361,7 +495,7 @@ for i = 1, #found, 2 do
   local id, change = found[i], found[i + 1]
   local m = current(KEYS[2], ARGV[3], id)
   if m then
-    out[#out + 1] = {change, id, m.name, m.message, m.time, m.edited}
+    out[#out + 1] = {change, id, m.name, m.message, m.time, m.edited, m.files}
   else
     out[#out + 1] = {change, id, ''}
   end
@@ -371,7 +505,7 @@ return out
 
 /// The tail's read: the events after an id, each with the message as it
 /// reads now. KEYS: stream. ARGV: the id, how many, the message key prefix.
-/// Returns rows `post|edit, position, id, name, message, time, edited`,
+/// Returns rows `post|edit, position, id, name, message, time, edited, files`,
 /// `delete, position, id`, or `skip, position` for an entry whose message
 /// is gone by now (its deletion follows) or that lanboard did not write.
 const EVENTS: &str = r#"
@@ -385,10 +519,10 @@ for _, entry in ipairs(batch) do
   local answer = {'skip', position}
   if first == 'post' or first == 'name' then
     local m = current(stream, prefix, position)
-    if m then answer = {'post', position, m.id, m.name, m.message, m.time, m.edited} end
+    if m then answer = {'post', position, m.id, m.name, m.message, m.time, m.edited, m.files} end
   elseif first == 'edit' then
     local m = current(stream, prefix, f[2])
-    if m then answer = {'edit', position, m.id, m.name, m.message, m.time, m.edited} end
+    if m then answer = {'edit', position, m.id, m.name, m.message, m.time, m.edited, m.files} end
   elseif first == 'delete' then
     answer = {'delete', position, f[2]}
   end
@@ -399,12 +533,12 @@ return out
 
 /// Messages by id, as they read now. KEYS: stream. ARGV: the message key
 /// prefix, then the ids. Returns one row per id: `id, name, message, time,
-/// edited`, or an empty row for a message that is gone.
+/// edited, files`, or an empty row for a message that is gone.
 const FETCH: &str = r#"
 local out = {}
 for i = 2, #ARGV do
   local m = current(KEYS[1], ARGV[1], ARGV[i])
-  if m then out[#out + 1] = {m.id, m.name, m.message, m.time, m.edited} else out[#out + 1] = {} end
+  if m then out[#out + 1] = {m.id, m.name, m.message, m.time, m.edited, m.files} else out[#out + 1] = {} end
 end
 return out
 "#;
@@ -453,20 +587,150 @@ end
 return {total, now}
 "#;
 
-/// Loads exported messages into an empty board. KEYS: stream, last-id.
-/// ARGV: the message key prefix, then `id, name, message, time, edited` per
-/// message ("" for never edited), ids increasing.
+/// Loads exported messages into an empty board. KEYS: stream, last-id,
+/// unreferenced-files. ARGV: the message key prefix, the file key prefix,
+/// then `id, name, message, time, edited, files, file ids` per message
+/// ("" for never edited and for no files; `files` is the JSON list, the
+/// ids joined by ","), ids increasing. Returns `imported, last id`, or
+/// `missing, message id, file id` (storing nothing) when a message carries
+/// a file the board does not hold.
 const IMPORT: &str = r#"
+local f = {file = ARGV[2], unreferenced = KEYS[3]}
+for i = 3, #ARGV, 7 do
+  for file_id in string.gmatch(ARGV[i + 6], '[^,]+') do
+    if redis.call('EXISTS', f.file .. file_id) == 0 then return {'missing', ARGV[i], file_id} end
+  end
+end
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-for i = 2, #ARGV, 5 do
+for i = 3, #ARGV, 7 do
   local key = ARGV[1] .. ARGV[i]
   redis.call('HSET', key, 'name', ARGV[i + 1], 'message', ARGV[i + 2], 'time', ARGV[i + 3])
   if ARGV[i + 4] ~= '' then redis.call('HSET', key, 'edited', ARGV[i + 4]) end
+  if ARGV[i + 5] ~= '' then redis.call('HSET', key, 'files', ARGV[i + 5]) end
+  for file_id in string.gmatch(ARGV[i + 6], '[^,]+') do
+    redis.call('HINCRBY', f.file .. file_id, 'refs', 1)
+    redis.call('ZREM', f.unreferenced, file_id)
+  end
   redis.call('XADD', KEYS[1], ARGV[i] .. '-0', 'post', '1')
   last = tonumber(ARGV[i])
 end
 redis.call('SET', KEYS[2], string.format('%d', last))
-return last
+return {'imported', string.format('%d', last)}
+"#;
+
+/// Starts an upload. KEYS: last-upload, uploads. ARGV: the time (ms).
+/// Returns the upload's number.
+const BEGIN_UPLOAD: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[2], ARGV[1], n)
+return n
+"#;
+
+/// Stores one chunk of an upload in progress. KEYS: uploads, files-bytes.
+/// ARGV: the upload's number, the upload key prefix, the chunk's number,
+/// its body, its tail ([`CHUNK_TAIL`] bytes or fewer, "" for none), the
+/// quota (bytes), the chunk's time to live (ms). Returns `ok`, `full` when
+/// the board's files would pass the quota, or `dropped` when the upload is
+/// no longer in progress (aborted, or swept).
+const WRITE_CHUNK: &str = r#"
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'dropped' end
+local upload, seq = ARGV[2] .. ARGV[1], tonumber(ARGV[3])
+local key, field = upload .. ':' .. ARGV[3], 't' .. ARGV[3]
+local size = #ARGV[4] + #ARGV[5]
+-- The same chunk written again replaces itself, in the count too.
+local old = redis.call('STRLEN', key) + redis.call('HSTRLEN', upload, field)
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+if used - old + size > tonumber(ARGV[6]) then return 'full' end
+redis.call('SET', key, ARGV[4], 'PX', ARGV[7])
+if #ARGV[5] > 0 then redis.call('HSET', upload, field, ARGV[5]) else redis.call('HDEL', upload, field) end
+redis.call('HINCRBY', upload, 'bytes', string.format('%d', size - old))
+if seq >= tonumber(redis.call('HGET', upload, 'chunks') or '0') then
+  redis.call('HSET', upload, 'chunks', string.format('%d', seq + 1))
+end
+redis.call('INCRBY', KEYS[2], string.format('%d', size - old))
+return 'ok'
+"#;
+
+/// Ends an upload. KEYS: uploads, files-bytes, unreferenced-files. ARGV:
+/// the upload's number, the upload key prefix, the file key prefix, then
+/// the file's `id, name, size, type`, and the time (ms). Returns `new`;
+/// `existing, name, size, type` when the board held the content already
+/// (the upload is dropped, and the file's hour starts again if no message
+/// carries it); `dropped` when the upload is no longer in progress or lost
+/// a chunk to [`UPLOAD_TTL`]; or `wrong-size, bytes` when what was written
+/// is not the file's size.
+const FINISH_UPLOAD: &str = r#"
+local f = {uploads = KEYS[1], bytes = KEYS[2], unreferenced = KEYS[3], upload = ARGV[2], file = ARGV[3]}
+local n, id, size, time = ARGV[1], ARGV[4], ARGV[6], ARGV[8]
+if not redis.call('ZSCORE', f.uploads, n) then return {'dropped'} end
+local upload, file = f.upload .. n, f.file .. id
+local existing = redis.call('HMGET', file, 'name', 'size', 'type', 'refs')
+if existing[2] then
+  drop_upload(f, n)
+  if tonumber(existing[4] or '0') <= 0 then redis.call('ZADD', f.unreferenced, time, id) end
+  return {'existing', existing[1], existing[2], existing[3]}
+end
+local h = redis.call('HMGET', upload, 'chunks', 'bytes')
+local chunks, bytes = tonumber(h[1] or '0'), h[2] or '0'
+if tonumber(bytes) ~= tonumber(size) then
+  drop_upload(f, n)
+  return {'wrong-size', bytes}
+end
+for k = 0, chunks - 1 do
+  if redis.call('EXISTS', upload .. ':' .. k) == 0 then
+    drop_upload(f, n)
+    return {'dropped'}
+  end
+end
+local fields = redis.call('HGETALL', upload)
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 1) == 't' then redis.call('HSET', file, fields[i], fields[i + 1]) end
+end
+for k = 0, chunks - 1 do
+  redis.call('RENAME', upload .. ':' .. k, file .. ':' .. k)
+  redis.call('PERSIST', file .. ':' .. k)
+end
+redis.call('HSET', file, 'name', ARGV[5], 'size', size, 'type', ARGV[7], 'refs', '0',
+  'chunks', string.format('%d', chunks))
+redis.call('DEL', upload)
+redis.call('ZREM', f.uploads, n)
+redis.call('ZADD', f.unreferenced, time, id)
+return {'new'}
+"#;
+
+/// Drops an upload that will not be finished, if it is still in progress.
+/// KEYS: uploads, files-bytes. ARGV: the upload's number, the upload key
+/// prefix.
+const ABORT_UPLOAD: &str = r#"
+local f = {uploads = KEYS[1], bytes = KEYS[2], upload = ARGV[2]}
+if redis.call('ZSCORE', f.uploads, ARGV[1]) then drop_upload(f, ARGV[1]) end
+return 1
+"#;
+
+/// Removes up to a batch of the files no message carries whose last upload
+/// was before a time, and of the uploads begun before it. KEYS:
+/// unreferenced-files, uploads, files-bytes. ARGV: the time (ms), the file
+/// key prefix, the upload key prefix, the batch. Returns how many files
+/// went, how many uploads, and 1 when a batch was full (more may be left).
+const REMOVE_ORPHANS: &str = r#"
+local f = {unreferenced = KEYS[1], uploads = KEYS[2], bytes = KEYS[3], file = ARGV[2], upload = ARGV[3]}
+local before, batch = '(' .. ARGV[1], tonumber(ARGV[4])
+local files = redis.call('ZRANGEBYSCORE', f.unreferenced, '-inf', before, 'LIMIT', 0, batch)
+local removed = 0
+for _, id in ipairs(files) do
+  -- Posting a file takes it out of the set; one found carried anyway
+  -- only leaves the set.
+  if tonumber(redis.call('HGET', f.file .. id, 'refs') or '0') > 0 then
+    redis.call('ZREM', f.unreferenced, id)
+  else
+    removed = removed + remove_file(f, id)
+  end
+end
+local uploads = redis.call('ZRANGEBYSCORE', f.uploads, '-inf', before, 'LIMIT', 0, batch)
+for _, n in ipairs(uploads) do drop_upload(f, n) end
+local more = 0
+if #files == batch or #uploads == batch then more = 1 end
+return {removed, #uploads, more}
 "#;
 
 /// The board in Redis. See the module documentation.
@@ -511,8 +775,10 @@ struct Shared {
     clock_offset: AtomicI64,
     /// Set by a write that found the epoch changed, so the tail checks at once.
     check_epoch: AtomicBool,
-    /// Woken by a commit that deleted or replaced text: Redis's files are
-    /// rewritten so it is gone from them too (see [`Shared::scrub_files`]).
+    /// Woken by a commit that deleted or replaced text (and any files the
+    /// deletion removed) and by a sweep that removed files: Redis's files
+    /// are rewritten so it is gone from them too (see
+    /// [`Shared::scrub_files`]).
     scrub: tokio::sync::Notify,
     node: String,
     /// This node's search index (see the module documentation).
@@ -527,6 +793,11 @@ struct Shared {
     epoch_script: Script,
     presence: Script,
     import: Script,
+    begin_upload: Script,
+    write_chunk: Script,
+    finish_upload: Script,
+    abort_upload: Script,
+    remove_orphans: Script,
 }
 
 /// What the tail hands the indexer.
@@ -593,7 +864,7 @@ impl RedisLog {
             node: random_token(),
             index,
             fed: Mutex::new(None),
-            commit: Script::new(&format!("{LUA_NOW}{LUA_MESSAGES}{COMMIT}")),
+            commit: Script::new(&format!("{LUA_NOW}{LUA_MESSAGES}{LUA_FILES}{COMMIT}")),
             read: Script::new(&format!("{LUA_MESSAGES}{READ}")),
             changes: Script::new(&format!("{LUA_MESSAGES}{CHANGES}")),
             events: Script::new(&format!("{LUA_MESSAGES}{EVENTS}")),
@@ -601,6 +872,11 @@ impl RedisLog {
             epoch_script: Script::new(&format!("{LUA_NOW}{EPOCH}")),
             presence: Script::new(&format!("{LUA_NOW}{PRESENCE}")),
             import: Script::new(IMPORT),
+            begin_upload: Script::new(BEGIN_UPLOAD),
+            write_chunk: Script::new(WRITE_CHUNK),
+            finish_upload: Script::new(&format!("{LUA_FILES}{FINISH_UPLOAD}")),
+            abort_upload: Script::new(&format!("{LUA_FILES}{ABORT_UPLOAD}")),
+            remove_orphans: Script::new(&format!("{LUA_FILES}{REMOVE_ORPHANS}")),
         });
         let log = RedisLog { shared, runtime };
         log.check_server()?;
@@ -752,6 +1028,8 @@ impl Shared {
             .key(&self.keys.epoch_born)
             .key(&self.keys.changes)
             .key(&self.keys.operator)
+            .key(&self.keys.files_bytes)
+            .key(&self.keys.unreferenced)
             .arg(self.epoch.lock().as_str())
             .arg(time)
             .arg(&self.keys.cid)
@@ -759,7 +1037,8 @@ impl Shared {
             .arg(deadline)
             .arg(YOUNG_BOARD.as_millis() as u64)
             .arg(&self.keys.block)
-            .arg(&self.keys.message);
+            .arg(&self.keys.message)
+            .arg(&self.keys.file);
         for op in ops {
             for arg in op_args(op) {
                 invocation.arg(arg);
@@ -1155,9 +1434,10 @@ impl Shared {
         self.clock_offset.store(offset, Ordering::Relaxed);
     }
 
-    /// After each commit that deleted or edited a message, asks Redis to
-    /// rewrite its files: its append-only file still holds the command that
-    /// stored the old text, and its snapshot the old state, until rewritten.
+    /// After each commit that deleted or edited a message, and each sweep
+    /// that removed files, asks Redis to rewrite its files: its append-only
+    /// file still holds the commands that stored the old text (or a file's
+    /// chunks), and its snapshot the old state, until rewritten.
     /// Deletions of the next [`SCRUB_GATHER`] share one rewrite; a rewrite
     /// already running (which may have begun before the deletion) is waited
     /// out and another asked for.
@@ -1177,7 +1457,7 @@ impl Shared {
                     Err(error) => {
                         log::warn!(
                             "Redis at {} did not rewrite its files after a deletion ({error}); \
-                             the deleted text stays in them until its next rewrite",
+                             what was deleted stays in them until its next rewrite",
                             self.target.display_url()
                         );
                         break;
@@ -1261,6 +1541,8 @@ impl Log for RedisLog {
             .iter()
             .map(|row| outcome_from_row(row))
             .collect::<Result<_, _>>()?;
+        // A deletion is the only way a commit removes files, so this also
+        // takes their chunks out of Redis's files.
         if outcomes
             .iter()
             .any(|o| matches!(o, Ok(Done::Edited { .. } | Done::Deleted { .. })))
@@ -1393,26 +1675,51 @@ impl Log for RedisLog {
         if length != 0 {
             return Err(StoreError::NotEmpty);
         }
+        // Every file is looked for first, so that a missing one stops the
+        // import before any message is stored; the script looks again, for
+        // a file removed meanwhile.
+        let mut checked = std::collections::HashSet::new();
+        for m in messages {
+            for file in &m.files {
+                if checked.insert(file.id.as_str()) && self.file(&file.id)?.is_none() {
+                    return Err(StoreError::MissingFile {
+                        message: m.id,
+                        id: file.id.clone(),
+                    });
+                }
+            }
+        }
         for chunk in messages.chunks(IMPORT_CHUNK) {
             let shared = self.shared.clone();
             let chunk = chunk.to_vec();
-            self.call(async move {
+            let answer: Vec<String> = self.call(async move {
                 let mut invocation = shared.import.prepare_invoke();
                 invocation
                     .key(&shared.keys.stream)
                     .key(&shared.keys.last_id)
-                    .arg(&shared.keys.message);
+                    .key(&shared.keys.unreferenced)
+                    .arg(&shared.keys.message)
+                    .arg(&shared.keys.file);
                 for m in &chunk {
+                    let ids: Vec<&str> = m.files.iter().map(|f| f.id.as_str()).collect();
                     invocation
                         .arg(m.id)
                         .arg(&m.name)
                         .arg(&m.message)
                         .arg(m.time)
-                        .arg(m.edited.map_or(String::new(), |t| t.to_string()));
+                        .arg(m.edited.map_or(String::new(), |t| t.to_string()))
+                        .arg(crate::files::to_column(&m.files).unwrap_or_default())
+                        .arg(ids.join(","));
                 }
                 let mut conn = shared.commands.clone();
-                timed::<u64>(invocation.invoke_async(&mut conn)).await
+                timed(invocation.invoke_async(&mut conn)).await
             })?;
+            if answer.first().is_some_and(|kind| kind == "missing") {
+                return Err(StoreError::MissingFile {
+                    message: number(answer.get(1))?,
+                    id: answer.get(2).cloned().unwrap_or_default(),
+                });
+            }
         }
         Ok(messages.len())
     }
@@ -1449,40 +1756,229 @@ impl Log for RedisLog {
     }
 }
 
-// TODO(files-redis): chunked keys in Redis; until then every call fails.
 impl FileStore for RedisLog {
-    fn begin_upload(&self, _time: i64) -> Result<UploadId, StoreError> {
-        Err(no_files())
+    fn begin_upload(&self, time: i64) -> Result<UploadId, StoreError> {
+        let shared = self.shared.clone();
+        let upload: u64 = self.call(async move {
+            let mut conn = shared.commands.clone();
+            timed(
+                shared
+                    .begin_upload
+                    .key(&shared.keys.last_upload)
+                    .key(&shared.keys.uploads)
+                    .arg(time)
+                    .invoke_async(&mut conn),
+            )
+            .await
+        })?;
+        Ok(UploadId(upload))
     }
-    fn write_chunk(&self, _: UploadId, _: u32, _: &[u8], _: u64) -> Result<(), StoreError> {
-        Err(no_files())
+
+    fn write_chunk(
+        &self,
+        upload: UploadId,
+        seq: u32,
+        bytes: &[u8],
+        quota: u64,
+    ) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let (body, tail) = split_chunk(bytes);
+        let (body, tail) = (body.to_vec(), tail.to_vec());
+        let answer: String = self.call(async move {
+            let mut conn = shared.commands.clone();
+            timed(
+                shared
+                    .write_chunk
+                    .key(&shared.keys.uploads)
+                    .key(&shared.keys.files_bytes)
+                    .arg(upload.0)
+                    .arg(&shared.keys.upload)
+                    .arg(seq)
+                    .arg(body)
+                    .arg(tail)
+                    .arg(quota)
+                    .arg(UPLOAD_TTL.as_millis() as u64)
+                    .invoke_async(&mut conn),
+            )
+            .await
+        })?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            "full" => Err(StoreError::FilesFull { quota }),
+            "dropped" => Err(dropped()),
+            other => Err(StoreError::Redis(format!(
+                "unexpected answer from the chunk script: {other:?}"
+            ))),
+        }
     }
-    fn finish_upload(&self, _: UploadId, _: &File, _: i64) -> Result<Stored, StoreError> {
-        Err(no_files())
+
+    fn finish_upload(
+        &self,
+        upload: UploadId,
+        file: &File,
+        time: i64,
+    ) -> Result<Stored, StoreError> {
+        let shared = self.shared.clone();
+        let asked = file.clone();
+        let answer: Vec<String> = self.call(async move {
+            let mut conn = shared.commands.clone();
+            timed(
+                shared
+                    .finish_upload
+                    .key(&shared.keys.uploads)
+                    .key(&shared.keys.files_bytes)
+                    .key(&shared.keys.unreferenced)
+                    .arg(upload.0)
+                    .arg(&shared.keys.upload)
+                    .arg(&shared.keys.file)
+                    .arg(&asked.id)
+                    .arg(&asked.name)
+                    .arg(asked.size)
+                    .arg(&asked.media_type)
+                    .arg(time)
+                    .invoke_async(&mut conn),
+            )
+            .await
+        })?;
+        match answer.first().map(String::as_str) {
+            Some("new") => Ok(Stored::New(file.clone())),
+            Some("existing") => Ok(Stored::Existing(File {
+                id: file.id.clone(),
+                name: answer.get(1).cloned().unwrap_or_default(),
+                size: number(answer.get(2))?,
+                media_type: answer.get(3).cloned().unwrap_or_default(),
+            })),
+            Some("dropped") => Err(dropped()),
+            Some("wrong-size") => Err(StoreError::Redis(format!(
+                "upload {} holds {} bytes, not the {} of file {}",
+                upload.0,
+                answer.get(1).map_or("?", String::as_str),
+                file.size,
+                file.id
+            ))),
+            other => Err(StoreError::Redis(format!(
+                "unexpected answer from the finishing script: {other:?}"
+            ))),
+        }
     }
-    fn abort_upload(&self, _: UploadId) -> Result<(), StoreError> {
-        Err(no_files())
+
+    fn abort_upload(&self, upload: UploadId) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        self.call(async move {
+            let mut conn = shared.commands.clone();
+            timed::<()>(
+                shared
+                    .abort_upload
+                    .key(&shared.keys.uploads)
+                    .key(&shared.keys.files_bytes)
+                    .arg(upload.0)
+                    .arg(&shared.keys.upload)
+                    .invoke_async(&mut conn),
+            )
+            .await
+        })
     }
-    fn file(&self, _: &str) -> Result<Option<File>, StoreError> {
-        Err(no_files())
+
+    fn file(&self, id: &str) -> Result<Option<File>, StoreError> {
+        let shared = self.shared.clone();
+        let id = id.to_owned();
+        self.call(async move {
+            let mut conn = shared.commands.clone();
+            let key = format!("{}{id}", shared.keys.file);
+            let (name, size, media_type): (Option<String>, Option<u64>, Option<String>) = timed(
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("name")
+                    .arg("size")
+                    .arg("type")
+                    .query_async(&mut conn),
+            )
+            .await?;
+            Ok(size.map(|size| File {
+                id,
+                name: name.unwrap_or_default(),
+                size,
+                media_type: media_type.unwrap_or_default(),
+            }))
+        })
     }
-    fn read_chunk(&self, _: &str, _: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        Err(no_files())
+
+    fn read_chunk(&self, id: &str, seq: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let shared = self.shared.clone();
+        let hash = format!("{}{id}", self.shared.keys.file);
+        self.call(async move {
+            let mut conn = shared.commands.clone();
+            // One transaction, so a file removed meanwhile is read whole or
+            // not at all, never as a body without its tail.
+            let (body, tail): (Option<Vec<u8>>, Option<Vec<u8>>) = timed(
+                redis::pipe()
+                    .atomic()
+                    .get(format!("{hash}:{seq}"))
+                    .hget(&hash, format!("t{seq}"))
+                    .query_async(&mut conn),
+            )
+            .await?;
+            Ok(body.map(|mut body| {
+                body.extend(tail.unwrap_or_default());
+                body
+            }))
+        })
     }
-    fn remove_orphans(&self, _: i64) -> Result<usize, StoreError> {
-        Ok(0)
+
+    fn remove_orphans(&self, before: i64) -> Result<usize, StoreError> {
+        let (mut files, mut uploads) = (0, 0);
+        loop {
+            let shared = self.shared.clone();
+            let (removed, dropped, more): (usize, usize, u8) = self.call(async move {
+                let mut conn = shared.commands.clone();
+                timed(
+                    shared
+                        .remove_orphans
+                        .key(&shared.keys.unreferenced)
+                        .key(&shared.keys.uploads)
+                        .key(&shared.keys.files_bytes)
+                        .arg(before)
+                        .arg(&shared.keys.file)
+                        .arg(&shared.keys.upload)
+                        .arg(ORPHAN_BATCH)
+                        .invoke_async(&mut conn),
+                )
+                .await
+            })?;
+            files += removed;
+            uploads += dropped;
+            if more == 0 {
+                break;
+            }
+        }
+        if files + uploads > 0 {
+            // Their content is still in Redis's files, as deleted text is.
+            self.shared.scrub.notify_one();
+        }
+        Ok(files)
     }
+
     fn used_bytes(&self) -> Result<u64, StoreError> {
-        Ok(0)
+        let mut conn = self.shared.commands.clone();
+        let key = self.shared.keys.files_bytes.clone();
+        let used: Option<i64> = self.call(async move { timed(conn.get(key)).await })?;
+        Ok(used.map_or(0, |used| used.max(0) as u64))
     }
 }
 
-fn no_files() -> StoreError {
-    StoreError::Redis("files are not kept in Redis yet".into())
+fn dropped() -> StoreError {
+    StoreError::Refused("the upload was dropped".into())
 }
 
-/// The eight script arguments of one op (see [`COMMIT`]).
-fn op_args(op: &Op) -> [String; 8] {
+/// A chunk as Redis keeps it: its body, in the chunk's key, and its last
+/// [`CHUNK_TAIL`] bytes (none for a chunk shorter than [`CHUNK_BYTES`] less
+/// those), in its hash.
+fn split_chunk(bytes: &[u8]) -> (&[u8], &[u8]) {
+    bytes.split_at(bytes.len().min(CHUNK_BYTES - CHUNK_TAIL))
+}
+
+/// The nine script arguments of one op (see [`COMMIT`]).
+fn op_args(op: &Op) -> [String; 9] {
     let none = String::new;
     match op {
         Op::Post(draft) => [
@@ -1494,6 +1990,7 @@ fn op_args(op: &Op) -> [String; 8] {
             draft.key_hash().unwrap_or_default(),
             draft.key().unwrap_or_default().into(),
             draft.sender().unwrap_or_default().into(),
+            draft.files().join(","),
         ],
         Op::Edit { id, message, key } => [
             "edit".into(),
@@ -1503,6 +2000,7 @@ fn op_args(op: &Op) -> [String; 8] {
             none(),
             crate::protocol::key_hash(key),
             key.clone(),
+            none(),
             none(),
         ],
         Op::Delete { id, key } => [
@@ -1514,6 +2012,7 @@ fn op_args(op: &Op) -> [String; 8] {
             crate::protocol::key_hash(key),
             key.clone(),
             none(),
+            none(),
         ],
         Op::Block { id, minutes, key } => [
             "block".into(),
@@ -1524,6 +2023,7 @@ fn op_args(op: &Op) -> [String; 8] {
             none(),
             key.clone(),
             none(),
+            none(),
         ],
     }
 }
@@ -1533,11 +2033,21 @@ fn number<T: std::str::FromStr>(text: Option<&String>) -> Result<T, StoreError> 
         .ok_or_else(|| StoreError::Redis(format!("unexpected answer from a script: {text:?}")))
 }
 
-/// A message from a script's row `id, name, message, time, edited`.
+/// A message from a script's row `id, name, message, time, edited, files`
+/// (`files` the JSON list, "" or absent for none: a message posted before
+/// boards kept files has none).
 fn message_from_row(row: &[String]) -> Result<Message, StoreError> {
     let edited = match row.get(4).map(String::as_str) {
         None | Some("") => None,
         Some(_) => Some(number(row.get(4))?),
+    };
+    let files = match row.get(5).map(String::as_str) {
+        None | Some("") => Vec::new(),
+        Some(json) => serde_json::from_str(json).map_err(|error| {
+            StoreError::Redis(format!(
+                "a message's files are not readable ({error}): {json}"
+            ))
+        })?,
     };
     Ok(Message {
         id: number(row.first())?,
@@ -1545,7 +2055,7 @@ fn message_from_row(row: &[String]) -> Result<Message, StoreError> {
         message: row.get(2).cloned().unwrap_or_default(),
         time: number(row.get(3))?,
         edited,
-        files: Vec::new(),
+        files,
     })
 }
 
@@ -1558,7 +2068,7 @@ fn outcome_from_row(row: &[String]) -> Result<Outcome, StoreError> {
         "repeat" => Ok(Done::Posted(Appended::Repeat(message()?))),
         "edited" => Ok(Done::Edited {
             message: message()?,
-            change: number(row.get(6))?,
+            change: number(row.get(7))?,
         }),
         "deleted" => Ok(Done::Deleted {
             id: number(row.get(1))?,
@@ -1577,6 +2087,9 @@ fn outcome_from_row(row: &[String]) -> Result<Outcome, StoreError> {
         "not-found" => Err(Denied::NotFound),
         "blocked" => Err(Denied::Blocked {
             until: number(row.get(1))?,
+        }),
+        "unknown-file" => Err(Denied::UnknownFile {
+            id: row.get(1).cloned().unwrap_or_default(),
         }),
         other => {
             return Err(StoreError::Redis(format!(
@@ -1797,6 +2310,77 @@ mod tests {
             }
         }));
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_full_chunk_keeps_its_last_bytes_apart_and_a_short_one_is_kept_whole() {
+        let full = vec![7u8; CHUNK_BYTES];
+        let (body, tail) = split_chunk(&full);
+        assert_eq!(
+            (body.len(), tail.len()),
+            (CHUNK_BYTES - CHUNK_TAIL, CHUNK_TAIL)
+        );
+        let nearly = vec![7u8; CHUNK_BYTES - CHUNK_TAIL + 5];
+        assert_eq!(split_chunk(&nearly).1.len(), 5);
+        let short = vec![7u8; 1000];
+        assert_eq!(split_chunk(&short), (&short[..], &[][..]));
+        assert_eq!(split_chunk(&[]), (&[][..], &[][..]));
+    }
+
+    fn row(fields: &[&str]) -> Vec<String> {
+        fields.iter().map(|f| f.to_string()).collect()
+    }
+
+    #[test]
+    fn a_row_s_files_column_becomes_the_message_s_files_and_an_old_row_has_none() {
+        let id = "ab".repeat(32);
+        let files = format!(r#"[{{"id":"{id}","name":"a\/b.png","size":3,"type":"image/png"}}]"#);
+        let message = message_from_row(&row(&["4", "ana", "hi", "10", "", &files])).unwrap();
+        assert_eq!(
+            message.files,
+            [File {
+                id,
+                name: "a/b.png".into(),
+                size: 3,
+                media_type: "image/png".into(),
+            }]
+        );
+        for old in [
+            row(&["4", "ana", "hi", "10", ""]),
+            row(&["4", "ana", "hi", "10", "", ""]),
+        ] {
+            assert_eq!(message_from_row(&old).unwrap().files, []);
+        }
+        let broken = message_from_row(&row(&["4", "ana", "hi", "10", "", "[{"]));
+        assert!(matches!(broken, Err(StoreError::Redis(_))), "{broken:?}");
+    }
+
+    #[test]
+    fn an_edit_s_change_follows_the_files_and_an_unknown_file_is_a_refusal() {
+        let edited = outcome_from_row(&row(&["edited", "4", "ana", "new", "10", "12", "", "9"]));
+        assert!(
+            matches!(&edited, Ok(Ok(Done::Edited { message, change: 9 })) if message.edited == Some(12)),
+            "{edited:?}"
+        );
+        let id = "cd".repeat(32);
+        assert_eq!(
+            outcome_from_row(&row(&["unknown-file", &id])).unwrap(),
+            Err(Denied::UnknownFile { id })
+        );
+    }
+
+    #[test]
+    fn a_post_passes_its_file_ids_joined_and_other_ops_pass_none() {
+        let limits = crate::cli::default_config().session.limits;
+        let ids = ["ab".repeat(32), "cd".repeat(32)];
+        let object = serde_json::json!({"name": "ana", "message": "", "files": ids});
+        let draft = crate::protocol::Draft::parse(&object, limits).unwrap();
+        assert_eq!(op_args(&Op::Post(draft))[8], ids.join(","));
+        let delete = Op::Delete {
+            id: 4,
+            key: "k".repeat(16),
+        };
+        assert_eq!(op_args(&delete)[8], "");
     }
 
     #[test]
