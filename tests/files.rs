@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Board, Client, WAIT};
+use common::{encode, Board, Client, WAIT};
 use serde_json::{json, Value};
 
 /// An answer with its body as bytes.
@@ -89,18 +89,6 @@ async fn stored(addr: SocketAddr, name: &str, kind: &str, bytes: &[u8]) -> Strin
 
 async fn download(addr: SocketAddr, id: &str, headers: &[(&str, &str)]) -> Answer {
     request(addr, "GET", &format!("/files/{id}"), headers, Vec::new()).await
-}
-
-/// Percent-encodes a query value.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -9,22 +9,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::redis::{Persistence, Redis};
-use common::{get, http, Board};
+use common::{encode, get, http, Board};
 use serde_json::{json, Value};
 
 const ALICE: &str = "alice-key-0123456789abcdef";
-
-/// `text` percent-encoded for a query string.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// The answer to a search for `q`, with `extra` query parameters (`&...`).
 async fn search_with(addr: SocketAddr, q: &str, extra: &str) -> Value {

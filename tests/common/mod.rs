@@ -449,6 +449,18 @@ pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Response {
     http(addr, "POST", path, &[], body).await
 }
 
+/// `text` percent-encoded for a query string.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The resident memory of process `pid`, in KiB, from `/proc` (Linux).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
