@@ -43,6 +43,11 @@
 //!   three); `redisN` adds N lanboard nodes on Redis (`redis1,redis2,redis3`).
 //! - `FANOUT_RUNS=3`: runs of each of scenarios 1 to 3 (medians are quoted).
 //! - `FANOUT_QUICK=1`: small sizes and one run, for a smoke test.
+//! - `FANOUT_FILES=1`: scenarios 1 to 3 on lanboard and `--memory` also
+//!   with posts that carry an image (uploaded once per run through
+//!   `POST /api/files`, then named in every `add-message` beside the same
+//!   text), run by run beside the text posts, and a table comparing them.
+//!   The Redis boards keep no files yet, and the original takes none.
 //! - `FANOUT_M=N`: messages per sender in scenarios 1 to 3.
 //! - `FANOUT_PIN=0`: no CPU pinning.
 //! - `FANOUT_TIMEOUT=SECS`: longest wait for one run's messages (180).
@@ -83,7 +88,7 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
 use client::{Latencies, Phase, Plan, Shared};
-use dialect::Dialect;
+use dialect::{Dialect, Posts};
 use report::{Growth, Idle, Latency, Run, Summary, Usage};
 use servers::{Deployment, Kind, Lanboard, Original, Pinning, Process, Server, Storage};
 use wire::Socket;
@@ -163,6 +168,8 @@ struct Knobs {
     runs: usize,
     quick: bool,
     kinds: Vec<Kind>,
+    /// Image posts beside text posts (`FANOUT_FILES`).
+    files: bool,
     messages: Option<u32>,
     pin: bool,
     timeout: Duration,
@@ -217,6 +224,7 @@ impl Knobs {
             runs: number("FANOUT_RUNS")?.map_or(if quick { 1 } else { 3 }, |n| n.max(1) as usize),
             quick,
             kinds,
+            files: var("FANOUT_FILES").is_some_and(|v| v != "0"),
             messages: number("FANOUT_M")?.map(|m| m.clamp(1, u32::MAX.into()) as u32),
             pin: var("FANOUT_PIN").is_none_or(|v| v != "0"),
             timeout: Duration::from_secs(number("FANOUT_TIMEOUT")?.unwrap_or(180)),
@@ -379,15 +387,26 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
         connect_concurrency: knobs.connect_concurrency,
     };
 
+    // Each board with text posts, and the boards that keep files with image
+    // posts too, right after.
+    let series: Vec<(Kind, Posts)> = (kinds.iter())
+        .flat_map(|&kind| {
+            let image = knobs.files && matches!(kind, Kind::Lanboard | Kind::LanboardMemory);
+            std::iter::once((kind, Posts::Text)).chain(image.then_some((kind, Posts::Image)))
+        })
+        .collect();
+    if knobs.files && kinds.iter().any(|k| matches!(k, Kind::Redis(_))) {
+        println!("fanout: FANOUT_FILES: the Redis boards keep no files yet; they post text only");
+    }
     let mut runs: Vec<Run> = Vec::new();
     let mut summaries: Vec<Summary> = Vec::new();
     for scenario in SCENARIOS.iter().filter(|s| knobs.wants(s.id)) {
         // Rounds of one run per board, rather than all runs of one board in
         // a row: on a shared machine a neighbour's busy minute then costs
         // every board a run, not one board its median.
-        let mut by_kind: Vec<Vec<Run>> = vec![Vec::new(); kinds.len()];
+        let mut by_series: Vec<Vec<Run>> = vec![Vec::new(); series.len()];
         for run in 1..=knobs.runs {
-            for (&kind, these) in kinds.iter().zip(&mut by_kind) {
+            for (&(kind, posts), these) in series.iter().zip(&mut by_series) {
                 let messages = knobs.messages.unwrap_or(if knobs.quick {
                     scenario.quick
                 } else if kind == Kind::Original {
@@ -396,20 +415,21 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
                     scenario.lanboard
                 });
                 eprint!(
-                    "scenario {} {} on {}, run {run}/{}: ",
+                    "scenario {} {} on {}{}, run {run}/{}: ",
                     scenario.id,
                     scenario.name,
                     kind.label(),
+                    posts.suffix(),
                     knobs.runs
                 );
                 // Progress text only; a failed flush loses nothing.
                 let _ = std::io::stderr().flush();
-                let result = throughput_run(&bed, kind, scenario, messages, run).await;
+                let result = throughput_run(&bed, kind, posts, scenario, messages, run).await;
                 eprintln!("{}", result.line());
                 these.push(result);
             }
         }
-        for these in by_kind {
+        for these in by_series {
             summaries.extend(report::summarise(&these));
             runs.extend(these);
         }
@@ -506,6 +526,13 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
         );
         print!("{}", report::throughput_table(&summaries));
     }
+    if summaries.iter().any(|s| s.posts == Posts::Image) {
+        println!(
+            "\nPosts with an image against the same posts without it, text / image (frame B: \
+             one delivery's WebSocket payload; CPU s: the server's, for the same deliveries):"
+        );
+        print!("{}", report::posts_table(&summaries));
+    }
     if summaries.iter().any(|s| matches!(s.kind, Kind::Redis(_))) {
         println!(
             "\nScenarios 1-3 by node (client i joins node i % N, senders too; same node: the \
@@ -538,6 +565,7 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
     let document = json!({
         "bench": "fanout",
         "quick": knobs.quick,
+        "image_posts": knobs.files,
         "machine": machine,
         "pinning": pinning.describe(),
         "server_core": pinning.server,
@@ -670,10 +698,45 @@ fn dialect(kind: Kind) -> Dialect {
     }
 }
 
+/// The image that image posts carry: a real screenshot from the docs.
+const IMAGE: &[u8] = include_bytes!("../docs/phone.png");
+
+/// Uploads [`IMAGE`] to the board at `addr`; returns its file id.
+async fn upload_image(addr: SocketAddr) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("an HTTP client: {e}"))?;
+    let response = client
+        .post(format!("http://{addr}/api/files?name=fanout.png"))
+        .header(reqwest::header::CONTENT_TYPE, "image/png")
+        .body(IMAGE)
+        .send()
+        .await
+        .map_err(|e| format!("uploading the image: {e}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("the upload's answer: {e}"))?;
+    let file: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+        format!(
+            "uploading the image: {status}: {}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    match file["id"].as_str() {
+        Some(id) if status.is_success() => Ok(id.to_owned()),
+        _ => Err(format!("uploading the image: {status}: {file}")),
+    }
+}
+
 /// One run of a throughput scenario on a fresh board.
 async fn throughput_run(
     bed: &Bed<'_>,
     kind: Kind,
+    posts: Posts,
     scenario: &Scenario,
     messages: u32,
     run: usize,
@@ -688,6 +751,7 @@ async fn throughput_run(
         scenario: scenario.id,
         name: scenario.name,
         kind,
+        posts,
         run,
         clients: shape.clients,
         senders: shape.senders,
@@ -707,6 +771,7 @@ async fn throughput_run(
         processes: Vec::new(),
         generator_cpu_s: None,
         sender_fifo: false,
+        frame_bytes: None,
         notes: Vec::new(),
         failure: None,
     };
@@ -715,7 +780,12 @@ async fn throughput_run(
         let dir = bed.folder()?;
         let mut deployment = bed.deploy(kind, dir.path())?;
         let processes = deployment.processes();
-        let measured = measure(bed, &deployment.addrs(), &processes, dialect(kind), shape).await;
+        let addrs = deployment.addrs();
+        let files = match posts {
+            Posts::Text => Vec::new(),
+            Posts::Image => dialect::files_json(&upload_image(addrs[0]).await?),
+        };
+        let measured = measure(bed, &addrs, &processes, dialect(kind), shape, &files).await;
         *notes = processes
             .iter()
             .flat_map(|p| {
@@ -750,6 +820,7 @@ async fn throughput_run(
             result.processes = m.processes;
             result.generator_cpu_s = m.generator_cpu_s;
             result.sender_fifo = m.sender_fifo;
+            result.frame_bytes = m.frame_bytes;
             result.failure = m.failure;
         }
         Err(why) => result.failure = Some(why),
@@ -785,6 +856,8 @@ struct Measured {
     processes: Vec<Usage>,
     generator_cpu_s: Option<f64>,
     sender_fifo: bool,
+    /// The size of one delivery.
+    frame_bytes: Option<usize>,
     /// A failed check, or a client that stopped early.
     failure: Option<String>,
 }
@@ -799,6 +872,7 @@ async fn measure(
     processes: &[Process],
     dialect: Dialect,
     shape: Shape,
+    files: &[u8],
 ) -> Result<Measured, String> {
     let base = Instant::now();
     let timeout = bed.timeout;
@@ -813,6 +887,7 @@ async fn measure(
         window: shape.window,
         base,
         nodes: addrs.len() as u32,
+        files: files.to_vec(),
     });
     let shared = Arc::new(Shared::default());
     let (phase, watcher) = watch::channel(Phase::Wait);
@@ -909,6 +984,7 @@ async fn measure(
         processes: usage,
         generator_cpu_s,
         sender_fifo,
+        frame_bytes: records.iter().find_map(|r| r.added_bytes),
         failure,
     })
 }
@@ -1027,6 +1103,7 @@ async fn idle_run(bed: &Bed<'_>, kind: Kind, clients: usize) -> Idle {
             window: 0,
             base: started,
             nodes: 1,
+            files: Vec::new(),
         });
         let shared = Arc::new(Shared::default());
         let (phase, watcher) = watch::channel(Phase::Wait);
@@ -1092,6 +1169,7 @@ async fn growth_run(bed: &Bed<'_>, kind: Kind, stored: u64) -> Growth {
                 &[server.process("original")],
                 Dialect::SocketIo,
                 shape,
+                &[],
             )
             .await
             .map_err(|why| with_log(why, &server.log_tail()))?;

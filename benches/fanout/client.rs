@@ -39,6 +39,8 @@ pub struct Plan {
     pub base: Instant,
     /// The nodes the clients are spread over (1 for a single board).
     pub nodes: u32,
+    /// The `files` every post carries (a JSON array of ids), or empty.
+    pub files: Vec<u8>,
 }
 
 impl Plan {
@@ -221,6 +223,9 @@ pub struct Record {
     /// True if and only if it stopped early on its own (an error or a
     /// refusal), not because the coordinator gave up waiting.
     pub broke: bool,
+    /// The size of the first delivery it received (the whole frame, or
+    /// Socket.IO packet).
+    pub added_bytes: Option<usize>,
 }
 
 /// The measured phase of client `me`: runs until the coordinator says stop,
@@ -244,6 +249,7 @@ pub async fn run(
         last_receive_ns: None,
         failure: None,
         broke: false,
+        added_bytes: None,
     };
     let sender = me < plan.senders;
     let mut sent = 0u32;
@@ -254,7 +260,7 @@ pub async fn run(
         shared.finish();
     }
     let mut text = Vec::with_capacity(dialect::TEXT_LEN);
-    let mut payload = Vec::with_capacity(dialect::TEXT_LEN + 64);
+    let mut payload = Vec::with_capacity(dialect::TEXT_LEN + plan.files.len() + 64);
     shared.ready.fetch_add(1, Ordering::SeqCst);
 
     let mut failure = None;
@@ -263,8 +269,8 @@ pub async fn run(
     let mut now_ns = nanos_since(plan.base);
     'run: loop {
         loop {
-            let event = match socket.next_message() {
-                Ok(Some(bytes)) => plan.dialect.classify(bytes),
+            let (event, size) = match socket.next_message() {
+                Ok(Some(bytes)) => (plan.dialect.classify(bytes), bytes.len()),
                 Ok(None) => break,
                 Err(e) => {
                     failure = Some(e.to_string());
@@ -273,6 +279,7 @@ pub async fn run(
             };
             match event {
                 Event::Added { id, stamp } => {
+                    record.added_bytes.get_or_insert(size);
                     record.received.keys.push(stamp.key());
                     if let Some(id) = id {
                         record.received.ids.push(id);
@@ -308,7 +315,7 @@ pub async fn run(
                 record.first_send_ns.get_or_insert(stamp.sent_ns);
                 text.clear();
                 dialect::write_text(stamp, &mut text);
-                plan.dialect.add_message(&text, &mut payload);
+                plan.dialect.add_message(&text, &plan.files, &mut payload);
                 socket.queue_text(&payload);
                 sent += 1;
                 in_flight += 1;
@@ -379,6 +386,7 @@ pub fn self_check() {
         window: 1,
         base: Instant::now(),
         nodes,
+        files: Vec::new(),
     };
     // One node: every delivery is same-node, the sender's own echo included.
     let one = plan(1);

@@ -89,6 +89,38 @@ pub enum Event {
     Other,
 }
 
+/// What the senders post: the stamped text alone, or the same text with a
+/// file (an image uploaded before the run), whose `File` every delivery then
+/// carries too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posts {
+    Text,
+    Image,
+}
+
+impl Posts {
+    /// What the tables add to the board's name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Posts::Text => "",
+            Posts::Image => " + image",
+        }
+    }
+
+    /// The name in the JSON document.
+    pub fn key(self) -> &'static str {
+        match self {
+            Posts::Text => "text",
+            Posts::Image => "image",
+        }
+    }
+}
+
+/// The `files` of a post carrying the file `id`.
+pub fn files_json(id: &str) -> Vec<u8> {
+    format!(r#"["{id}"]"#).into_bytes()
+}
+
 /// Which board is on the other end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -165,18 +197,25 @@ impl Dialect {
     }
 
     /// The payload of an `add-message` carrying `text` (plain ASCII without
-    /// quotes or backslashes, so it needs no escaping).
-    pub fn add_message(self, text: &[u8], out: &mut Vec<u8>) {
+    /// quotes or backslashes, so it needs no escaping) and, when `files` is
+    /// not empty, the files it names: a JSON array of file ids, which only
+    /// lanboard takes.
+    pub fn add_message(self, text: &[u8], files: &[u8], out: &mut Vec<u8>) {
         out.clear();
         let (open, close): (&[u8], &[u8]) = match self {
-            Dialect::Lanboard => (br#"{"event":"add-message","data":{"name":""#, b"\"}}"),
-            Dialect::SocketIo => (br#"42["add-message",{"name":""#, b"\"}]"),
+            Dialect::Lanboard => (br#"{"event":"add-message","data":{"name":""#, b"}}"),
+            Dialect::SocketIo => (br#"42["add-message",{"name":""#, b"}]"),
         };
         out.extend_from_slice(open);
         out.extend_from_slice(NAME.as_bytes());
         out.extend_from_slice(br#"",""#);
         out.extend_from_slice(&MESSAGE_KEY[1..]);
         out.extend_from_slice(text);
+        out.push(b'"');
+        if !files.is_empty() {
+            out.extend_from_slice(br#","files":"#);
+            out.extend_from_slice(files);
+        }
         out.extend_from_slice(close);
     }
 
@@ -242,9 +281,18 @@ pub fn self_check() {
     assert_eq!(read_stamp(b"fo|1|x|3|"), None);
     assert_eq!(read_stamp(b"hello"), None);
 
+    let id = "ab".repeat(32);
+    let mut payload = Vec::new();
+    Dialect::Lanboard.add_message(&text, &files_json(&id), &mut payload);
+    let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(value["data"]["files"], serde_json::json!([id]));
+    assert_eq!(
+        value["data"]["message"].as_str().unwrap().as_bytes(),
+        &text[..]
+    );
     for dialect in [Dialect::Lanboard, Dialect::SocketIo] {
         let mut payload = Vec::new();
-        dialect.add_message(&text, &mut payload);
+        dialect.add_message(&text, b"", &mut payload);
         let value: serde_json::Value = match dialect {
             Dialect::Lanboard => serde_json::from_slice(&payload).unwrap(),
             Dialect::SocketIo => serde_json::from_slice(&payload[2..]).unwrap(),
@@ -271,6 +319,17 @@ pub fn self_check() {
         Dialect::Lanboard.classify(added.as_bytes()),
         Event::Added {
             id: Some(42),
+            stamp
+        }
+    );
+    // A message with a file: the file's JSON comes after the text.
+    let with_file = format!(
+        r#"{{"event":"message-added","data":{{"id":43,"name":"{NAME}","message":"{text}","time":1,"files":[{{"id":"{id}","name":"fanout.png","size":9,"type":"image/png"}}]}}}}"#
+    );
+    assert_eq!(
+        Dialect::Lanboard.classify(with_file.as_bytes()),
+        Event::Added {
+            id: Some(43),
             stamp
         }
     );

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::dialect::Posts;
 use crate::servers::Kind;
 
 /// Latency percentiles of one run, in microseconds.
@@ -63,6 +64,8 @@ pub struct Run {
     pub scenario: u32,
     pub name: &'static str,
     pub kind: Kind,
+    /// What the senders posted.
+    pub posts: Posts,
     pub run: usize,
     pub clients: u32,
     pub senders: u32,
@@ -92,6 +95,8 @@ pub struct Run {
     /// The generator's own CPU time over the wall time.
     pub generator_cpu_s: Option<f64>,
     pub sender_fifo: bool,
+    /// The size of one delivery (the first client's first).
+    pub frame_bytes: Option<usize>,
     /// Warnings and errors the servers logged during the run (see
     /// `servers::notable`), as `role: line`; a run can pass and have some.
     pub notes: Vec<String>,
@@ -127,6 +132,8 @@ impl Run {
             "scenario": self.scenario,
             "name": self.name,
             "server": self.kind.label(),
+            "posts": self.posts.key(),
+            "frame_bytes": self.frame_bytes,
             "run": self.run,
             "clients": self.clients,
             "senders": self.senders,
@@ -209,6 +216,7 @@ pub struct Summary {
     pub scenario: u32,
     pub name: &'static str,
     pub kind: Kind,
+    pub posts: Posts,
     pub runs: usize,
     pub failed: usize,
     pub clients: u32,
@@ -231,6 +239,8 @@ pub struct Summary {
     pub processes: Vec<UsageSummary>,
     /// Server log warnings and errors over all runs.
     pub notes: usize,
+    /// The size of one delivery.
+    pub frame_bytes: Option<usize>,
 }
 
 /// The medians of one server process over a scenario's runs.
@@ -277,6 +287,7 @@ pub fn summarise(runs: &[Run]) -> Option<Summary> {
         scenario: first.scenario,
         name: first.name,
         kind: first.kind,
+        posts: first.posts,
         runs: runs.len(),
         failed: runs.len() - ok.len(),
         clients: first.clients,
@@ -297,15 +308,23 @@ pub fn summarise(runs: &[Run]) -> Option<Summary> {
         rss_mib: med_opt(&|r| r.rss_bytes.map(|b| b as f64 / MIB)),
         processes,
         notes: runs.iter().map(|r| r.notes.len()).sum(),
+        frame_bytes: ok.iter().find_map(|r| r.frame_bytes),
     })
 }
 
 impl Summary {
+    /// The board and what was posted to it, as the tables name them.
+    pub fn label(&self) -> String {
+        label(self.kind, self.posts)
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "scenario": self.scenario,
             "name": self.name,
             "server": self.kind.label(),
+            "posts": self.posts.key(),
+            "frame_bytes": self.frame_bytes,
             "runs": self.runs,
             "failed_runs": self.failed,
             "clients": self.clients,
@@ -482,7 +501,7 @@ pub fn throughput_table(summaries: &[Summary]) -> String {
     push_line(
         &mut out,
         format_args!(
-            "{:<28} {:<18} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
+            "{:<28} {:<25} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
             "scenario",
             "server",
             "connect",
@@ -508,9 +527,9 @@ pub fn throughput_table(summaries: &[Summary]) -> String {
             push_line(
                 &mut out,
                 format_args!(
-                    "{:<28} {:<18} all {} run(s) FAILED (see the runs above)",
+                    "{:<28} {:<25} all {} run(s) FAILED (see the runs above)",
                     scenario,
-                    s.kind.label(),
+                    s.label(),
                     s.runs
                 ),
             );
@@ -524,9 +543,9 @@ pub fn throughput_table(summaries: &[Summary]) -> String {
         push_line(
         &mut out,
         format_args!(
-            "{:<28} {:<18} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}{failed}",
+            "{:<28} {:<25} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}{failed}",
             scenario,
-            s.kind.label(),
+            s.label(),
             micros((s.connect_s * 1e6) as u64),
             rate(s.deliveries_per_s),
             rate(s.msgs_per_s),
@@ -551,9 +570,52 @@ pub fn throughput_table(summaries: &[Summary]) -> String {
         for (scenario, kind, ratio) in ratios {
             push_line(
                 &mut out,
-                format_args!("  scenario {scenario}: {:<18} {ratio:.2}x", kind.label()),
+                format_args!("  scenario {scenario}: {:<25} {ratio:.2}x", kind.label()),
             );
         }
+    }
+    out
+}
+
+/// A board and what was posted to it, as the tables name them.
+fn label(kind: Kind, posts: Posts) -> String {
+    format!("{}{}", kind.label(), posts.suffix())
+}
+
+/// Posts with an image against the same posts without it, per scenario and
+/// board: the frame each client receives, deliveries/s, latency and the
+/// server's CPU time for the same number of deliveries.
+pub fn posts_table(summaries: &[Summary]) -> String {
+    let mut out = String::new();
+    push_line(
+        &mut out,
+        format_args!(
+            "{:<28} {:<18} {:>13} {:>15} {:>6} {:>17} {:>17} {:>13}",
+            "scenario", "server", "frame B", "deliv/s", "ratio", "p50", "p99", "CPU s"
+        ),
+    );
+    let usable = |s: &&Summary| s.failed < s.runs;
+    for image in (summaries.iter().filter(usable)).filter(|s| s.posts == Posts::Image) {
+        let Some(text) = (summaries.iter().filter(usable)).find(|t| {
+            t.posts == Posts::Text && t.kind == image.kind && t.scenario == image.scenario
+        }) else {
+            continue;
+        };
+        let pair = |f: &dyn Fn(&Summary) -> String| format!("{} / {}", f(text), f(image));
+        push_line(
+            &mut out,
+            format_args!(
+                "{:<28} {:<18} {:>13} {:>15} {:>5.2}x {:>17} {:>17} {:>13}",
+                scenario_label(image),
+                image.kind.label(),
+                pair(&|s| s.frame_bytes.map_or("?".into(), |b| b.to_string())),
+                pair(&|s| rate(s.deliveries_per_s)),
+                image.deliveries_per_s / text.deliveries_per_s,
+                pair(&|s| micros(s.latency.p50)),
+                pair(&|s| micros(s.latency.p99)),
+                pair(&|s| opt(s.cpu_s, 2)),
+            ),
+        );
     }
     out
 }
@@ -578,7 +640,7 @@ pub fn nodes_table(summaries: &[Summary]) -> String {
     push_line(
         &mut out,
         format_args!(
-            "{:<28} {:<18} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "{:<28} {:<25} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
             "scenario",
             "server",
             "nodes",
@@ -598,13 +660,16 @@ pub fn nodes_table(summaries: &[Summary]) -> String {
         if s.failed == s.runs {
             push_line(
                 &mut out,
-                format_args!("{:<28} {:<18} all runs FAILED", scenario, s.kind.label()),
+                format_args!("{:<28} {:<25} all runs FAILED", scenario, s.label()),
             );
             continue;
         }
-        let sqlite = summaries
-            .iter()
-            .find(|o| o.scenario == s.scenario && o.kind == Kind::Lanboard && o.failed < o.runs);
+        let sqlite = summaries.iter().find(|o| {
+            o.scenario == s.scenario
+                && o.kind == Kind::Lanboard
+                && o.posts == s.posts
+                && o.failed < o.runs
+        });
         let versus = sqlite.map_or("-".into(), |o| {
             format!("{:.2}x", s.deliveries_per_s / o.deliveries_per_s)
         });
@@ -616,9 +681,9 @@ pub fn nodes_table(summaries: &[Summary]) -> String {
         push_line(
             &mut out,
             format_args!(
-                "{:<28} {:<18} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                "{:<28} {:<25} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
                 scenario,
-                s.kind.label(),
+                s.label(),
                 s.nodes,
                 rate(s.deliveries_per_s),
                 versus,
@@ -642,18 +707,18 @@ pub fn process_table(summaries: &[Summary]) -> String {
     push_line(
         &mut out,
         format_args!(
-            "{:<28} {:<18} {:<14} {:>7} {:>7} {:>8}",
+            "{:<28} {:<25} {:<14} {:>7} {:>7} {:>8}",
             "scenario", "server", "process", "CPU s", "% core", "RSS MiB"
         ),
     );
     for s in summaries.iter().filter(|s| s.failed < s.runs) {
         let scenario = scenario_label(s);
-        let label = s.kind.label();
+        let label = s.label();
         let mut row = |role: &str, cpu_s: Option<f64>, share: Option<f64>, rss: Option<f64>| {
             push_line(
                 &mut out,
                 format_args!(
-                    "{:<28} {:<18} {:<14} {:>7} {:>7} {:>8}",
+                    "{:<28} {:<25} {:<14} {:>7} {:>7} {:>8}",
                     scenario,
                     label,
                     role,
@@ -677,7 +742,8 @@ pub fn process_table(summaries: &[Summary]) -> String {
 /// (scenario, lanboard kind, its deliveries/s over the original's).
 pub fn ratios(summaries: &[Summary]) -> Vec<(u32, Kind, f64)> {
     let mut found = Vec::new();
-    for s in summaries.iter().filter(|s| s.kind != Kind::Original) {
+    // The original takes no files: only text posts are compared with it.
+    for s in (summaries.iter()).filter(|s| s.kind != Kind::Original && s.posts == Posts::Text) {
         let original = summaries
             .iter()
             .find(|o| o.scenario == s.scenario && o.kind == Kind::Original && o.failed < o.runs);
