@@ -198,41 +198,56 @@ pub async fn download(
 }
 
 /// The bytes `start..=end` of file `id`, read a chunk at a time on the
-/// blocking pool as the socket takes them.
+/// blocking pool as the socket takes them, and sent in the pieces the
+/// store reads it in.
 fn chunks(
     log: std::sync::Arc<dyn Log>,
     id: String,
     start: u64,
     end: u64,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> {
-    stream::unfold(Some(start), move |at| {
+    let state = (Some(start), std::collections::VecDeque::new());
+    stream::unfold(state, move |(at, mut ready)| {
         let log = log.clone();
         let id = id.clone();
         async move {
+            if let Some(piece) = ready.pop_front() {
+                return Some((Ok(piece), (at, ready)));
+            }
             let at = at?;
             let chunk = CHUNK_BYTES as u64;
             let seq = (at / chunk) as u32;
-            let read = web::block(move || log.files().read_chunk(&id, seq)).await;
-            let bytes = match read {
-                Ok(Ok(Some(bytes))) => bytes,
+            let read = web::block(move || log.files().read_pieces(&id, seq)).await;
+            let pieces = match read {
+                Ok(Ok(Some(pieces))) => pieces,
                 // Removed mid-download (its message deleted), or the store
                 // failed: the response ends short, and the client sees it
                 // did (Content-Length).
-                Ok(Ok(None)) => return Some((Err(gone()), None)),
+                Ok(Ok(None)) => return Some((Err(gone()), (None, ready))),
                 Ok(Err(error)) => {
                     log::error!("reading a file failed: {error}");
-                    return Some((Err(gone()), None));
+                    return Some((Err(gone()), (None, ready)));
                 }
-                Err(_) => return Some((Err(gone()), None)),
+                Err(_) => return Some((Err(gone()), (None, ready))),
             };
-            let from = (at - u64::from(seq) * chunk) as usize;
-            let to = ((end + 1 - u64::from(seq) * chunk) as usize).min(bytes.len());
-            if from >= to {
-                return Some((Err(gone()), None));
+            // The part of this chunk the range wants, cut out of its pieces.
+            let mut offset = u64::from(seq) * chunk;
+            for piece in pieces {
+                let (from, to) = (offset, offset + piece.len() as u64);
+                offset = to;
+                let (want_from, want_to) = (from.max(at), to.min(end + 1));
+                if want_from < want_to {
+                    let piece = web::Bytes::from(piece);
+                    ready.push_back(
+                        piece.slice((want_from - from) as usize..(want_to - from) as usize),
+                    );
+                }
             }
-            let next = u64::from(seq) * chunk + to as u64;
-            let piece = web::Bytes::from(bytes).slice(from..to);
-            Some((Ok(piece), (next <= end).then_some(next)))
+            let next = offset.min(end + 1);
+            let Some(first) = ready.pop_front() else {
+                return Some((Err(gone()), (None, ready)));
+            };
+            Some((Ok(first), ((next <= end).then_some(next), ready)))
         }
     })
 }

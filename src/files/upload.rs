@@ -156,14 +156,16 @@ pub async fn upload(
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut head = Vec::with_capacity(media::HEAD_BYTES);
     let mut size: u64 = 0;
-    let mut chunk = web::BytesMut::with_capacity(CHUNK_BYTES);
+    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
+    // The buffer of the chunk written last, back from the store for the
+    // next: an upload allocates two buffers, not one per chunk.
+    let mut spare: Option<Vec<u8>> = None;
     let mut seq: u32 = 0;
     // One chunk is written while the next is read: the store's write and
     // the socket's read overlap, and at most two chunks are held.
-    let mut writing: Option<actix_web::rt::task::JoinHandle<Result<(), StoreError>>> = None;
+    let mut writing: Option<Writing> = None;
     let quota = limits.max_files_bytes;
-    let mut done = false;
-    while !done {
+    loop {
         let part = match payload.next().await {
             Some(Ok(part)) => part,
             Some(Err(_)) => {
@@ -172,10 +174,7 @@ pub async fn upload(
                     &Rejection::new(Code::BadRequest, "the upload was cut off"),
                 )
             }
-            None => {
-                done = true;
-                web::Bytes::new()
-            }
+            None => break,
         };
         size += part.len() as u64;
         if size > limits.max_file_bytes {
@@ -186,24 +185,31 @@ pub async fn upload(
             let take = (media::HEAD_BYTES - head.len()).min(part.len());
             head.extend_from_slice(&part[..take]);
         }
-        chunk.extend_from_slice(&part);
-        while chunk.len() >= CHUNK_BYTES || (done && !chunk.is_empty()) {
-            let full = chunk.split_to(chunk.len().min(CHUNK_BYTES)).freeze();
-            if let Some(previous) = writing.take() {
-                if let Some(response) = written(previous, quota).await {
-                    return response;
+        let mut rest = &part[..];
+        while !rest.is_empty() {
+            let take = (CHUNK_BYTES - chunk.len()).min(rest.len());
+            chunk.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if chunk.len() == CHUNK_BYTES {
+                let next = spare
+                    .take()
+                    .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
+                let full = std::mem::replace(&mut chunk, next);
+                match write(&log, &mut writing, upload, seq, full, quota).await {
+                    Ok(returned) => spare = returned,
+                    Err(response) => return response,
                 }
+                seq += 1;
             }
-            let files = log.clone();
-            let number = seq;
-            writing = Some(actix_web::rt::task::spawn_blocking(move || {
-                files.files().write_chunk(upload, number, &full, quota)
-            }));
-            seq += 1;
+        }
+    }
+    if !chunk.is_empty() {
+        if let Err(response) = write(&log, &mut writing, upload, seq, chunk, quota).await {
+            return response;
         }
     }
     if let Some(previous) = writing.take() {
-        if let Some(response) = written(previous, quota).await {
+        if let Err(response) = written(previous, quota).await {
             return response;
         }
     }
@@ -238,16 +244,42 @@ pub async fn upload(
     }
 }
 
-/// Waits for a chunk's write: `None` when it is stored, else the answer.
-async fn written(
-    writing: actix_web::rt::task::JoinHandle<Result<(), StoreError>>,
+/// A chunk's write on the blocking pool; it hands back the chunk's buffer.
+type Writing = actix_web::rt::task::JoinHandle<(Result<(), StoreError>, Vec<u8>)>;
+
+/// Starts writing `chunk` as chunk `seq` once the write before it is done;
+/// returns that write's buffer, emptied, for the next chunk.
+async fn write(
+    log: &Arc<dyn Log>,
+    writing: &mut Option<Writing>,
+    upload: UploadId,
+    seq: u32,
+    chunk: Vec<u8>,
     quota: u64,
-) -> Option<HttpResponse> {
+) -> Result<Option<Vec<u8>>, HttpResponse> {
+    let returned = match writing.take() {
+        Some(previous) => Some(written(previous, quota).await?),
+        None => None,
+    };
+    let log = log.clone();
+    *writing = Some(actix_web::rt::task::spawn_blocking(move || {
+        let result = log.files().write_chunk(upload, seq, &chunk, quota);
+        (result, chunk)
+    }));
+    Ok(returned)
+}
+
+/// Waits for a chunk's write: its buffer, emptied, when it is stored, else
+/// the answer.
+async fn written(writing: Writing, quota: u64) -> Result<Vec<u8>, HttpResponse> {
     match writing.await {
-        Ok(Ok(())) => None,
-        Ok(Err(StoreError::FilesFull { .. })) => Some(files_full(quota)),
-        Ok(Err(error)) => Some(storage_failed(&error)),
-        Err(_) => Some(storage_failed(&StoreError::Panicked(
+        Ok((Ok(()), mut buffer)) => {
+            buffer.clear();
+            Ok(buffer)
+        }
+        Ok((Err(StoreError::FilesFull { .. }), _)) => Err(files_full(quota)),
+        Ok((Err(error), _)) => Err(storage_failed(&error)),
+        Err(_) => Err(storage_failed(&StoreError::Panicked(
             "writing a chunk failed".into(),
         ))),
     }

@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 
 use super::{
     check_import_order, judge, Appended, Denied, Done, Event, FileStore, Log, Op, Outcome,
-    StoreError, Stored as StoredFile, UploadId, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
+    StoreError, Stored as StoredFile, UploadId, CID_MEMORY_MS, CID_PRUNE_EVERY_MS, PIECE_BYTES,
 };
 use crate::protocol::{File, Message};
 use crate::search::{Found, Index, Query};
@@ -411,6 +411,13 @@ impl FileStore for MemoryLog {
             .files
             .get(id)
             .and_then(|kept| kept.chunks.get(seq as usize).cloned()))
+    }
+
+    fn read_pieces(&self, id: &str, seq: u32) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        Ok(self.state.read().files.get(id).and_then(|kept| {
+            let chunk = kept.chunks.get(seq as usize)?;
+            Some(chunk.chunks(PIECE_BYTES).map(<[u8]>::to_vec).collect())
+        }))
     }
 
     fn remove_orphans(&self, before: i64) -> Result<usize, StoreError> {

@@ -130,6 +130,12 @@ pub trait Log: Send + Sync + 'static {
 /// a whole file.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
+/// Bytes of a piece of a chunk as downloads read and send it: under
+/// glibc's mmap threshold (128 KiB, fixed in `main.rs`), so the buffers a
+/// download goes through come from the heap and are reused, rather than
+/// each mapped, faulted in and unmapped again.
+pub const PIECE_BYTES: usize = 64 * 1024;
+
 /// An upload in progress, from [`FileStore::begin_upload`] on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadId(pub u64);
@@ -178,6 +184,11 @@ pub trait FileStore: Send + Sync {
     fn file(&self, id: &str) -> Result<Option<File>, StoreError>;
     /// Chunk number `seq` of file `id`; `None` once the file is gone.
     fn read_chunk(&self, id: &str, seq: u32) -> Result<Option<Vec<u8>>, StoreError>;
+    /// [`FileStore::read_chunk`] in pieces of at most [`PIECE_BYTES`], for
+    /// a store that can read them so (one piece, the chunk, otherwise).
+    fn read_pieces(&self, id: &str, seq: u32) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        Ok(self.read_chunk(id, seq)?.map(|chunk| vec![chunk]))
+    }
     /// Removes every file no message carries whose upload finished before
     /// `before` (ms), and uploads begun before it and never finished;
     /// returns how many files went.

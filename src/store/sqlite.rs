@@ -58,7 +58,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{
     check_import_order, judge, same_secret, Appended, Denied, Done, Event, FileStore, Log, Op,
-    Outcome, StoreError, Stored, Tidy, UploadId, CID_MEMORY_MS, CID_PRUNE_EVERY_MS,
+    Outcome, StoreError, Stored, Tidy, UploadId, CID_MEMORY_MS, CID_PRUNE_EVERY_MS, PIECE_BYTES,
 };
 use crate::files;
 use crate::protocol::{File, Message};
@@ -794,18 +794,27 @@ impl FileStore for SqliteLog {
         if after > quota {
             return Err(StoreError::FilesFull { quota });
         }
+        let tx = writing.conn.transaction()?;
         // Only into an upload still in progress: one dropped meanwhile (its
         // client went away, or it was swept) takes no more chunks.
-        let written = writing
-            .conn
+        let written = tx
             .prepare_cached(
                 "INSERT INTO file_chunks (file, seq, data)
-                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM files WHERE handle = ?1 AND id IS NULL)",
+                 SELECT ?1, ?2, zeroblob(?3)
+                 WHERE EXISTS (SELECT 1 FROM files WHERE handle = ?1 AND id IS NULL)",
             )?
-            .execute(params![upload.0 as i64, seq, bytes])?;
+            .execute(params![upload.0 as i64, seq, bytes.len() as i64])?;
         if written == 0 {
             return Err(StoreError::Refused("the upload was dropped".into()));
         }
+        // The content goes straight into the row's pages with blob I/O: a
+        // bound parameter would first be copied into a record the size of
+        // the chunk, a buffer mapped and unmapped for every chunk.
+        let rowid = tx.last_insert_rowid();
+        let mut blob = tx.blob_open(rusqlite::MAIN_DB, "file_chunks", "data", rowid, false)?;
+        blob.write_all_at(bytes, 0)?;
+        drop(blob);
+        tx.commit()?;
         writing.files_bytes = after;
         Ok(())
     }
@@ -885,6 +894,40 @@ impl FileStore for SqliteLog {
             )?
             .query_row(params![id, seq], |row| row.get(0))
             .optional()?)
+    }
+
+    /// Reads the chunk straight from its pages with SQLite's blob I/O, a
+    /// piece at a time, so no buffer of a whole chunk is made.
+    fn read_pieces(&self, id: &str, seq: u32) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        if self.version < 7 {
+            return Ok(None);
+        }
+        let reader = self.reader.lock();
+        let found: Option<(i64, i64)> = reader
+            .prepare_cached(
+                "SELECT c.rowid, length(c.data) FROM files f JOIN file_chunks c ON c.file = f.handle
+                 WHERE f.id = ?1 AND c.seq = ?2",
+            )?
+            .query_row(params![id, seq], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let Some((rowid, length)) = found else {
+            return Ok(None);
+        };
+        // One read transaction: the chunk cannot go between its pieces.
+        let tx = reader.unchecked_transaction()?;
+        let blob = tx.blob_open(rusqlite::MAIN_DB, "file_chunks", "data", rowid, true)?;
+        let length = length as usize;
+        let mut pieces = Vec::with_capacity(length.div_ceil(PIECE_BYTES));
+        let mut at = 0;
+        while at < length {
+            let mut piece = vec![0u8; PIECE_BYTES.min(length - at)];
+            blob.read_at_exact(&mut piece, at)?;
+            at += piece.len();
+            pieces.push(piece);
+        }
+        drop(blob);
+        tx.commit()?;
+        Ok(Some(pieces))
     }
 
     fn remove_orphans(&self, before: i64) -> Result<usize, StoreError> {
