@@ -226,6 +226,13 @@ pub async fn upload(
         Ok(stored) => {
             // Finished: the chunks belong to a file (or are gone already).
             staged.upload = None;
+            let files = log.clone();
+            // After the answer: nothing waits for it.
+            actix_web::rt::task::spawn_blocking(move || {
+                if let Err(error) = files.files().after_upload() {
+                    log::warn!("tidying up after an upload failed: {error}");
+                }
+            });
             match stored {
                 Stored::New(file) => {
                     log::info!(

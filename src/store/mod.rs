@@ -195,6 +195,12 @@ pub trait FileStore: Send + Sync {
     fn remove_orphans(&self, before: i64) -> Result<usize, StoreError>;
     /// Bytes of all stored files and uploads in progress.
     fn used_bytes(&self) -> Result<u64, StoreError>;
+    /// Housekeeping an upload leaves, done once it is answered rather than
+    /// inside its chunks' writes (SQLite copies the WAL the chunks went
+    /// through back into its file).
+    fn after_upload(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// One request to the log's writing end.

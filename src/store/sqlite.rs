@@ -79,6 +79,11 @@ const BACKLOG_WAIT: Duration = Duration::from_millis(100);
 /// coming long enough for the writer to do it between batches.
 const BACKLOG_MOST: i64 = 8 * BACKLOG_STEP;
 
+/// WAL pages after which a commit copies the WAL back into the file: every
+/// 8,000 pages instead of SQLite's 1,000 makes checkpoints rarer on a busy
+/// board, for a WAL file of at most about 32 MiB.
+const WAL_AUTOCHECKPOINT: i64 = 8000;
+
 /// History in one SQLite file.
 pub struct SqliteLog {
     path: PathBuf,
@@ -344,10 +349,8 @@ fn check_or_create_schema(
             SyncMode::Full => "PRAGMA synchronous=FULL",
         })?;
         // Checkpoints (copying the WAL back into the file, with a disk
-        // flush) run on the writer thread between commits; every 8,000
-        // pages instead of SQLite's 1,000 makes them rarer on a busy board,
-        // for a WAL file of at most about 32 MiB.
-        conn.execute_batch("PRAGMA wal_autocheckpoint=8000")?;
+        // flush) run on the writer thread between commits.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
         // Deleted rows and replaced text are overwritten with zeros, not
         // left in free space: see the module documentation.
         conn.execute_batch("PRAGMA secure_delete=ON")?;
@@ -714,6 +717,38 @@ impl Log for SqliteLog {
     }
 }
 
+/// Writes chunk `seq` of `upload` in a transaction of its own.
+fn write_chunk_in(
+    conn: &mut Connection,
+    upload: UploadId,
+    seq: u32,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    // Only into an upload still in progress: one dropped meanwhile (its
+    // client went away, or it was swept) takes no more chunks.
+    let live: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM files WHERE handle = ?1 AND id IS NULL)")?
+        .query_row([upload.0 as i64], |row| row.get(0))?;
+    if !live {
+        return Err(StoreError::Refused("the upload was dropped".into()));
+    }
+    // The row is made with a zeroblob, which SQLite writes as zeroed
+    // pages without a buffer of its size (a bound parameter, or a
+    // zeroblob passed through a SELECT, is first copied into a record
+    // as large as the chunk: a block mapped, zeroed and unmapped for
+    // every chunk), and the content then goes straight into the pages
+    // with blob I/O.
+    tx.prepare_cached("INSERT INTO file_chunks (file, seq, data) VALUES (?1, ?2, zeroblob(?3))")?
+        .execute(params![upload.0 as i64, seq, bytes.len() as i64])?;
+    let rowid = tx.last_insert_rowid();
+    let mut blob = tx.blob_open(rusqlite::MAIN_DB, "file_chunks", "data", rowid, false)?;
+    blob.write_all_at(bytes, 0)?;
+    drop(blob);
+    tx.commit()?;
+    Ok(())
+}
+
 /// The stored file `id`, if the board holds it.
 fn stored_file(conn: &Connection, id: &str) -> Result<Option<File>, StoreError> {
     Ok(conn
@@ -794,27 +829,15 @@ impl FileStore for SqliteLog {
         if after > quota {
             return Err(StoreError::FilesFull { quota });
         }
-        let tx = writing.conn.transaction()?;
-        // Only into an upload still in progress: one dropped meanwhile (its
-        // client went away, or it was swept) takes no more chunks.
-        let written = tx
-            .prepare_cached(
-                "INSERT INTO file_chunks (file, seq, data)
-                 SELECT ?1, ?2, zeroblob(?3)
-                 WHERE EXISTS (SELECT 1 FROM files WHERE handle = ?1 AND id IS NULL)",
-            )?
-            .execute(params![upload.0 as i64, seq, bytes.len() as i64])?;
-        if written == 0 {
-            return Err(StoreError::Refused("the upload was dropped".into()));
-        }
-        // The content goes straight into the row's pages with blob I/O: a
-        // bound parameter would first be copied into a record the size of
-        // the chunk, a buffer mapped and unmapped for every chunk.
-        let rowid = tx.last_insert_rowid();
-        let mut blob = tx.blob_open(rusqlite::MAIN_DB, "file_chunks", "data", rowid, false)?;
-        blob.write_all_at(bytes, 0)?;
-        drop(blob);
-        tx.commit()?;
+        // No checkpoint inside a chunk's commit: copying the WAL back (and
+        // its two disk flushes) would fall on whichever chunk crossed the
+        // WAL's bound; `after_upload` does it once the upload is answered.
+        writing.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let written = write_chunk_in(&mut writing.conn, upload, seq, bytes);
+        writing
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
+        written?;
         writing.files_bytes = after;
         Ok(())
     }
@@ -957,6 +980,14 @@ impl FileStore for SqliteLog {
 
     fn used_bytes(&self) -> Result<u64, StoreError> {
         Ok(self.writer.lock().files_bytes)
+    }
+
+    fn after_upload(&self) -> Result<(), StoreError> {
+        let writing = self.writer.lock();
+        writing
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
     }
 }
 
