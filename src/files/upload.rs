@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{clean_name, hex, media};
+use super::{clean_name, hex, media, FilesConfig};
 use crate::http::{admit, peer_ip, refuse, reject, AppState};
 use crate::protocol::{Code, File, Rejection};
 use crate::store::{Log, StoreError, Stored, UploadId, CHUNK_BYTES};
@@ -92,57 +92,19 @@ impl Drop for Staged {
     }
 }
 
+/// `POST /api/files`: admits the upload, streams its body into the store,
+/// and answers with the File.
 pub async fn upload(
     request: HttpRequest,
     query: Result<web::Query<UploadQuery>, actix_web::Error>,
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(refusal) = admit(&request, &state.guard) {
-        return refuse(refusal);
-    }
-    if let Err(refusal) = state.guard.allow_post(peer_ip(&request)) {
-        return refuse(refusal);
-    }
-    let limits = state.files;
-    let name = match &query {
-        Ok(query) => clean_name(query.name.as_deref().unwrap_or_default()),
-        Err(_) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                &Rejection::new(
-                    Code::BadRequest,
-                    "name must be the file's name, URL-encoded",
-                ),
-            )
-        }
+    let name = match admit_upload(&request, query, &state).await {
+        Ok(name) => name,
+        Err(response) => return response,
     };
-    // Refused before a byte of the body is read, when the client says how
-    // many are coming.
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|size| size > limits.max_file_bytes) {
-        return too_large(limits.max_file_bytes);
-    }
-    let claimed = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let log = state.log.clone();
-    if let Some(size) = declared {
-        let files = log.clone();
-        match blocking(move || files.files().used_bytes()).await {
-            Ok(used) if used.saturating_add(size) > limits.max_files_bytes => {
-                return files_full(limits.max_files_bytes)
-            }
-            Ok(_) => {}
-            Err(error) => return storage_failed(&error),
-        }
-    }
     let files = log.clone();
     let began = now_ms();
     let mut staged = match blocking(move || files.files().begin_upload(began)).await {
@@ -153,6 +115,114 @@ pub async fn upload(
         Err(error) => return storage_failed(&error),
     };
     let upload = staged.upload.expect("set just above");
+    let received = match receive(&mut payload, &log, upload, state.files).await {
+        Ok(received) => received,
+        Err(response) => return response,
+    };
+    let claimed = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let file = File {
+        id: received.id,
+        name,
+        size: received.size,
+        media_type: media::settle(claimed, &received.head),
+    };
+    let files = log.clone();
+    let finished = now_ms();
+    let stored = match blocking(move || files.files().finish_upload(upload, &file, finished)).await
+    {
+        Ok(stored) => stored,
+        Err(error) => return storage_failed(&error),
+    };
+    // Finished: the chunks belong to a file (or are gone already).
+    staged.upload = None;
+    // After the answer: nothing waits for it.
+    actix_web::rt::task::spawn_blocking(move || {
+        if let Err(error) = log.files().after_upload() {
+            log::warn!("tidying up after an upload failed: {error}");
+        }
+    });
+    match stored {
+        Stored::New(file) => {
+            log::info!(
+                "{}: stored file {} ({} bytes, {})",
+                crate::http::peer(&request),
+                file.id,
+                file.size,
+                file.media_type
+            );
+            HttpResponse::Created().json(file)
+        }
+        Stored::Existing(file) => HttpResponse::Ok().json(file),
+    }
+}
+
+/// The checks an upload passes before its body is read: Origin,
+/// passphrase, rate, the declared size against both limits. Returns the
+/// cleaned file name.
+async fn admit_upload(
+    request: &HttpRequest,
+    query: Result<web::Query<UploadQuery>, actix_web::Error>,
+    state: &AppState,
+) -> Result<String, HttpResponse> {
+    admit(request, &state.guard).map_err(refuse)?;
+    state.guard.allow_post(peer_ip(request)).map_err(refuse)?;
+    let limits = state.files;
+    let name = match query {
+        Ok(query) => clean_name(query.name.as_deref().unwrap_or_default()),
+        Err(_) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                &Rejection::new(
+                    Code::BadRequest,
+                    "name must be the file's name, URL-encoded",
+                ),
+            ))
+        }
+    };
+    // Refused before a byte of the body is read, when the client says how
+    // many are coming.
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(size) = declared else {
+        return Ok(name);
+    };
+    if size > limits.max_file_bytes {
+        return Err(too_large(limits.max_file_bytes));
+    }
+    let log = state.log.clone();
+    match blocking(move || log.files().used_bytes()).await {
+        Ok(used) if used.saturating_add(size) > limits.max_files_bytes => {
+            Err(files_full(limits.max_files_bytes))
+        }
+        Ok(_) => Ok(name),
+        Err(error) => Err(storage_failed(&error)),
+    }
+}
+
+/// What [`receive`] learnt of a body while storing it.
+struct Received {
+    /// SHA-256 of the body, as hex.
+    id: String,
+    size: u64,
+    /// The body's first [`media::HEAD_BYTES`], for its media type.
+    head: Vec<u8>,
+}
+
+/// Streams the body into `upload`, a chunk at a time, hashing it on the
+/// way; refuses it once it passes `--max-file-bytes` or the board's files
+/// their quota.
+async fn receive(
+    payload: &mut web::Payload,
+    log: &Arc<dyn Log>,
+    upload: UploadId,
+    limits: FilesConfig,
+) -> Result<Received, HttpResponse> {
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut head = Vec::with_capacity(media::HEAD_BYTES);
     let mut size: u64 = 0;
@@ -165,20 +235,16 @@ pub async fn upload(
     // the socket's read overlap, and at most two chunks are held.
     let mut writing: Option<Writing> = None;
     let quota = limits.max_files_bytes;
-    loop {
-        let part = match payload.next().await {
-            Some(Ok(part)) => part,
-            Some(Err(_)) => {
-                return reject(
-                    StatusCode::BAD_REQUEST,
-                    &Rejection::new(Code::BadRequest, "the upload was cut off"),
-                )
-            }
-            None => break,
-        };
+    while let Some(part) = payload.next().await {
+        let part = part.map_err(|_| {
+            reject(
+                StatusCode::BAD_REQUEST,
+                &Rejection::new(Code::BadRequest, "the upload was cut off"),
+            )
+        })?;
         size += part.len() as u64;
         if size > limits.max_file_bytes {
-            return too_large(limits.max_file_bytes);
+            return Err(too_large(limits.max_file_bytes));
         }
         digest.update(&part);
         if head.len() < media::HEAD_BYTES {
@@ -195,60 +261,22 @@ pub async fn upload(
                     .take()
                     .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
                 let full = std::mem::replace(&mut chunk, next);
-                match write(&log, &mut writing, upload, seq, full, quota).await {
-                    Ok(returned) => spare = returned,
-                    Err(response) => return response,
-                }
+                spare = write(log, &mut writing, upload, seq, full, quota).await?;
                 seq += 1;
             }
         }
     }
     if !chunk.is_empty() {
-        if let Err(response) = write(&log, &mut writing, upload, seq, chunk, quota).await {
-            return response;
-        }
+        write(log, &mut writing, upload, seq, chunk, quota).await?;
     }
-    if let Some(previous) = writing.take() {
-        if let Err(response) = written(previous, quota).await {
-            return response;
-        }
+    if let Some(last) = writing.take() {
+        written(last, quota).await?;
     }
-    let file = File {
+    Ok(Received {
         id: hex(digest.finish().as_ref()),
-        name,
         size,
-        media_type: media::settle(claimed.as_deref(), &head),
-    };
-    let files = log.clone();
-    let finished = now_ms();
-    let stored = blocking(move || files.files().finish_upload(upload, &file, finished)).await;
-    match stored {
-        Ok(stored) => {
-            // Finished: the chunks belong to a file (or are gone already).
-            staged.upload = None;
-            let files = log.clone();
-            // After the answer: nothing waits for it.
-            actix_web::rt::task::spawn_blocking(move || {
-                if let Err(error) = files.files().after_upload() {
-                    log::warn!("tidying up after an upload failed: {error}");
-                }
-            });
-            match stored {
-                Stored::New(file) => {
-                    log::info!(
-                        "{}: stored file {} ({} bytes, {})",
-                        crate::http::peer(&request),
-                        file.id,
-                        file.size,
-                        file.media_type
-                    );
-                    HttpResponse::Created().json(file)
-                }
-                Stored::Existing(file) => HttpResponse::Ok().json(file),
-            }
-        }
-        Err(error) => storage_failed(&error),
-    }
+        head,
+    })
 }
 
 /// A chunk's write on the blocking pool; it hands back the chunk's buffer.
