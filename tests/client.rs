@@ -865,3 +865,95 @@ fn tail_follows_the_new_board_after_a_board_reset() {
     let stderr = tail.stderr();
     assert!(stderr.contains("the board started over"), "{stderr}");
 }
+
+#[test]
+fn send_with_files_uploads_them_and_posts_a_message_that_carries_them() {
+    let board = Board::start(&[]);
+    let url = board.url();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("failing screen.png");
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0".to_vec();
+    std::fs::write(&image, &png).unwrap();
+    let log = dir.path().join("build.log");
+    let text: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    std::fs::write(&log, &text).unwrap();
+    let sent = send(
+        &[
+            "--url",
+            &url,
+            "--file",
+            &image.display().to_string(),
+            "--file",
+            &log.display().to_string(),
+            "the",
+            "build",
+            "broke",
+        ],
+        &[("LANBOARD_NAME", "ci")],
+        "",
+    );
+    let id = sent.id();
+    let messages = stored(&board);
+    assert_eq!(messages[0]["id"], id);
+    assert_eq!(messages[0]["message"], "the build broke");
+    let files = messages[0]["files"]
+        .as_array()
+        .expect("the message carries files");
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0]["name"], "failing screen.png");
+    assert_eq!(files[0]["type"], "image/png");
+    assert_eq!(files[1]["name"], "build.log");
+    assert_eq!(files[1]["size"], text.len());
+    let path = format!("/files/{}", files[1]["id"].as_str().unwrap());
+    let got = block_on(common::get(board.addr, &path));
+    assert_eq!(got.status, 200);
+    assert!(
+        got.body.as_bytes() == text.as_slice(),
+        "the log arrived whole"
+    );
+
+    // Files alone: no words, and stdin is not read.
+    let alone = send(
+        &["--url", &url, "--file", &log.display().to_string()],
+        &[],
+        "ignored",
+    );
+    let id = alone.id();
+    let messages = stored(&board);
+    let last = messages.iter().find(|m| m["id"] == id).unwrap();
+    assert_eq!(last["message"], "");
+    assert_eq!(last["files"][0]["name"], "build.log");
+}
+
+#[test]
+fn send_of_a_file_over_the_boards_limit_or_missing_fails_with_one_line_and_posts_nothing() {
+    let board = Board::start(&["--max-file-bytes", "1000"]);
+    let url = board.url();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 5000]).unwrap();
+    let sent = send(
+        &["--url", &url, "--file", &big.display().to_string(), "hi"],
+        &[],
+        "",
+    );
+    let line = sent.failure();
+    assert!(line.contains("413 too-large"), "{line}");
+    let missing = dir.path().join("nowhere.txt");
+    let sent = send(
+        &[
+            "--url",
+            &url,
+            "--file",
+            &missing.display().to_string(),
+            "hi",
+        ],
+        &[],
+        "",
+    );
+    let line = sent.failure();
+    assert!(line.contains("nowhere.txt"), "{line}");
+    assert!(stored(&board).is_empty());
+}

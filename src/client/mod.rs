@@ -259,6 +259,62 @@ impl Remote {
         Message::parse(raw).map_err(|e| self.bad_answer(e))
     }
 
+    /// `POST /api/files?name=`: uploads the file at `path` under its file
+    /// name, streamed from the disk with its length declared (so a board
+    /// that takes smaller files refuses it before it is sent); its id.
+    pub async fn upload(&self, path: &std::path::Path) -> Result<String, ClientError> {
+        let unreadable =
+            |e: std::io::Error| ClientError::Input(format!("cannot read {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        let size = file.metadata().map_err(unreadable)?.len();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let query: String = name
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        // A local file reads faster than any board takes it: blocking reads
+        // of a chunk at a time are fine on this command's own runtime.
+        let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+            let mut file = file?;
+            let mut chunk = vec![0u8; crate::store::CHUNK_BYTES];
+            match std::io::Read::read(&mut file, &mut chunk) {
+                Ok(0) => None,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Some((Ok(bytes::Bytes::from(chunk)), Some(file)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        let body = actix_http::body::SizedStream::new(size, chunks);
+        let request = self
+            .request(awc::http::Method::POST, &format!("/api/files?name={query}"))
+            .insert_header((
+                awc::http::header::CONTENT_TYPE,
+                mime_guess::from_path(path)
+                    .first_raw()
+                    .unwrap_or("application/octet-stream"),
+            ));
+        let (status, body) = self.exchange(request.send_body(body)).await?;
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            return Err(self.refusal(status, &body));
+        }
+        #[derive(Deserialize)]
+        struct Uploaded {
+            id: String,
+        }
+        let uploaded: Uploaded = serde_json::from_str(&body).map_err(|e| self.bad_answer(e))?;
+        Ok(uploaded.id)
+    }
+
     /// Sends a request and reads the whole answer.
     async fn exchange(
         &self,

@@ -1,5 +1,6 @@
 //! `lanboard send`: posts one message through the HTTP API and prints the id
-//! the board stored it under, so `make 2>&1 | tail -5 | lanboard send` works.
+//! the board stored it under, so `make 2>&1 | tail -5 | lanboard send` works;
+//! with `--file`, the files are uploaded first and the message carries them.
 
 use std::io::{Read, Write};
 
@@ -28,6 +29,11 @@ pub struct SendArgs {
     #[arg(long, value_name = "CID")]
     pub cid: Option<String>,
 
+    /// A file the message carries (uploaded first, under its file name);
+    /// repeat for several. With files and no words, the message has no text.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<std::path::PathBuf>,
+
     /// The message, as words joined by spaces; none, or -, reads it from stdin.
     #[arg(
         value_name = "MESSAGE",
@@ -39,14 +45,30 @@ pub struct SendArgs {
 
 /// Runs `lanboard send`: prints the stored message's id on stdout.
 pub fn run(args: SendArgs) -> Result<(), ClientError> {
-    let text = message_text(&args.message)?;
+    // Files and no words: a post of the files alone, not a read of stdin
+    // that would wait on a terminal.
+    let text = if args.message.is_empty() && !args.files.is_empty() {
+        String::new()
+    } else {
+        message_text(&args.message)?
+    };
     let name = args.name.clone().unwrap_or_else(login_name);
     let mut draft = serde_json::json!({ "name": name, "message": text });
     if let Some(cid) = &args.cid {
         draft["cid"] = cid.clone().into();
     }
     let remote = Remote::new(&args.board)?;
-    let stored = actix_web::rt::System::new().block_on(async move { remote.post(&draft).await })?;
+    let files = args.files;
+    let stored = actix_web::rt::System::new().block_on(async move {
+        if !files.is_empty() {
+            let mut ids = Vec::with_capacity(files.len());
+            for path in &files {
+                ids.push(remote.upload(path).await?);
+            }
+            draft["files"] = ids.into();
+        }
+        remote.post(&draft).await
+    })?;
     let mut stdout = std::io::stdout().lock();
     // The message is stored either way; a closed stdout only loses the id.
     let _ = writeln!(stdout, "{}", stored.id).and_then(|()| stdout.flush());
