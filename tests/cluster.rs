@@ -1731,11 +1731,15 @@ async fn until_files_bytes(redis: &Redis, prefix: &str, expected: u64) {
     }
 }
 
-/// Polls `GET /files/<id>` on `addr` until it answers `status`.
+/// Polls `HEAD /files/<id>` on `addr` until it answers `status`. Not a
+/// GET: a file removed while its body is sent ends that body short, which
+/// the client rightly reports as an error.
 async fn until_file_status(addr: SocketAddr, id: &str, status: u16, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let now = download(addr, id).await.status;
+        let now = fetch(addr, "HEAD", &format!("/files/{id}"), &[], Vec::new())
+            .await
+            .status;
         if now == status {
             return;
         }
