@@ -37,7 +37,10 @@ pub fn file(request: &HttpRequest, path: &str) -> HttpResponse {
             .content_type("text/plain; charset=utf-8")
             .body(format!("no such page: /{path}\n"));
     };
-    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..16]));
+    let etag = format!(
+        "\"{}\"",
+        crate::protocol::hex(&file.metadata.sha256_hash()[..16])
+    );
     let fresh = request
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -69,8 +72,4 @@ pub fn file(request: &HttpRequest, path: &str) -> HttpResponse {
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
         ))
         .body(file.data.into_owned())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -212,7 +212,7 @@ impl Guard {
         let tag = ring::hmac::sign(&key, passphrase.as_bytes());
         Guard {
             config,
-            session_token: tag.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+            session_token: crate::protocol::hex(tag.as_ref()),
             connections: Mutex::new(HashMap::new()),
             post_buckets: Mutex::new(HashMap::new()),
             guesses: Mutex::new(Guesses::default()),

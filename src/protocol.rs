@@ -340,8 +340,19 @@ fn bad_key() -> Rejection {
 
 /// SHA-256 of an author key, as hex: what is stored to recognise its posts.
 pub fn key_hash(key: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(ring::digest::digest(&ring::digest::SHA256, key.as_bytes()).as_ref())
+}
+
+/// Lowercase hex of `bytes`, two digits a byte: file ids, key hashes,
+/// tokens and ETags.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    text
 }
 
 /// The address a sender is known and blocked by: an IPv4 address itself,
@@ -823,6 +834,11 @@ mod tests {
                 .code,
             Code::MessageTooLong
         );
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_two_digits_a_byte() {
+        assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
     }
 
     #[test]

@@ -230,7 +230,7 @@ fn read_file(store: &dyn FileStore, file: &File, dir: &Path) -> Result<(), Trans
         size += filled as u64;
         seq += 1;
     };
-    let id = crate::files::hex(digest.finish().as_ref());
+    let id = crate::protocol::hex(digest.finish().as_ref());
     let checked = result.and_then(|()| {
         if id != file.id {
             Err(bad(format!(

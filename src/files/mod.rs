@@ -105,17 +105,6 @@ pub fn to_column(files: &[File]) -> Option<String> {
     (!files.is_empty()).then(|| serde_json::to_string(files).expect("plain data serialises"))
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        text.push(DIGITS[usize::from(b >> 4)] as char);
-        text.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,10 +144,5 @@ mod tests {
         assert!(name.starts_with("éé"));
         let no_extension = clean_name(&"x".repeat(1000));
         assert_eq!(no_extension.len(), MAX_NAME_BYTES);
-    }
-
-    #[test]
-    fn hex_is_lowercase_and_two_digits_a_byte() {
-        assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
     }
 }

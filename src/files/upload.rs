@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{clean_name, hex, media, FilesConfig};
+use super::{clean_name, media, FilesConfig};
 use crate::http::{admit, peer_ip, refuse, reject, AppState};
 use crate::protocol::{Code, File, Rejection};
 use crate::store::{Log, StoreError, Stored, UploadId, CHUNK_BYTES};
@@ -273,7 +273,7 @@ async fn receive(
         written(last, quota).await?;
     }
     Ok(Received {
-        id: hex(digest.finish().as_ref()),
+        id: crate::protocol::hex(digest.finish().as_ref()),
         size,
         head,
     })

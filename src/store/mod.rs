@@ -418,7 +418,7 @@ pub fn random_token() -> String {
             .map_or(0, |d| d.as_nanos());
         bytes = now.to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::protocol::hex(&bytes)
 }
 
 /// Checks that exported messages can be imported: strictly increasing ids.

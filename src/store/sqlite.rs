@@ -1453,7 +1453,7 @@ mod tests {
         log.write_chunk(upload, 0, b"now with files", u64::MAX)
             .unwrap();
         let file = File {
-            id: crate::files::hex(
+            id: crate::protocol::hex(
                 ring::digest::digest(&ring::digest::SHA256, b"now with files").as_ref(),
             ),
             name: "f.txt".into(),
