@@ -130,6 +130,33 @@ impl BoardConfig {
     }
 }
 
+/// The longest presence changes are gathered before a frame goes out.
+pub const PRESENCE_MOST_GATHER: Duration = Duration::from_secs(4);
+
+/// How long to gather presence changes, given the last wait `gather`, the
+/// time `since_sent` since the last frame went out (measured when the next
+/// change comes), the `shortest` wait, and `online` connections: twice the
+/// last wait while changes keep coming (within twice that wait of the last
+/// frame), the shortest after a quiet spell, and at least half a
+/// millisecond per connection; never more than [`PRESENCE_MOST_GATHER`].
+fn presence_gather(
+    gather: Duration,
+    since_sent: Duration,
+    shortest: Duration,
+    online: usize,
+) -> Duration {
+    let by_time = if since_sent > gather * 2 {
+        shortest
+    } else {
+        gather * 2
+    };
+    let by_crowd = Duration::from_micros(online as u64 * 500);
+    by_time
+        .max(by_crowd)
+        .max(shortest)
+        .min(PRESENCE_MOST_GATHER)
+}
+
 /// A cheap-to-clone handle to the board.
 #[derive(Clone)]
 pub struct Board {
@@ -643,18 +670,24 @@ impl Board {
     }
 
     /// Sends a `presence` frame to everyone whenever the number of
-    /// connections changed, at most once per `presence_delay`, so a crowd
-    /// joining at once costs one frame per connection, not one per pair.
+    /// connections changed, gathering changes first so that a crowd costs
+    /// each connection a handful of frames, not one per newcomer.
+    ///
+    /// Two things stretch the gathering, from `presence_delay` up to
+    /// [`PRESENCE_MOST_GATHER`]: time, as each frame sent while changes keep
+    /// coming doubles the next wait (a quiet spell starts again from the
+    /// shortest), and the crowd, half a millisecond per connection online.
+    /// A hall of 20,000 phones joining over five seconds then gets about
+    /// six frames; a change on a quiet board still shows within 100 ms.
     pub async fn run_presence(self) {
+        let shortest = self.shared.config.presence_delay;
         let mut last_sent = None;
+        let mut gather = shortest;
+        let mut sent_at = tokio::time::Instant::now();
         while !self.is_closed() {
             self.shared.presence_changed.notified().await;
-            // A crowd arriving at once would otherwise make every newcomer
-            // cost a frame to everyone: gather longer as the crowd grows
-            // (up to a second at 10,000 connections).
-            let crowd =
-                Duration::from_millis(self.online() as u64 / 10).min(Duration::from_secs(2));
-            tokio::time::sleep(self.shared.config.presence_delay.max(crowd)).await;
+            gather = presence_gather(gather, sent_at.elapsed(), shortest, self.online());
+            tokio::time::sleep(gather).await;
             let hub = self.shared.hub.lock();
             let online = hub.subscribers.len() + self.shared.elsewhere.load(Ordering::Relaxed);
             if last_sent == Some(online) {
@@ -663,6 +696,7 @@ impl Board {
             last_sent = Some(online);
             let item: Outgoing = Arc::new([ws::text(protocol::presence_frame(online))]);
             self.broadcast(hub, &item);
+            sent_at = tokio::time::Instant::now();
         }
     }
 
@@ -918,6 +952,67 @@ mod tests {
             BoardConfig::with_history(10),
         )
         .expect("a memory log always opens")
+    }
+
+    /// The times of the presence frames `run_presence` sends while `joining`
+    /// connections arrive evenly over `over` on a board that had been quiet,
+    /// simulated with [`presence_gather`].
+    fn presence_frames_during_a_join(joining: usize, over: Duration) -> Vec<Duration> {
+        let shortest = BoardConfig::with_history(10).presence_delay;
+        let online_at = |t: Duration| {
+            (joining as f64 * (t.as_secs_f64() / over.as_secs_f64()).min(1.0)) as usize
+        };
+        // The first newcomer comes after an hour of quiet; the next ones
+        // right after each frame, until the join is over.
+        let mut since_sent = Duration::from_secs(3600);
+        let (mut now, mut gather) = (Duration::ZERO, shortest);
+        let mut frames = Vec::new();
+        while now < over {
+            gather = presence_gather(gather, since_sent, shortest, online_at(now));
+            now += gather;
+            frames.push(now);
+            since_sent = Duration::ZERO;
+        }
+        frames
+    }
+
+    #[test]
+    fn a_hall_joining_costs_each_connection_a_handful_of_presence_frames() {
+        let frames = presence_frames_during_a_join(20_000, Duration::from_secs(5));
+        assert!(frames.len() <= 7, "{frames:?}");
+        let frames = presence_frames_during_a_join(20_000, Duration::from_secs(16));
+        assert!(frames.len() <= 10, "{frames:?}");
+        // However long a join, at most one frame per longest gathering.
+        let frames = presence_frames_during_a_join(20_000, Duration::from_secs(60));
+        assert!(frames.len() <= 6 + 60 / 4, "{frames:?}");
+    }
+
+    #[test]
+    fn a_change_on_a_quiet_board_shows_within_the_shortest_delay() {
+        let shortest = Duration::from_millis(100);
+        let quiet = Duration::from_secs(10);
+        let busy = PRESENCE_MOST_GATHER;
+        assert_eq!(presence_gather(busy, quiet, shortest, 12), shortest);
+        assert_eq!(presence_gather(shortest, quiet, shortest, 12), shortest);
+    }
+
+    #[test]
+    fn presence_gathers_longer_while_changes_keep_coming_and_in_a_crowd() {
+        let shortest = Duration::from_millis(100);
+        let soon = Duration::from_millis(50);
+        assert_eq!(presence_gather(shortest, soon, shortest, 12), 2 * shortest);
+        assert_eq!(
+            presence_gather(shortest, Duration::from_secs(60), shortest, 4_000),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            presence_gather(PRESENCE_MOST_GATHER, soon, shortest, 12),
+            PRESENCE_MOST_GATHER
+        );
+        assert_eq!(
+            presence_gather(shortest, soon, shortest, 1_000_000),
+            PRESENCE_MOST_GATHER
+        );
     }
 
     /// `recent` messages all named `name`, as a new history after a reset.

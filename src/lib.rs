@@ -6,6 +6,10 @@
 //! - `server`: starts a board step by step (store, board and its feed,
 //!   writer, guard, socket, routes) and runs it until shutdown.
 //! - `http`: the routes: page and HTTP API.
+//! - `request_head`: a plain connection reaches the HTTP layer once its first
+//!   request head has arrived, so only slow clients are timed out.
+//! - `capacity`: the open-file limit, raised at start, and how many
+//!   connections it lets one node hold.
 //! - `ws`: the hand-written WebSocket transport: the upgrade, one client's
 //!   socket (whole messages in, ready-made frames out, limits enforced from
 //!   frame headers) and one connection's session from welcome to close.
@@ -48,6 +52,7 @@
 
 pub mod assets;
 pub mod board;
+pub mod capacity;
 pub mod cli;
 pub mod client;
 pub mod files;
@@ -56,6 +61,7 @@ pub mod http;
 pub mod mdns;
 pub mod net;
 pub mod protocol;
+pub mod request_head;
 pub mod search;
 pub mod server;
 pub mod store;

@@ -101,16 +101,19 @@ fn import(
 fn serve(args: lanboard::cli::ServeArgs) -> Result<(), StartError> {
     let config = args.into_config()?;
     let qr = config.qr;
+    // Every open page is an open file: a hall needs more than the 1,024
+    // many systems start programs with.
+    let open_files = lanboard::capacity::raise_open_files();
     actix_web::rt::System::new().block_on(async move {
         let server = Server::build(config)?;
         let shutdown = server::shutdown_signal()?;
-        print_banner(&server, qr);
+        print_banner(&server, qr, open_files);
         server.run(shutdown).await
     })
 }
 
 /// The startup banner, the program's only output on stdout.
-fn print_banner(server: &Server, qr: bool) {
+fn print_banner(server: &Server, qr: bool, open_files: Option<lanboard::capacity::OpenFiles>) {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut text = format!(
@@ -139,6 +142,10 @@ fn print_banner(server: &Server, qr: bool) {
         text.push_str(
             "Access: open to anyone who can reach this address (set --password to require one).\n",
         );
+    }
+    if let Some(notice) = open_files.and_then(|files| files.notice()) {
+        text.push_str(&notice);
+        text.push('\n');
     }
     text.push_str("Press Ctrl-C to stop.\n");
     // A closed stdout (say, piped into `head`) must not stop the board.

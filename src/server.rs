@@ -32,8 +32,10 @@ use crate::ws::{SessionConfig, Sessions};
 /// The HTTP/1.1 service of one worker for a connection of type `$io`: the
 /// routes of `$app`, and WebSocket upgrades to `upgrade::handle`. The
 /// timeouts are actix-web's defaults: 5 s for a request's head and between
-/// keep-alive requests, 1 s to close. (A macro: the service's type is
-/// unnameable.)
+/// keep-alive requests, 1 s to close. On plain TCP the head has already
+/// arrived whole when this service first sees a connection (see
+/// `request_head.rs`), so its head timer never fires there; it still times
+/// TLS connections. (A macro: the service's type is unnameable.)
 macro_rules! http_service {
     ($io:ty, $app:expr, $state:expr, $local_addr:expr, $stopping:expr) => {{
         let state: web::Data<AppState> = $state;
@@ -373,14 +375,19 @@ fn serve(
             )
         })?,
         None => builder.listen("lanboard-http", listener, move || {
-            http_service!(
-                actix_web::rt::net::TcpStream,
-                app(),
-                upgrades.clone(),
-                local_addr,
-                stopping.clone()
+            actix_service::apply(
+                crate::request_head::WaitForRequestHead {
+                    timeout: crate::request_head::HEAD_TIMEOUT,
+                },
+                http_service!(
+                    actix_web::rt::net::TcpStream,
+                    app(),
+                    upgrades.clone(),
+                    local_addr,
+                    stopping.clone()
+                )
+                .tcp(),
             )
-            .tcp()
         })?,
     };
     Ok(builder.run())

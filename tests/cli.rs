@@ -344,3 +344,91 @@ fn version_names_the_release_and_the_commit_it_was_built_from() {
         "{printed:?} should start with {expected:?}"
     );
 }
+
+/// The banner of the binary started with its open-file limit set to `soft`
+/// and `hard`, and the soft limit the running board holds.
+#[cfg(unix)]
+// `rlim_t` is 64 bits on most Unix targets, 32 on some: the casts stay.
+#[allow(clippy::unnecessary_cast)]
+fn banner_with_open_files(soft: u64, hard: u64) -> (String, Option<u64>) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(binary());
+    command
+        .args(["--port", "0", "--bind", "127.0.0.1", "--no-qr", "--memory"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut banner = String::new();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).ok();
+    let held = limits.as_deref().and_then(|limits| {
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (banner, held)
+}
+
+/// This process's hard open-file limit.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)]
+fn hard_open_files() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    limit.rlim_max as u64
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_board_raises_its_open_file_limit_to_the_hard_limit() {
+    let hard = hard_open_files();
+    assert!(hard > 1_024, "this test needs a hard limit above 1,024");
+    let (banner, held) = banner_with_open_files(1_024, hard);
+    assert_eq!(held, Some(hard), "{banner}");
+    if hard >= 10_100 {
+        assert!(!banner.contains("Connections:"), "{banner}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_banner_says_how_many_connections_a_low_open_file_limit_holds() {
+    let (banner, _) = banner_with_open_files(1_000, 2_000);
+    assert!(
+        banner.contains("Connections: up to 1900 at once (open-file limit 2000)"),
+        "{banner}"
+    );
+}

@@ -353,3 +353,79 @@ async fn a_few_wrong_passphrases_leave_the_right_one_working_on_every_path() {
     assert_eq!(guess(board.addr, 1, "correct horse").await, 200);
     assert_eq!(guess(board.addr, 2, "correct horse").await, 101);
 }
+
+#[tokio::test]
+async fn an_upgrade_sent_at_once_gets_in_however_long_the_server_was_too_busy_to_read_it() {
+    let board = Board::start(&[]);
+    let mut raw = Raw::connect(board.addr).await;
+    // The server takes the connection and finds nothing to read yet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Then it is too busy to run for longer than the request timeout (a
+    // stopped process is the busiest server there is), while the client's
+    // whole request waits in the socket.
+    // SAFETY: kill(2) on our own child's pid has no memory-safety effects.
+    unsafe { libc::kill(board.pid() as i32, libc::SIGSTOP) };
+    raw.write(upgrade_request(board.addr, "").as_bytes()).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(board.pid() as i32, libc::SIGCONT) };
+    let head = raw.http_head().await;
+    assert!(head.starts_with("HTTP/1.1 101"), "not let in: {head}");
+    let (opcode, payload) = raw.frame().await;
+    assert_eq!(opcode, TEXT);
+    assert!(String::from_utf8_lossy(&payload).contains("messages-available"));
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_answered_408_and_closed_after_five_seconds() {
+    let board = Board::start(&[]);
+    let mut raw = Raw::connect(board.addr).await;
+    let started = Instant::now();
+    raw.write(b"GET /ws HTTP/1.1\r\nHost: board\r\n").await;
+    let head = raw.http_head().await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4500),
+        "answered after {waited:?}, before the client's time was up"
+    );
+    assert!(!raw.fill(raw.read.len() + 1).await, "the connection closes");
+}
+
+#[tokio::test]
+async fn a_request_head_that_trickles_in_within_the_time_is_upgraded() {
+    let board = Board::start(&[]);
+    let mut raw = Raw::connect(board.addr).await;
+    let request = upgrade_request(board.addr, "");
+    // About two seconds of single bytes, each its own packet.
+    raw.stream.set_nodelay(true).expect("TCP_NODELAY");
+    let pause = Duration::from_millis(2000 / request.len() as u64);
+    for byte in request.as_bytes() {
+        raw.write(&[*byte]).await;
+        tokio::time::sleep(pause).await;
+    }
+    let head = raw.http_head().await;
+    assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+}
+
+#[tokio::test]
+async fn a_plain_request_pipelined_behind_its_head_is_answered_in_order() {
+    let board = Board::start(&[]);
+    let mut raw = Raw::connect(board.addr).await;
+    let one = format!("GET /api/info HTTP/1.1\r\nHost: {}\r\n\r\n", board.addr);
+    raw.write(format!("{one}{one}").as_bytes()).await;
+    for _ in 0..2 {
+        let head = raw.http_head().await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .expect("a content-length");
+        assert!(raw.fill(length).await);
+        raw.take(length);
+    }
+}
