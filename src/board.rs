@@ -31,8 +31,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytestring::ByteString;
 use parking_lot::{Mutex, MutexGuard};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
+use crate::mailbox::{Bounds, Mailbox};
 use crate::protocol::{self, Message};
 use crate::search::Query;
 use crate::store::{Event, Follower, Log, StoreError};
@@ -203,9 +204,15 @@ struct Change {
 
 /// The hub's end of a subscription.
 struct Subscriber {
-    queue: mpsc::Sender<Outgoing>,
-    /// Bytes queued and not yet written, shared with the connection.
-    queued: Arc<AtomicUsize>,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Drop for Subscriber {
+    /// A connection the board forgets gets no more frames: it writes what
+    /// its mailbox holds, then closes.
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
 }
 
 /// A connection's place on the board. Dropping it forgets the connection at once.
@@ -214,14 +221,20 @@ pub struct Subscription {
     board: Board,
     /// Frames for this connection, in board order. It ends when the board
     /// closes or when the connection fell too far behind and was cut off.
-    pub frames: mpsc::Receiver<Outgoing>,
-    queued: Arc<AtomicUsize>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Subscription {
-    /// Records that `item` has been written to the socket.
-    pub fn written(&self, item: &Outgoing) {
-        self.queued.fetch_sub(item_bytes(item), Ordering::Relaxed);
+    /// Waits for board frames and takes the oldest batches queued, up to
+    /// about `frames` frames; `None` once no more will come.
+    pub async fn take(&self, frames: usize) -> Option<Vec<Outgoing>> {
+        self.mailbox.take(frames).await
+    }
+
+    /// Records that `items`, taken before, have been written to the socket.
+    pub fn written(&self, items: &[Outgoing]) {
+        self.mailbox
+            .written(items.iter().map(item_bytes).sum::<usize>());
     }
 }
 
@@ -351,12 +364,11 @@ impl Board {
             let current = hub.epoch.clone();
             let stale = matches!((epoch, &current), (Some(theirs), Some(ours)) if theirs != ours);
             let since = if stale { None } else { since };
-            let (id, frames, queued) = hub.add_subscriber(config.queue);
+            let (id, mailbox) = hub.add_subscriber();
             let subscription = Subscription {
                 id,
                 board: self.clone(),
-                frames,
-                queued,
+                mailbox,
             };
             let count = match since {
                 Some(_) => config.resume_cap,
@@ -703,7 +715,12 @@ impl Board {
     /// Queues `item` to every subscriber, then lets go of the hub; the
     /// presence count goes out again when that cut off slow connections.
     fn broadcast(&self, mut hub: MutexGuard<'_, Hub>, item: &Outgoing) {
-        let dropped = hub.send_to_all(item, self.shared.config.queue_bytes);
+        let config = &self.shared.config;
+        let bounds = Bounds {
+            items: config.queue,
+            bytes: config.queue_bytes,
+        };
+        let dropped = hub.send_to_all(item, bounds);
         drop(hub);
         if dropped > 0 {
             self.shared.presence_changed.notify_one();
@@ -904,35 +921,29 @@ fn newest_in_window(hub: &Hub, below: u64, floor: u64, budget: &mut Budget) -> W
 }
 
 impl Hub {
-    fn add_subscriber(
-        &mut self,
-        queue: usize,
-    ) -> (u64, mpsc::Receiver<Outgoing>, Arc<AtomicUsize>) {
-        let (tx, rx) = mpsc::channel(queue);
-        let queued = Arc::new(AtomicUsize::new(0));
+    fn add_subscriber(&mut self) -> (u64, Arc<Mailbox>) {
+        let mailbox = Arc::new(Mailbox::default());
         let id = self.next_subscriber;
         self.next_subscriber += 1;
         self.subscribers.insert(
             id,
             Subscriber {
-                queue: tx,
-                queued: queued.clone(),
+                mailbox: mailbox.clone(),
             },
         );
-        (id, rx, queued)
+        (id, mailbox)
     }
 
     /// Queues `item` to every subscriber and returns how many were dropped:
-    /// one whose queue is full has stopped reading, and waiting for it would
-    /// stall everyone else, so it is cut off (its client reconnects with
-    /// `?since=` and loses nothing).
-    fn send_to_all(&mut self, item: &Outgoing, limit: usize) -> usize {
+    /// one whose mailbox is past `bounds` has stopped reading, and waiting
+    /// for it would stall everyone else, so it is cut off (its client
+    /// reconnects with `?since=` and loses nothing).
+    fn send_to_all(&mut self, item: &Outgoing, bounds: Bounds) -> usize {
         let bytes = item_bytes(item);
         let before = self.subscribers.len();
         self.subscribers.retain(|id, subscriber| {
-            let queued = subscriber.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
-            let sent = queued <= limit && subscriber.queue.try_send(item.clone()).is_ok();
-            if !sent && !subscriber.queue.is_closed() {
+            let sent = subscriber.mailbox.put(item, bytes, bounds);
+            if !sent {
                 log::info!("connection {id} is too slow to keep up; disconnecting it");
             }
             sent

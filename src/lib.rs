@@ -16,6 +16,7 @@
 //! - `protocol`: the JSON frames and the validation of what clients post.
 //! - `board`: the hub: recent-message window and its epoch, subscribers,
 //!   fan-out, presence; the `Follower` a shared store's tail feeds.
+//! - `mailbox`: one connection's queue of board frames, bounded in bytes.
 //! - `writer`: the thread that owns the log's writing end: commits posts,
 //!   edits, deletions and blocks in batches, survives a failing store, tells the server if it ever stops.
 //! - `store`: the history log (`Log`, persistence only) in SQLite, memory or
@@ -58,6 +59,7 @@ pub mod client;
 pub mod files;
 pub mod guard;
 pub mod http;
+pub mod mailbox;
 pub mod mdns;
 pub mod net;
 pub mod protocol;

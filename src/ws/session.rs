@@ -238,7 +238,7 @@ impl Conversation<'_> {
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
         loop {
             let step = tokio::select! {
-                received = self.subscription.frames.recv() => self.forward(received).await,
+                taken = self.subscription.take(WRITE_BATCH) => self.forward(taken).await,
                 Some(reply) = self.replies.next(), if !self.replies.is_empty() => {
                     self.reply(reply).await
                 }
@@ -254,11 +254,11 @@ impl Conversation<'_> {
         }
     }
 
-    /// Writes board frames: `first` and whatever else has queued up, in one
-    /// vectored write. The frames are the board's own shared bytes, so a
-    /// batch costs no copy and no buffer here.
-    async fn forward(&mut self, first: Option<Outgoing>) -> Result<(), End> {
-        let Some(first) = first else {
+    /// Writes board frames taken from the mailbox (`None`: no more will
+    /// come) in one vectored write. The frames are the board's own shared
+    /// bytes, so a batch costs no copy and no buffer here.
+    async fn forward(&mut self, taken: Option<Vec<Outgoing>>) -> Result<(), End> {
+        let Some(batch) = taken else {
             return Err(if self.board.is_closed() {
                 reason(CloseCode::Away, "the board is shutting down")
             } else {
@@ -268,15 +268,6 @@ impl Conversation<'_> {
                 )
             });
         };
-        let mut batch = vec![first];
-        let mut frames = batch[0].len();
-        while frames < WRITE_BATCH {
-            let Ok(item) = self.subscription.frames.try_recv() else {
-                break;
-            };
-            frames += item.len();
-            batch.push(item);
-        }
         // One deadline covers the whole batch: timing each frame would read
         // the clock once per delivery.
         let deadline = self.config.client_timeout;
@@ -289,9 +280,7 @@ impl Conversation<'_> {
         {
             return Err(End::Gone);
         }
-        for item in &batch {
-            self.subscription.written(item);
-        }
+        self.subscription.written(&batch);
         Ok(())
     }
 
