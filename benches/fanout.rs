@@ -14,6 +14,9 @@
 //! - `fanout/servers.rs`: the boards as child processes, pinning, `/proc`.
 //! - `fanout/redis.rs`: the `redis-server` that the nodes of a run share.
 //! - `fanout/report.rs`: medians, the tables and the JSON document.
+//! - `fanout/hall.rs`: scenario 6's coordinator, its tables and self-check.
+//! - `fanout/generator.rs`: scenario 6's clients, in child processes of
+//!   this binary (`--hall-generator`), driven by JSON lines on stdin.
 //!
 //! # Scenarios
 //! 1. latency: 10 clients, 1 sender, 1 message in flight.
@@ -21,6 +24,17 @@
 //! 3. fan-out: 1,000 clients, 10 senders, 16 in flight each.
 //! 4. idle memory: server RSS per connection with 1,000 and 10,000 clients.
 //! 5. growth: a new client's history on a big board, and lanboard's start time.
+//! 6. hall: a whole office at once (19,000 clients on one node, 95,000 on
+//!    five Redis nodes, 5,000 on the original): the join (at most 256
+//!    handshakes in flight), a storm (everyone drops and resumes within a
+//!    second while posts go on), one post to all, and a post a second for
+//!    30 s, every delivery checked once and in order. The clients live in
+//!    generator processes of at most 9,500 sockets each, process `g` on
+//!    source address 127.0.0.(g+2), so neither the 20,000 open files of a
+//!    process nor a source address's ephemeral ports run out; times across
+//!    processes come from the wall clock. Runs only when named, as it takes
+//!    minutes; without `FANOUT_SERVERS` it measures lanboard, `redis5` and
+//!    the original. See `fanout/hall.rs`.
 //!
 //! # Several nodes
 //! `FANOUT_SERVERS=redis1,redis2,redis3` measures scenarios 1 to 3 on 1, 2
@@ -38,7 +52,8 @@
 //! skipped with a message. Scenarios 4 and 5 measure one process and skip them.
 //!
 //! # Knobs (environment variables)
-//! - `FANOUT_SCENARIOS=1,2,3`: which scenarios (default all five).
+//! - `FANOUT_SCENARIOS=1,2,3`: which scenarios (default 1 to 5; 6 only
+//!   when named).
 //! - `FANOUT_SERVERS=lanboard,memory,original`: which boards (default these
 //!   three); `redisN` adds N lanboard nodes on Redis (`redis1,redis2,redis3`).
 //! - `FANOUT_RUNS=3`: runs of each of scenarios 1 to 3 (medians are quoted).
@@ -56,10 +71,23 @@
 //! - `FANOUT_LANBOARD=PATH`: measure another lanboard binary.
 //! - `FANOUT_JSON=PATH`: where the JSON goes (default `fanout.json` in
 //!   `$CARGO_TARGET_DIR`, or in `target`).
+//! - Scenario 6: `FANOUT_HALL_N` clients on a one-process board (19,000),
+//!   `FANOUT_HALL_NODES_N` on a board of several nodes (19,000 a node),
+//!   `FANOUT_HALL_ORIGINAL_N` on the original (5,000), `FANOUT_HALL_NODES`
+//!   the Redis nodes measured when `FANOUT_SERVERS` is not set (5),
+//!   `FANOUT_HALL_IN_FLIGHT` handshakes at once, all generators together
+//!   (256), `FANOUT_HALL_SECONDS` of the sustained phase (30),
+//!   `FANOUT_HALL_PER_GENERATOR` most sockets per generator (9,500),
+//!   `FANOUT_HALL_GENERATORS` to fix their number; `FANOUT_TIMEOUT` bounds
+//!   each phase. `FANOUT_QUICK` makes it 1,000 clients (500 on the original)
+//!   and 5 s.
 //!
 //! Without `--bench` on its command line (as under `cargo test --benches`)
 //! or with `--check`, it runs only its self-check, which also opens every
-//! benchmark run.
+//! benchmark run, and then scenario 6 in small: 300 clients over two
+//! generators against the lanboard cargo built for the profile
+//! (`target/debug/lanboard` under `cargo test`), checking only that nothing
+//! failed, was missed or repeated (`FANOUT_HALL_CHECK=0` skips that part).
 
 #[path = "fanout/check.rs"]
 mod check;
@@ -67,6 +95,10 @@ mod check;
 mod client;
 #[path = "fanout/dialect.rs"]
 mod dialect;
+#[path = "fanout/generator.rs"]
+mod generator;
+#[path = "fanout/hall.rs"]
+mod hall;
 #[path = "fanout/redis.rs"]
 mod redis;
 #[path = "fanout/report.rs"]
@@ -168,6 +200,10 @@ struct Knobs {
     runs: usize,
     quick: bool,
     kinds: Vec<Kind>,
+    /// The boards of scenario 6: `kinds` when `FANOUT_SERVERS` names them,
+    /// else its own (lanboard, N nodes on Redis, the original).
+    hall_kinds: Vec<Kind>,
+    hall: hall::Settings,
     /// Image posts beside text posts (`FANOUT_FILES`).
     files: bool,
     messages: Option<u32>,
@@ -196,9 +232,9 @@ impl Knobs {
             Some(list) => list
                 .split(',')
                 .map(|s| match s.trim().parse::<u32>() {
-                    Ok(n @ 1..=5) => Ok(n),
+                    Ok(n @ 1..=6) => Ok(n),
                     _ => Err(format!(
-                        "FANOUT_SCENARIOS: {s:?} is not a scenario (1 to 5)"
+                        "FANOUT_SCENARIOS: {s:?} is not a scenario (1 to 6)"
                     )),
                 })
                 .collect::<Result<_, _>>()?,
@@ -218,16 +254,24 @@ impl Knobs {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let timeout = Duration::from_secs(number("FANOUT_TIMEOUT")?.unwrap_or(180));
+        let hall = hall::Settings::from_env(quick, timeout)?;
+        let hall_kinds = match var("FANOUT_SERVERS") {
+            Some(_) => kinds.clone(),
+            None => vec![Kind::Lanboard, Kind::Redis(hall.nodes), Kind::Original],
+        };
         let target = var("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
         Ok(Knobs {
             scenarios,
             runs: number("FANOUT_RUNS")?.map_or(if quick { 1 } else { 3 }, |n| n.max(1) as usize),
             quick,
             kinds,
+            hall_kinds,
+            hall,
             files: var("FANOUT_FILES").is_some_and(|v| v != "0"),
             messages: number("FANOUT_M")?.map(|m| m.clamp(1, u32::MAX.into()) as u32),
             pin: var("FANOUT_PIN").is_none_or(|v| v != "0"),
-            timeout: Duration::from_secs(number("FANOUT_TIMEOUT")?.unwrap_or(180)),
+            timeout,
             connect_concurrency: number("FANOUT_CONNECT_CONCURRENCY")?
                 .map_or(CONNECT_CONCURRENCY, |n| n.max(1) as usize),
             seed: var("FANOUT_SEED").map_or_else(
@@ -242,12 +286,23 @@ impl Knobs {
     fn wants(&self, scenario: u32) -> bool {
         self.scenarios.contains(&scenario)
     }
+
+    /// Every board some wanted scenario measures.
+    fn every_kind(&self) -> impl Iterator<Item = &Kind> {
+        let hall: &[Kind] = if self.wants(6) { &self.hall_kinds } else { &[] };
+        self.kinds.iter().chain(hall)
+    }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Scenario 6 runs this binary again as its generators.
+    if args.first().map(String::as_str) == Some(generator::ARG) {
+        return generator::main();
+    }
     self_check();
     if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--check") {
+        hall::check();
         println!("fanout: self-check passed; `cargo bench --bench fanout` measures");
         return ExitCode::SUCCESS;
     }
@@ -292,6 +347,8 @@ fn self_check() {
     check::self_check();
     client::self_check();
     report::self_check();
+    generator::self_check();
+    hall::self_check();
     servers::self_check();
     redis::self_check();
 }
@@ -329,7 +386,7 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
             "is not in this build (not passed)"
         }
     );
-    let original_state = if knobs.kinds.contains(&Kind::Original) {
+    let original_state = if knobs.every_kind().any(|&k| k == Kind::Original) {
         eprintln!("fanout: installing the original board (npm ci) ...");
         match Original::install(&knobs.seed, scratch.path()) {
             Ok(original) => OriginalState::Ready(original),
@@ -341,7 +398,7 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
     } else {
         OriginalState::NotWanted
     };
-    let redis_state = if knobs.kinds.iter().any(|k| matches!(k, Kind::Redis(_))) {
+    let redis_state = if knobs.every_kind().any(|k| matches!(k, Kind::Redis(_))) {
         let ready = if lanboard.redis_flag {
             redis::version()
         } else {
@@ -363,16 +420,13 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
     } else {
         RedisState::NotWanted
     };
-    let kinds: Vec<Kind> = knobs
-        .kinds
-        .iter()
-        .copied()
-        .filter(|k| match k {
-            Kind::Original => matches!(original_state, OriginalState::Ready(_)),
-            Kind::Redis(_) => matches!(redis_state, RedisState::Ready(_)),
-            Kind::Lanboard | Kind::LanboardMemory => true,
-        })
-        .collect();
+    let usable = |k: &Kind| match k {
+        Kind::Original => matches!(original_state, OriginalState::Ready(_)),
+        Kind::Redis(_) => matches!(redis_state, RedisState::Ready(_)),
+        Kind::Lanboard | Kind::LanboardMemory => true,
+    };
+    let kinds: Vec<Kind> = knobs.kinds.iter().copied().filter(usable).collect();
+    let hall_kinds: Vec<Kind> = knobs.hall_kinds.iter().copied().filter(usable).collect();
     let original = match &original_state {
         OriginalState::Ready(original) => Some(original),
         _ => None,
@@ -501,6 +555,12 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
         }
     }
 
+    let halls = if knobs.wants(6) {
+        hall::run(&bed, &hall_kinds, &knobs.hall, &pinning.generator).await
+    } else {
+        Vec::new()
+    };
+
     println!();
     println!("machine: {machine}");
     println!(
@@ -561,6 +621,12 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
         );
         print!("{}", report::growth_table(&growth));
     }
+    if !halls.is_empty() {
+        println!(
+            "\nScenario 6, hall (one run per board; the generators are processes of their own):"
+        );
+        print!("{}", hall::tables(&halls, &knobs.hall));
+    }
 
     let document = json!({
         "bench": "fanout",
@@ -592,6 +658,8 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
         "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
         "idle": idle.iter().map(Idle::json).collect::<Vec<_>>(),
         "growth": growth.iter().map(Growth::json).collect::<Vec<_>>(),
+        "hall_settings": knobs.wants(6).then(|| knobs.hall.json()),
+        "hall": halls.iter().map(hall::Hall::json).collect::<Vec<_>>(),
     });
     if let Some(parent) = knobs.json.parent() {
         // A missing folder shows up as the write error below.
@@ -604,7 +672,8 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
 
     let failed = runs.iter().filter(|r| r.failure.is_some()).count()
         + idle.iter().filter(|r| r.failure.is_some()).count()
-        + growth.iter().filter(|r| r.failure.is_some()).count();
+        + growth.iter().filter(|r| r.failure.is_some()).count()
+        + halls.iter().filter(|h| h.failed()).count();
     if failed > 0 {
         println!("fanout: {failed} measurement(s) FAILED; see above");
         ExitCode::FAILURE

@@ -197,7 +197,7 @@ pub async fn join(
                 Event::Added { .. } => {
                     return Err("a message arrived before the history".into());
                 }
-                Event::Welcome | Event::Other => {}
+                Event::Welcome | Event::Presence | Event::Other => {}
             }
         }
         socket.flush().await.map_err(|e| e.to_string())?;
@@ -302,7 +302,7 @@ pub async fn run(
                     failure = Some(why);
                     break 'run;
                 }
-                Event::Open | Event::Welcome | Event::Other => {}
+                Event::Open | Event::Welcome | Event::Presence | Event::Other => {}
             }
         }
         if going && sender {

@@ -24,7 +24,8 @@ const FILLER: &[u8] = b"the quick brown fox jumps over the lazy dog while the bo
 pub struct Stamp {
     pub sender: u32,
     pub seq: u32,
-    /// Nanoseconds since the generator's common start instant.
+    /// Nanoseconds since the generator's common start instant (in scenario
+    /// 6, whose clients live in several processes, since the Unix epoch).
     pub sent_ns: u64,
 }
 
@@ -85,7 +86,9 @@ pub enum Event {
     Added { id: Option<u64>, stamp: Stamp },
     /// The server refused something or dropped the client.
     Refused(String),
-    /// Anything else (presence, the connect answer): ignored.
+    /// lanboard's count of the people online.
+    Presence,
+    /// Anything else (the connect answer, acks): ignored.
     Other,
 }
 
@@ -122,7 +125,7 @@ pub fn files_json(id: &str) -> Vec<u8> {
 }
 
 /// Which board is on the other end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Dialect {
     Lanboard,
     SocketIo,
@@ -175,6 +178,7 @@ impl Dialect {
                         }
                     }
                     b"messages-available" => Event::Welcome,
+                    b"presence" => Event::Presence,
                     b"error" => Event::Refused(format!("error event: {}", clip(payload))),
                     _ => Event::Other,
                 }
@@ -360,7 +364,7 @@ pub fn self_check() {
         (
             Dialect::Lanboard,
             r#"{"event":"presence","data":{"online":3}}"#,
-            Event::Other,
+            Event::Presence,
         ),
         (
             Dialect::Lanboard,

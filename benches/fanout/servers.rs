@@ -197,12 +197,20 @@ fn set_affinity(pid: libc::pid_t, cpus: &[usize]) -> std::io::Result<()> {
 
 /// Makes `command`'s process run on `core` only, and die with the generator.
 pub fn confine(command: &mut Command, core: Option<usize>) {
+    confine_to(command, core.as_slice());
+}
+
+/// Makes `command`'s process run on `cores` only (anywhere when empty), and
+/// die with the generator.
+pub fn confine_to(command: &mut Command, cores: &[usize]) {
+    let cores = cores.to_vec();
     // SAFETY: between fork and exec only async-signal-safe calls are allowed;
-    // sched_setaffinity and prctl are plain system calls.
+    // sched_setaffinity and prctl are plain system calls, and the closure
+    // only reads the list it owns.
     unsafe {
         command.pre_exec(move || {
-            if let Some(core) = core {
-                set_affinity(0, &[core])?;
+            if !cores.is_empty() {
+                set_affinity(0, &cores)?;
             }
             // The signal comes when the thread that spawned the child exits;
             // servers are spawned from the coordinator on the main thread, so
@@ -400,6 +408,10 @@ pub struct Lanboard {
     pub rate_limit_flag: bool,
     /// True if and only if this build has `--redis` (several nodes).
     pub redis_flag: bool,
+    /// True if and only if this build has `--max-connections-per-ip`
+    /// (passed as 0: scenario 6 connects from addresses other than
+    /// 127.0.0.1, which the limit would count).
+    pub per_ip_flag: bool,
 }
 
 /// Where a started lanboard keeps its board.
@@ -432,6 +444,7 @@ impl Lanboard {
         Lanboard {
             rate_limit_flag: help.contains("--rate-limit"),
             redis_flag: help.contains("--redis"),
+            per_ip_flag: help.contains("--max-connections-per-ip"),
             binary,
         }
     }
@@ -461,6 +474,9 @@ impl Lanboard {
         }
         if self.rate_limit_flag {
             command.args(["--rate-limit", "0"]);
+        }
+        if self.per_ip_flag {
+            command.args(["--max-connections-per-ip", "0"]);
         }
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("LANBOARD_") {

@@ -24,7 +24,8 @@ pub const OP_PONG: u8 = 0xA;
 /// Largest message accepted from a server: the original board sends its whole
 /// history in one frame, and 1,000,000 stored messages are about 150 MB.
 const MAX_MESSAGE: usize = 1 << 30;
-/// Room kept free at the end of the read buffer before each read.
+/// Room kept free at the end of the read buffer before each read, unless the
+/// socket was opened with a smaller one (see [`Socket::upgrade`]).
 const READ_CHUNK: usize = 16 * 1024;
 /// Longest upgrade response we wait for before calling the server broken.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -181,21 +182,40 @@ pub struct Socket {
     out: Vec<u8>,
     /// xorshift state for mask keys; servers do not check their randomness.
     mask: u32,
+    /// Room kept free at the end of `buf` before each read.
+    chunk: usize,
 }
 
 impl Socket {
     /// Connects to `addr` and completes the upgrade on `path`.
     pub async fn connect(addr: SocketAddr, path: &str, seed: u32) -> io::Result<Socket> {
-        let mut stream = TcpStream::connect(addr).await?;
+        let stream = TcpStream::connect(addr).await?;
+        Socket::upgrade(stream, addr, path, seed, READ_CHUNK).await
+    }
+
+    /// Completes the upgrade on `path` over `stream`, already connected to
+    /// `addr` (say, from a chosen source address). `chunk` is the room kept
+    /// free for each read: the buffer starts at twice that and grows only for
+    /// a frame that needs it, so a crowd of quiet clients can use a small one.
+    pub async fn upgrade(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        seed: u32,
+        chunk: usize,
+    ) -> io::Result<Socket> {
         stream.set_nodelay(true)?;
         stream
             .write_all(upgrade_request(addr, path).as_bytes())
             .await?;
-        let mut buf = vec![0; 2 * READ_CHUNK];
+        let mut buf = vec![0; 2 * chunk];
         let mut end = 0;
         let head = loop {
             if end == buf.len() {
-                return Err(invalid("the upgrade response head is too long"));
+                if buf.len() > MAX_RESPONSE_HEAD {
+                    return Err(invalid("the upgrade response head is too long"));
+                }
+                buf.resize(buf.len() * 2, 0);
             }
             let n = stream.read(&mut buf[end..]).await?;
             if n == 0 {
@@ -219,6 +239,7 @@ impl Socket {
             partial_opcode: None,
             out: Vec::new(),
             mask: seed | 1,
+            chunk,
         })
     }
 
@@ -229,8 +250,8 @@ impl Socket {
             self.start = 0;
             self.end = 0;
         }
-        let wanted = self.need.max(self.end - self.start) + READ_CHUNK;
-        if self.buf.len() - self.start < wanted || self.buf.len() - self.end < READ_CHUNK {
+        let wanted = self.need.max(self.end - self.start) + self.chunk;
+        if self.buf.len() - self.start < wanted || self.buf.len() - self.end < self.chunk {
             // Move the unconsumed tail to the front; it is at most one
             // partial frame, except right after a big burst.
             self.buf.copy_within(self.start..self.end, 0);
@@ -329,6 +350,17 @@ impl Socket {
             self.out.clear();
         }
         Ok(())
+    }
+
+    /// Gives back a read buffer that grew for a big message (a long history),
+    /// once nothing in it is left to consume.
+    pub fn shrink(&mut self) {
+        if self.start == self.end && self.buf.len() > 2 * self.chunk {
+            self.buf = vec![0; 2 * self.chunk];
+            self.start = 0;
+            self.end = 0;
+        }
+        self.partial = Vec::new();
     }
 
     fn next_key(&mut self) -> [u8; 4] {
