@@ -377,7 +377,8 @@ fn serve(
         None => builder.listen("lanboard-http", listener, move || {
             actix_service::apply(
                 crate::request_head::WaitForRequestHead {
-                    timeout: crate::request_head::HEAD_TIMEOUT,
+                    first_byte: crate::request_head::FIRST_BYTE_TIMEOUT,
+                    head: crate::request_head::HEAD_TIMEOUT,
                 },
                 http_service!(
                     actix_web::rt::net::TcpStream,

@@ -429,3 +429,15 @@ async fn a_plain_request_pipelined_behind_its_head_is_answered_in_order() {
         raw.take(length);
     }
 }
+
+#[tokio::test]
+async fn a_request_whose_first_packet_comes_late_is_still_let_in() {
+    // As when a reconnecting crowd overflows the listen backlog and the
+    // client's request is sent again seconds later.
+    let board = Board::start(&[]);
+    let mut raw = Raw::connect(board.addr).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    raw.write(upgrade_request(board.addr, "").as_bytes()).await;
+    let head = raw.http_head().await;
+    assert!(head.starts_with("HTTP/1.1 101"), "not let in: {head}");
+}
