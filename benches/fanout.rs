@@ -1,7 +1,7 @@
 //! `cargo bench --bench fanout`: a fan-out load generator that measures the
 //! real release binary of lanboard, with durable history, with `--memory` and
 //! as several nodes sharing one board in Redis, against the original
-//! Socket.IO board, over loopback WebSockets.
+//! Socket.IO board and against the ceiling, over loopback WebSockets.
 //!
 //! # Layout
 //! - this file: the knobs (environment variables), the scenarios, and the
@@ -12,6 +12,9 @@
 //! - `fanout/client.rs`: one client: joining, then sending and recording.
 //! - `fanout/check.rs`: every client got every message once, in one order.
 //! - `fanout/servers.rs`: the boards as child processes, pinning, `/proc`.
+//! - `fanout/ceiling.rs`: the ceiling, the least work a server of protocol
+//!   v1 can do (tokio-tungstenite; ids, one order, nothing else), served by
+//!   this binary itself when started with `--ceiling-server`.
 //! - `fanout/redis.rs`: the `redis-server` that the nodes of a run share.
 //! - `fanout/report.rs`: medians, the tables and the JSON document.
 //! - `fanout/hall.rs`: scenario 6's coordinator, its tables and self-check.
@@ -36,6 +39,16 @@
 //!    minutes; without `FANOUT_SERVERS` it measures lanboard, `redis5` and
 //!    the original. See `fanout/hall.rs`.
 //!
+//! # The ceiling
+//! `FANOUT_SERVERS=ceiling` is a server that does only what the generator
+//! needs of protocol v1: an empty history on joining, and each post stamped
+//! with the next id and the time and sent as lanboard would send it to every
+//! client, in one order. It keeps, checks and limits nothing, so it shows
+//! what this machine and this generator allow: scenarios 1 to 3 compare every
+//! board with it in a "vs ceiling" table, and scenario 4 measures its idle
+//! connections. It runs pinned to the server core like lanboard; scenario 5
+//! (it holds no history) and image posts (it takes no files) skip it.
+//!
 //! # Several nodes
 //! `FANOUT_SERVERS=redis1,redis2,redis3` measures scenarios 1 to 3 on 1, 2
 //! and 3 lanboard nodes sharing one board in Redis. Each run starts a fresh
@@ -54,15 +67,16 @@
 //! # Knobs (environment variables)
 //! - `FANOUT_SCENARIOS=1,2,3`: which scenarios (default 1 to 5; 6 only
 //!   when named).
-//! - `FANOUT_SERVERS=lanboard,memory,original`: which boards (default these
-//!   three); `redisN` adds N lanboard nodes on Redis (`redis1,redis2,redis3`).
+//! - `FANOUT_SERVERS=lanboard,memory,original,ceiling`: which boards (default
+//!   these four); `redisN` adds N lanboard nodes on Redis (`redis1,redis2,redis3`).
 //! - `FANOUT_RUNS=3`: runs of each of scenarios 1 to 3 (medians are quoted).
 //! - `FANOUT_QUICK=1`: small sizes and one run, for a smoke test.
 //! - `FANOUT_FILES=1`: scenarios 1 to 3 on lanboard and `--memory` also
 //!   with posts that carry an image (uploaded once per run through
 //!   `POST /api/files`, then named in every `add-message` beside the same
 //!   text), run by run beside the text posts, and a table comparing them.
-//!   The Redis boards keep no files yet, and the original takes none.
+//!   The Redis boards keep no files yet, and the original and the ceiling
+//!   take none.
 //! - `FANOUT_M=N`: messages per sender in scenarios 1 to 3.
 //! - `FANOUT_PIN=0`: no CPU pinning.
 //! - `FANOUT_TIMEOUT=SECS`: longest wait for one run's messages (180).
@@ -89,6 +103,8 @@
 //! (`target/debug/lanboard` under `cargo test`), checking only that nothing
 //! failed, was missed or repeated (`FANOUT_HALL_CHECK=0` skips that part).
 
+#[path = "fanout/ceiling.rs"]
+mod ceiling;
 #[path = "fanout/check.rs"]
 mod check;
 #[path = "fanout/client.rs"]
@@ -240,14 +256,19 @@ impl Knobs {
                 .collect::<Result<_, _>>()?,
         };
         let kinds = match var("FANOUT_SERVERS") {
-            None => vec![Kind::Lanboard, Kind::LanboardMemory, Kind::Original],
+            None => vec![
+                Kind::Lanboard,
+                Kind::LanboardMemory,
+                Kind::Original,
+                Kind::Ceiling,
+            ],
             Some(list) => list
                 .split(',')
                 .map(|s| {
                     Kind::parse(s.trim()).ok_or_else(|| {
                         format!(
                             "FANOUT_SERVERS: {s:?} is not one of lanboard, memory, original, \
-                             redisN (N lanboard nodes on Redis, 1 to {})",
+                             ceiling, redisN (N lanboard nodes on Redis, 1 to {})",
                             servers::MAX_NODES
                         )
                     })
@@ -300,6 +321,10 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(generator::ARG) {
         return generator::main();
     }
+    // The ceiling is this binary started again by the coordinator.
+    if args.first().is_some_and(|a| a == ceiling::ARG) {
+        return ceiling::main();
+    }
     self_check();
     if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--check") {
         hall::check();
@@ -351,6 +376,7 @@ fn self_check() {
     hall::self_check();
     servers::self_check();
     redis::self_check();
+    ceiling::self_check();
 }
 
 /// Whether the original board can be measured, and if not, why.
@@ -423,7 +449,7 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
     let usable = |k: &Kind| match k {
         Kind::Original => matches!(original_state, OriginalState::Ready(_)),
         Kind::Redis(_) => matches!(redis_state, RedisState::Ready(_)),
-        Kind::Lanboard | Kind::LanboardMemory => true,
+        Kind::Lanboard | Kind::LanboardMemory | Kind::Ceiling => true,
     };
     let kinds: Vec<Kind> = knobs.kinds.iter().copied().filter(usable).collect();
     let hall_kinds: Vec<Kind> = knobs.hall_kinds.iter().copied().filter(usable).collect();
@@ -451,6 +477,9 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
         .collect();
     if knobs.files && kinds.iter().any(|k| matches!(k, Kind::Redis(_))) {
         println!("fanout: FANOUT_FILES: the Redis boards keep no files yet; they post text only");
+    }
+    if knobs.files && kinds.contains(&Kind::Ceiling) {
+        println!("fanout: FANOUT_FILES: the ceiling takes no files; it posts text only");
     }
     let mut runs: Vec<Run> = Vec::new();
     let mut summaries: Vec<Summary> = Vec::new();
@@ -526,9 +555,12 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
         if kinds.contains(&Kind::LanboardMemory) {
             println!("fanout: scenario 5 skips lanboard --memory: a memory board cannot be imported into");
         }
+        if kinds.contains(&Kind::Ceiling) {
+            println!("fanout: scenario 5 skips the ceiling: it keeps no history");
+        }
         for &kind in &kinds {
             let sizes: &[u64] = match (kind, knobs.quick) {
-                (Kind::LanboardMemory | Kind::Redis(_), _) => &[],
+                (Kind::LanboardMemory | Kind::Redis(_) | Kind::Ceiling, _) => &[],
                 (Kind::Lanboard, false) => &[100, 1_000_000],
                 (Kind::Lanboard, true) => &[100, 10_000],
                 (Kind::Original, false) => &[100, 100_000],
@@ -585,6 +617,13 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
              server processes from first send to last delivery; RSS summed at the end):"
         );
         print!("{}", report::throughput_table(&summaries));
+    }
+    if !report::versus_ceiling(&summaries).is_empty() {
+        println!(
+            "\nAgainst the ceiling, board / ceiling (frame B: one delivery's WebSocket payload; \
+             CPU ns/deliv: the server's CPU time over the run per delivery):"
+        );
+        print!("{}", report::ceiling_table(&summaries));
     }
     if summaries.iter().any(|s| s.posts == Posts::Image) {
         println!(
@@ -655,6 +694,7 @@ async fn bench(knobs: Knobs, pinning: Pinning, workers: usize, machine: String) 
         "ratios": report::ratios(&summaries).iter().map(|(scenario, kind, ratio)| json!({
             "scenario": scenario, "server": kind.label(), "deliveries_per_s_vs_original": ratio,
         })).collect::<Vec<_>>(),
+        "vs_ceiling": report::versus_ceiling(&summaries).iter().map(|v| v.json()).collect::<Vec<_>>(),
         "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
         "idle": idle.iter().map(Idle::json).collect::<Vec<_>>(),
         "growth": growth.iter().map(Growth::json).collect::<Vec<_>>(),
@@ -708,6 +748,7 @@ impl Bed<'_> {
                 .original
                 .ok_or("the original board is not installed")?
                 .start(dir, self.core),
+            Kind::Ceiling => servers::start_ceiling(&dir.join("ceiling.log"), self.core),
             Kind::Redis(_) => Err("a board on Redis has several processes: deploy it".into()),
         }
     }
@@ -717,10 +758,10 @@ impl Bed<'_> {
     /// (the first creates the board in Redis, the others join it).
     fn deploy(&self, kind: Kind, dir: &Path) -> Result<Deployment, String> {
         let Kind::Redis(nodes) = kind else {
-            let role = if kind == Kind::Original {
-                "original"
-            } else {
-                "lanboard"
+            let role = match kind {
+                Kind::Original => "original",
+                Kind::Ceiling => "ceiling",
+                Kind::Lanboard | Kind::LanboardMemory | Kind::Redis(_) => "lanboard",
             };
             return Ok(Deployment::single(self.start(kind, dir)?, role));
         };
@@ -763,7 +804,7 @@ impl Bed<'_> {
 fn dialect(kind: Kind) -> Dialect {
     match kind {
         Kind::Original => Dialect::SocketIo,
-        Kind::Lanboard | Kind::LanboardMemory | Kind::Redis(_) => Dialect::Lanboard,
+        Kind::Lanboard | Kind::LanboardMemory | Kind::Redis(_) | Kind::Ceiling => Dialect::Lanboard,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Results of the scenarios, their medians over repeated runs, the text tables
 //! and the JSON document written next to the build. Runs on several nodes add
-//! same-node and cross-node latency and one CPU and memory line per process.
+//! same-node and cross-node latency and one CPU and memory line per process;
+//! runs on the ceiling add every board's distance from it.
 
 use std::fmt::Write as _;
 
@@ -318,6 +319,13 @@ impl Summary {
         label(self.kind, self.posts)
     }
 
+    /// Server CPU time (all processes) per delivery, in nanoseconds.
+    pub fn cpu_ns_per_delivery(&self) -> Option<f64> {
+        let deliveries =
+            f64::from(self.clients) * f64::from(self.senders) * f64::from(self.messages);
+        Some(self.cpu_s? * 1e9 / deliveries)
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "scenario": self.scenario,
@@ -565,7 +573,7 @@ pub fn throughput_table(summaries: &[Summary]) -> String {
     if !ratios.is_empty() {
         push_line(
             &mut out,
-            format_args!("\ndeliveries/s, lanboard / original (medians):"),
+            format_args!("\ndeliveries/s, each board / original (medians):"),
         );
         for (scenario, kind, ratio) in ratios {
             push_line(
@@ -739,7 +747,108 @@ pub fn process_table(summaries: &[Summary]) -> String {
     out
 }
 
-/// (scenario, lanboard kind, its deliveries/s over the original's).
+/// One board against the ceiling in the same scenario, text posts only (the
+/// ceiling takes no files).
+#[derive(Debug, Clone, Copy)]
+pub struct VersusCeiling<'a> {
+    pub board: &'a Summary,
+    pub ceiling: &'a Summary,
+}
+
+impl VersusCeiling<'_> {
+    /// Deliveries per second, the board's over the ceiling's.
+    pub fn rate_ratio(&self) -> f64 {
+        self.board.deliveries_per_s / self.ceiling.deliveries_per_s
+    }
+
+    /// 99th percentile latency, the board's over the ceiling's.
+    pub fn p99_ratio(&self) -> f64 {
+        self.board.latency.p99 as f64 / self.ceiling.latency.p99.max(1) as f64
+    }
+
+    /// Server CPU time per delivery, the board's over the ceiling's.
+    pub fn cpu_ratio(&self) -> Option<f64> {
+        Some(self.board.cpu_ns_per_delivery()? / self.ceiling.cpu_ns_per_delivery()?)
+    }
+
+    pub fn json(&self) -> Value {
+        let (board, ceiling) = (self.board, self.ceiling);
+        json!({
+            "scenario": board.scenario,
+            "server": board.kind.label(),
+            "deliveries_per_s": board.deliveries_per_s,
+            "ceiling_deliveries_per_s": ceiling.deliveries_per_s,
+            "deliveries_per_s_vs_ceiling": self.rate_ratio(),
+            "p99_us": board.latency.p99,
+            "ceiling_p99_us": ceiling.latency.p99,
+            "p99_vs_ceiling": self.p99_ratio(),
+            "server_cpu_ns_per_delivery": board.cpu_ns_per_delivery(),
+            "ceiling_cpu_ns_per_delivery": ceiling.cpu_ns_per_delivery(),
+            "server_cpu_per_delivery_vs_ceiling": self.cpu_ratio(),
+        })
+    }
+}
+
+/// Every other board with text posts against the ceiling in the same
+/// scenario, where both have a run that passed.
+pub fn versus_ceiling(summaries: &[Summary]) -> Vec<VersusCeiling<'_>> {
+    let usable = |s: &&Summary| s.failed < s.runs && s.posts == Posts::Text;
+    (summaries.iter().filter(usable))
+        .filter(|s| s.kind != Kind::Ceiling)
+        .filter_map(|board| {
+            let ceiling = (summaries.iter().filter(usable))
+                .find(|c| c.kind == Kind::Ceiling && c.scenario == board.scenario)?;
+            Some(VersusCeiling { board, ceiling })
+        })
+        .collect()
+}
+
+/// Each board against the ceiling: the frame each client receives,
+/// deliveries/s, p99 and the server's CPU time per delivery, as board /
+/// ceiling with the ratio beside.
+pub fn ceiling_table(summaries: &[Summary]) -> String {
+    let mut out = String::new();
+    push_line(
+        &mut out,
+        format_args!(
+            "{:<28} {:<18} {:>11} {:>15} {:>6} {:>15} {:>6} {:>13} {:>6}",
+            "scenario",
+            "server",
+            "frame B",
+            "deliv/s",
+            "ratio",
+            "p99",
+            "ratio",
+            "CPU ns/deliv",
+            "ratio"
+        ),
+    );
+    for versus in versus_ceiling(summaries) {
+        let (board, ceiling) = (versus.board, versus.ceiling);
+        let pair = |f: &dyn Fn(&Summary) -> String| format!("{} / {}", f(board), f(ceiling));
+        let cpu = |s: &Summary| opt(s.cpu_ns_per_delivery(), 0);
+        push_line(
+            &mut out,
+            format_args!(
+                "{:<28} {:<18} {:>11} {:>15} {:>5.2}x {:>15} {:>5.2}x {:>13} {:>6}",
+                scenario_label(board),
+                board.kind.label(),
+                pair(&|s| s.frame_bytes.map_or("?".into(), |b| b.to_string())),
+                pair(&|s| rate(s.deliveries_per_s)),
+                versus.rate_ratio(),
+                pair(&|s| micros(s.latency.p99)),
+                versus.p99_ratio(),
+                pair(&cpu),
+                versus
+                    .cpu_ratio()
+                    .map_or("?".into(), |r| format!("{r:.2}x")),
+            ),
+        );
+    }
+    out
+}
+
+/// (scenario, board, its deliveries/s over the original's).
 pub fn ratios(summaries: &[Summary]) -> Vec<(u32, Kind, f64)> {
     let mut found = Vec::new();
     // The original takes no files: only text posts are compared with it.

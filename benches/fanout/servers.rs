@@ -1,6 +1,7 @@
 //! The boards under test as child processes: lanboard's release binary (one
-//! process, or several nodes sharing a board in Redis) and the original Node
-//! board, each started fresh, pinned to the server core, read from `/proc`
+//! process, or several nodes sharing a board in Redis), the original Node
+//! board and the ceiling (this bench's own binary, see `ceiling.rs`), each
+//! started fresh, pinned to the server core, read from `/proc`
 //! for CPU time and memory, and killed when dropped (also when the generator
 //! panics). The `redis-server` the nodes share lives in `redis.rs`.
 
@@ -37,6 +38,8 @@ pub enum Kind {
     Original,
     /// This many lanboard nodes serving one board in a fresh `redis-server`.
     Redis(u8),
+    /// The least work a server of protocol v1 can do (`ceiling.rs`).
+    Ceiling,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Original => "original".into(),
             Kind::Redis(1) => "redis, 1 node".into(),
             Kind::Redis(n) => format!("redis, {n} nodes"),
+            Kind::Ceiling => "ceiling".into(),
         }
     }
 
@@ -57,16 +61,18 @@ impl Kind {
             Kind::LanboardMemory => "memory".into(),
             Kind::Original => "original".into(),
             Kind::Redis(n) => format!("redis{n}"),
+            Kind::Ceiling => "ceiling".into(),
         }
     }
 
     /// The kind a `FANOUT_SERVERS` name stands for: `lanboard`, `memory`,
-    /// `original`, or `redisN` for N nodes (1 to [`MAX_NODES`]).
+    /// `original`, `ceiling`, or `redisN` for N nodes (1 to [`MAX_NODES`]).
     pub fn parse(key: &str) -> Option<Kind> {
         match key {
             "lanboard" => Some(Kind::Lanboard),
             "memory" => Some(Kind::LanboardMemory),
             "original" => Some(Kind::Original),
+            "ceiling" => Some(Kind::Ceiling),
             _ => {
                 let nodes: u8 = key.strip_prefix("redis")?.parse().ok()?;
                 (1..=MAX_NODES)
@@ -80,7 +86,7 @@ impl Kind {
     pub fn nodes(self) -> usize {
         match self {
             Kind::Redis(n) => usize::from(n),
-            Kind::Lanboard | Kind::LanboardMemory | Kind::Original => 1,
+            Kind::Lanboard | Kind::LanboardMemory | Kind::Original | Kind::Ceiling => 1,
         }
     }
 }
@@ -483,50 +489,7 @@ impl Lanboard {
                 command.env_remove(name);
             }
         }
-        let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        confine(&mut command, core);
-        let spawned = Instant::now();
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
-        // The banner is read (and the rest of stdout drained) on a thread, so
-        // the wait for it can time out.
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (found, port) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(port) = banner_port(&line) {
-                        // The receiver may have given up waiting; nothing to do then.
-                        let _ = found.send(port);
-                        sent = true;
-                    }
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            started_in: Duration::ZERO,
-            log: log.to_owned(),
-        };
-        match port.recv_timeout(START_TIMEOUT) {
-            Ok(port) => {
-                server.started_in = spawned.elapsed();
-                server.addr.set_port(port);
-                Ok(server)
-            }
-            Err(_) => Err(format!(
-                "lanboard printed no http://127.0.0.1:PORT line within {START_TIMEOUT:?}; its stderr:\n{}",
-                server.log_tail()
-            )),
-        }
+        announced(command, "lanboard", log, core)
     }
 
     /// Fills the fresh file `data` from the JSON Lines file `lines`.
@@ -554,6 +517,73 @@ pub fn banner_port(line: &str) -> Option<u16> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     rest[..digits].parse().ok()
+}
+
+/// Starts the ceiling (`ceiling.rs`): this bench's own binary, serving on a
+/// free loopback port, with its stderr in `log`.
+pub fn start_ceiling(log: &Path, core: Option<usize>) -> Result<Server, String> {
+    let binary = std::env::current_exe().map_err(|e| format!("the bench's own binary: {e}"))?;
+    let mut command = Command::new(binary);
+    command.arg(crate::ceiling::ARG);
+    announced(command, "the ceiling", log, core)
+}
+
+/// Spawns `command` (the board called `what` in errors) on `core`, with its
+/// stderr in `log`, and waits until its stdout names the port it listens on
+/// in a line like `http://127.0.0.1:PORT`.
+fn announced(
+    mut command: Command,
+    what: &str,
+    log: &Path,
+    core: Option<usize>,
+) -> Result<Server, String> {
+    let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    confine(&mut command, core);
+    let spawned = Instant::now();
+    let mut child = command.spawn().map_err(|e| {
+        format!(
+            "starting {what} ({}): {e}",
+            command.get_program().to_string_lossy()
+        )
+    })?;
+    // The banner is read (and the rest of stdout drained) on a thread, so
+    // the wait for it can time out.
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (found, port) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent {
+                if let Some(port) = banner_port(&line) {
+                    // The receiver may have given up waiting; nothing to do then.
+                    let _ = found.send(port);
+                    sent = true;
+                }
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        started_in: Duration::ZERO,
+        log: log.to_owned(),
+    };
+    match port.recv_timeout(START_TIMEOUT) {
+        Ok(port) => {
+            server.started_in = spawned.elapsed();
+            server.addr.set_port(port);
+            Ok(server)
+        }
+        Err(_) => Err(format!(
+            "{what} printed no http://127.0.0.1:PORT line within {START_TIMEOUT:?}; its stderr:\n{}",
+            server.log_tail()
+        )),
+    }
 }
 
 /// The original board, installed once in a scratch folder.
@@ -738,7 +768,7 @@ pub fn self_check() {
     );
     assert!(status_kib(std::process::id(), "VmRSS:").is_some_and(|kib| kib > 0));
     for key in [
-        "lanboard", "memory", "original", "redis1", "redis3", "redis16",
+        "lanboard", "memory", "original", "ceiling", "redis1", "redis3", "redis16",
     ] {
         let kind = Kind::parse(key).expect("a known server name");
         assert_eq!(kind.key(), key);
