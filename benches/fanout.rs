@@ -14,7 +14,8 @@
 //! - `fanout/servers.rs`: the boards as child processes, pinning, `/proc`.
 //! - `fanout/redis.rs`: the `redis-server` that the nodes of a run share.
 //! - `fanout/report.rs`: medians, the tables and the JSON document.
-//! - `fanout/hall.rs`: scenario 6's coordinator, its tables and self-check.
+//! - `fanout/hall.rs`: scenario 6's coordinator and its self-check;
+//!   `fanout/hall_report.rs` its results, tables and JSON.
 //! - `fanout/generator.rs`: scenario 6's clients, in child processes of
 //!   this binary (`--hall-generator`), driven by JSON lines on stdin.
 //!

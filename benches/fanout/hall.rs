@@ -18,7 +18,8 @@
 //!
 //! Nothing here fails on a time: a run fails when a client could not
 //! connect, missed, repeated or reordered a post, or was cut off. The
-//! targets the board aims at are printed beside the results.
+//! targets the board aims at are printed beside the results, which, with
+//! their tables, live in `hall_report.rs`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -608,6 +609,7 @@ impl Run<'_> {
                 latency: Latency::of(&latency),
                 check: last.check(before),
                 usage: self.usage(start, fleet),
+                last_post_s: None,
             },
             last.why(),
         ))
@@ -620,12 +622,14 @@ impl Run<'_> {
     ) -> Result<(Spread, String), String> {
         let start = self.snapshot(fleet);
         let started = tokio::time::Instant::now();
-        let mut last = 0;
+        let (mut last, mut last_sent) = (0, Instant::now());
         for second in 0..self.settings.seconds {
             tokio::time::sleep_until(started + Duration::from_secs(u64::from(second))).await;
+            last_sent = Instant::now();
             last = poster.post().await?;
         }
         let merged = self.await_post(fleet, last).await?;
+        let last_post_s = last_sent.elapsed().as_secs_f64();
         let check = merged.check(self.totals);
         self.totals = merged.totals;
         Ok((
@@ -636,6 +640,7 @@ impl Run<'_> {
                 latency: Latency::of(&merged.latency),
                 check,
                 usage: self.usage(start, fleet),
+                last_post_s: Some(last_post_s),
             },
             merged.why(),
         ))

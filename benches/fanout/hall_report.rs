@@ -163,6 +163,9 @@ pub struct Spread {
     /// Over the whole phase, pauses included: per post, the generators'
     /// share tells whether they could read a post as fast as it came.
     pub usage: Usage,
+    /// Sustained: from sending the last post until every client had it
+    /// (to within 5 ms); far above the p99 when the board fell behind.
+    pub last_post_s: Option<f64>,
 }
 
 impl Spread {
@@ -366,6 +369,7 @@ fn spread_json(s: &Spread, latency: impl Fn(&Latency) -> Value) -> Value {
         "latency_us": latency(&s.latency),
         "check": s.check.json(),
         "cpu": s.usage.json(),
+        "last_post_to_all_s": s.last_post_s,
         "server_cpu_ms_per_post": s.per_post_ms(s.usage.server_cpu_s),
         "generator_cpu_ms_per_post": s.per_post_ms(s.usage.generator_cpu_s),
     })
@@ -460,19 +464,20 @@ pub fn tables(halls: &[Hall], settings: &Settings) -> String {
         ),
         (
             "\nSustained (a post a second; every delivery checked once and in order; cut: clients the server closed; \
-             CPU/post: CPU time over the phase per post, the servers' and the generators'; others as above):",
+             CPU/post: CPU time over the phase per post, the servers' and the generators'; others as above; \
+             last post: from sending it until every client had it):",
             |h: &Hall| h.sustained.clone(),
         ),
     ] {
         line(format!(
-            "{title}\n{:<20} {:>7} {:>5} {:>10} {:>8} {:>8} {:>8} {:>6} {:>4} {:>5} {:>4} {:>12} {:>12} {:>9}",
+            "{title}\n{:<20} {:>7} {:>5} {:>10} {:>8} {:>8} {:>8} {:>6} {:>4} {:>5} {:>4} {:>12} {:>12} {:>9} {:>9}",
             "server", "clients", "posts", "deliveries", "p50", "p99", "max", "missed", "dup", "late", "cut",
-            "srv CPU/post", "gen CPU/post", "others"
+            "srv CPU/post", "gen CPU/post", "others", "last post"
         ));
         for h in halls {
             if let Some(s) = pick(h) {
                 line(format!(
-                    "{:<20} {:>7} {:>5} {:>10} {:>8} {:>8} {:>8} {:>6} {:>4} {:>5} {:>4} {:>12} {:>12} {:>9}",
+                    "{:<20} {:>7} {:>5} {:>10} {:>8} {:>8} {:>8} {:>6} {:>4} {:>5} {:>4} {:>12} {:>12} {:>9} {:>9}",
                     h.kind.label(),
                     s.clients,
                     s.posts,
@@ -487,6 +492,7 @@ pub fn tables(halls: &[Hall], settings: &Settings) -> String {
                     ms(s.per_post_ms(s.usage.server_cpu_s)),
                     ms(s.per_post_ms(s.usage.generator_cpu_s)),
                     s.usage.others(),
+                    s.last_post_s.map_or("-".into(), |t| format!("{t:.2}s")),
                 ));
             }
         }

@@ -695,8 +695,10 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     (per_second > 0).then(|| ticks as f64 / per_second as f64)
 }
 
-/// Time the CPUs `cores` spent busy (anyone's work, the hypervisor's
-/// stolen time included) since boot, in seconds, from `/proc/stat`.
+/// Time the CPUs `cores` spent running processes (anyone's) or stolen by
+/// the hypervisor since boot, in seconds, from `/proc/stat`. Interrupt
+/// time is left out: on loopback much of it is our own sockets' traffic,
+/// which no process is charged for.
 pub fn busy_seconds(cores: &[usize]) -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     // SAFETY: sysconf only reads a configuration value.
@@ -708,16 +710,16 @@ pub fn busy_seconds(cores: &[usize]) -> Option<f64> {
     for &core in cores {
         let name = format!("cpu{core} ");
         let line = stat.lines().find(|line| line.starts_with(&name))?;
-        // user nice system idle iowait irq softirq steal ...: all but idle
-        // and iowait is busy (guest time is inside user already).
+        // user nice system idle iowait irq softirq steal ... (guest time is
+        // inside user already).
         let fields: Vec<u64> = (line[name.len()..].split_whitespace())
             .take(8)
             .map(|f| f.parse().unwrap_or(0))
             .collect();
-        let [user, nice, system, _idle, _iowait, irq, softirq, steal] = fields[..] else {
+        let [user, nice, system, _idle, _iowait, _irq, _softirq, steal] = fields[..] else {
             return None;
         };
-        ticks += user + nice + system + irq + softirq + steal;
+        ticks += user + nice + system + steal;
     }
     Some(ticks as f64 / per_second as f64)
 }
