@@ -17,7 +17,8 @@
 //!   this binary itself when started with `--ceiling-server`.
 //! - `fanout/redis.rs`: the `redis-server` that the nodes of a run share.
 //! - `fanout/report.rs`: medians, the tables and the JSON document.
-//! - `fanout/hall.rs`: scenario 6's coordinator, its tables and self-check.
+//! - `fanout/hall.rs`: scenario 6's coordinator and its self-check;
+//!   `fanout/hall_report.rs` its results, tables and JSON.
 //! - `fanout/generator.rs`: scenario 6's clients, in child processes of
 //!   this binary (`--hall-generator`), driven by JSON lines on stdin.
 //!
@@ -92,8 +93,9 @@
 //!   `FANOUT_HALL_IN_FLIGHT` handshakes at once, all generators together
 //!   (256), `FANOUT_HALL_SECONDS` of the sustained phase (30),
 //!   `FANOUT_HALL_PER_GENERATOR` most sockets per generator (9,500),
-//!   `FANOUT_HALL_GENERATORS` to fix their number; `FANOUT_TIMEOUT` bounds
-//!   each phase. `FANOUT_QUICK` makes it 1,000 clients (500 on the original)
+//!   `FANOUT_HALL_GENERATORS` to fix their number, `FANOUT_HALL_BATCH_US`
+//!   how long a generator lets events gather before it waits (250, 0 for
+//!   none); `FANOUT_TIMEOUT` bounds each phase. `FANOUT_QUICK` makes it 1,000 clients (500 on the original)
 //!   and 5 s.
 //!
 //! Without `--bench` on its command line (as under `cargo test --benches`)

@@ -47,6 +47,15 @@ const READ_CHUNK: usize = 1024;
 const REASONS: usize = 8;
 /// How often an [`Command::Await`] looks at every client.
 const AWAIT_POLL: Duration = Duration::from_millis(5);
+/// How long the generator lets events gather before it waits for more,
+/// unless `FANOUT_HALL_BATCH_US` says otherwise. Without it, a post reaching
+/// thousands of clients one write at a time woke the generator once per
+/// delivery (measured with 9,500 clients a generator: an `epoll_wait` and a
+/// context switch per delivery, 11 µs of CPU each); with it, one wake-up
+/// reads a batch: a tenth of the wake-ups, and half the generators' CPU per
+/// post to 19,000 clients (224 to 282 ms without, 121 to 136 ms with, in
+/// back-to-back runs). At most this is added to a latency.
+const BATCH_WINDOW: Duration = Duration::from_micros(250);
 
 /// What the coordinator asks, one per line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -173,10 +182,18 @@ pub fn main() -> ExitCode {
             }
         }
     });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let batch = std::env::var("FANOUT_HALL_BATCH_US")
+        .ok()
+        .and_then(|us| us.trim().parse().ok())
+        .map_or(BATCH_WINDOW, Duration::from_micros);
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if !batch.is_zero() {
+        // Called each time the runtime has nothing left to run, just
+        // before it waits for events: they gather meanwhile.
+        builder.on_thread_park(move || std::thread::sleep(batch));
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("fanout generator: cannot start the tokio runtime: {e}");

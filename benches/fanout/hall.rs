@@ -18,7 +18,8 @@
 //!
 //! Nothing here fails on a time: a run fails when a client could not
 //! connect, missed, repeated or reordered a post, or was cut off. The
-//! targets the board aims at are printed beside the results.
+//! targets the board aims at are printed beside the results, which, with
+//! their tables, live in `hall_report.rs`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,10 +34,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::client;
 use crate::dialect::{self, Dialect, Event, Stamp};
 use crate::generator::{self, Buckets, Command, Connects, Deliveries, Reasons, Report};
-use crate::report::{self, micros, Latency};
+use crate::report::{micros, Latency};
 use crate::servers::{self, Kind, Lanboard, Process};
 use crate::wire::Socket;
 use crate::Bed;
+
+#[path = "hall_report.rs"]
+mod results;
+use results::{
+    sources_label, Check, Join, Spread, Storm, Usage, TARGET_JOIN_S, TARGET_ONE_TO_ALL_P99_US,
+    TARGET_PRESENCE_FRAMES,
+};
+pub use results::{tables, Hall};
 
 /// How long lanboard may gather presence changes before it sends one frame
 /// (up to 2 s as the crowd grows, see `run_presence` in src/board.rs), plus
@@ -44,7 +53,7 @@ use crate::Bed;
 const PRESENCE_SETTLE: Duration = Duration::from_secs(3);
 /// Posts per second while the storm goes on, from before the drop until
 /// after the last client is back.
-const STORM_POSTS_PER_S: f64 = 20.0;
+pub const STORM_POSTS_PER_S: f64 = 20.0;
 const STORM_LEAD: Duration = Duration::from_secs(1);
 const STORM_TRAIL: Duration = Duration::from_secs(2);
 /// How long the poster waits for its own post to come back.
@@ -57,13 +66,8 @@ const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 const POSTER: u32 = 0;
 /// The first generator's source address is 127.0.0.2, the next .3, ...;
 /// 127.0.0.1 is the poster's.
-const FIRST_SOURCE: u8 = 2;
+pub const FIRST_SOURCE: u8 = 2;
 const MOST_GENERATORS: u32 = 253;
-
-/// What the board aims at; printed beside the results, never asserted.
-const TARGET_JOIN_S: f64 = 5.0;
-const TARGET_PRESENCE_FRAMES: u32 = 10;
-const TARGET_ONE_TO_ALL_P99_US: u64 = 250_000;
 
 /// Scenario 6's knobs.
 #[derive(Debug, Clone)]
@@ -186,314 +190,6 @@ impl Settings {
     }
 }
 
-/// One board's run of scenario 6.
-#[derive(Debug, Clone)]
-pub struct Hall {
-    pub kind: Kind,
-    pub clients: u32,
-    pub generators: u32,
-    pub join: Option<Join>,
-    pub storm: Option<Storm>,
-    pub one_to_all: Option<Spread>,
-    pub sustained: Option<Spread>,
-    /// What went wrong in a phase that ran to its end: failed connections,
-    /// missed or repeated posts, clients cut off. Any fails the run.
-    pub problems: Vec<String>,
-    /// Things worth knowing that fail nothing (a busy generator core).
-    pub remarks: Vec<String>,
-    /// Warnings and errors the servers logged (see `servers::notable`).
-    pub notes: Vec<String>,
-    /// Why the run stopped before its end.
-    pub failure: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Join {
-    /// From the first connect to the last `messages-available`.
-    pub all_in_s: f64,
-    pub connected: u32,
-    pub failed: u32,
-    pub reasons: Reasons,
-    pub handshake: Latency,
-    /// All server processes together, before the first client and after
-    /// the last one's presence settled.
-    pub rss_before: Option<u64>,
-    pub rss_after: Option<u64>,
-    /// `presence` frames per client until then.
-    pub presence_max: u32,
-    pub presence_median: u32,
-    /// Server CPU time from the first connect until presence settled.
-    pub server_cpu_s: Option<f64>,
-    /// The generators' CPU time until the last client was in, and as a
-    /// share of their cores over that time.
-    pub generator_cpu_s: Option<f64>,
-    pub generator_share: Option<f64>,
-    pub generator_rss: u64,
-}
-
-impl Join {
-    pub fn rss_per_connection(&self) -> Option<f64> {
-        let grown = self.rss_after? as f64 - self.rss_before? as f64;
-        (self.connected > 0).then(|| grown / f64::from(self.connected))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Storm {
-    /// Clients that dropped.
-    pub clients: u32,
-    /// From the drop to the last client's `messages-available`.
-    pub all_back_s: f64,
-    pub back: u32,
-    pub failed: u32,
-    pub reasons: Reasons,
-    pub handshake: Latency,
-    /// Posts made from before the drop until after the last was back.
-    pub posts: u32,
-    /// Latency of every post's delivery over the storm, catch-up included.
-    pub delivery: Latency,
-    pub check: Check,
-    pub server_cpu_s: Option<f64>,
-    pub generator_cpu_s: Option<f64>,
-    pub generator_share: Option<f64>,
-}
-
-/// The one-to-all and the sustained phases.
-#[derive(Debug, Clone)]
-pub struct Spread {
-    pub posts: u32,
-    /// Clients connected at the end.
-    pub clients: u32,
-    pub deliveries: u64,
-    pub latency: Latency,
-    pub check: Check,
-    pub wall_s: f64,
-    /// CPU time over the phase: all server processes, and the generators
-    /// (whose share per post tells whether they could keep up).
-    pub server_cpu_s: Option<f64>,
-    pub generator_cpu_s: Option<f64>,
-}
-
-impl Spread {
-    /// CPU milliseconds per post.
-    fn per_post_ms(&self, cpu_s: Option<f64>) -> Option<f64> {
-        cpu_s.map(|c| 1000.0 * c / f64::from(self.posts.max(1)))
-    }
-}
-
-/// The correctness of one phase's deliveries.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Check {
-    /// Posts clients skipped, and posts they received again or late.
-    pub missed: u64,
-    pub duplicates: u64,
-    /// Posts up to the last that connected clients still lacked at the end.
-    pub short: u64,
-    /// Clients the server cut off during the phase.
-    pub cut: u32,
-    /// `error` events and resumes cut short.
-    pub errors: u32,
-}
-
-impl Check {
-    fn clean(&self) -> bool {
-        self.missed == 0
-            && self.duplicates == 0
-            && self.short == 0
-            && self.cut == 0
-            && self.errors == 0
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} missed, {} duplicated or out of order, {} still lacking at the end, \
-             {} client(s) cut off, {} error(s)",
-            self.missed, self.duplicates, self.short, self.cut, self.errors
-        )
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "missed": self.missed,
-            "duplicated_or_out_of_order": self.duplicates,
-            "lacking_at_end": self.short,
-            "clients_cut_off": self.cut,
-            "errors": self.errors,
-        })
-    }
-}
-
-impl Hall {
-    fn new(kind: Kind, clients: u32, generators: u32) -> Hall {
-        Hall {
-            kind,
-            clients,
-            generators,
-            join: None,
-            storm: None,
-            one_to_all: None,
-            sustained: None,
-            problems: Vec::new(),
-            remarks: Vec::new(),
-            notes: Vec::new(),
-            failure: None,
-        }
-    }
-
-    /// True if and only if the run stopped early or found a problem.
-    pub fn failed(&self) -> bool {
-        self.failure.is_some() || !self.problems.is_empty()
-    }
-
-    /// Which targets the run met, by name; `None` where it did not get there.
-    fn targets(&self) -> Vec<(&'static str, Option<bool>)> {
-        let join = self.join.as_ref();
-        vec![
-            (
-                "join <= 5 s",
-                join.map(|j| j.all_in_s <= TARGET_JOIN_S && j.failed == 0),
-            ),
-            ("0 failed upgrades", join.map(|j| j.failed == 0)),
-            (
-                "presence <= 10 frames per client",
-                join.map(|j| j.presence_max <= TARGET_PRESENCE_FRAMES),
-            ),
-            (
-                "one-to-all p99 <= 250 ms",
-                (self.one_to_all.as_ref()).map(|o| o.latency.p99 <= TARGET_ONE_TO_ALL_P99_US),
-            ),
-        ]
-    }
-
-    /// One progress line, printed as the run ends.
-    pub fn line(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(j) = &self.join {
-            parts.push(format!(
-                "join {:.1}s ({} failed, presence max {})",
-                j.all_in_s, j.failed, j.presence_max
-            ));
-        }
-        if let Some(s) = &self.storm {
-            parts.push(format!(
-                "storm back in {:.1}s ({} failed, {} missed, {} duplicated)",
-                s.all_back_s, s.failed, s.check.missed, s.check.duplicates
-            ));
-        }
-        if let Some(o) = &self.one_to_all {
-            parts.push(format!(
-                "one-to-all p99 {} max {}",
-                micros(o.latency.p99),
-                micros(o.latency.max)
-            ));
-        }
-        if let Some(s) = &self.sustained {
-            parts.push(format!(
-                "sustained p99 {} ({} cut off)",
-                micros(s.latency.p99),
-                s.check.cut
-            ));
-        }
-        let mut line = parts.join(", ");
-        if let Some(why) = &self.failure {
-            line += &format!("\n  FAILED: {why}");
-        }
-        for problem in &self.problems {
-            line += &format!("\n  PROBLEM: {problem}");
-        }
-        for remark in &self.remarks {
-            line += &format!("\n  note: {remark}");
-        }
-        if let Some(first) = self.notes.first() {
-            line += &format!(
-                "\n  the servers logged {} warning(s) or error(s), first: {first}",
-                self.notes.len()
-            );
-        }
-        line
-    }
-
-    pub fn json(&self) -> Value {
-        let latency = |l: &Latency| json!({"p50": l.p50, "p90": l.p90, "p99": l.p99, "p99.9": l.p999, "max": l.max});
-        let reasons = |r: &Reasons| {
-            (r.iter())
-                .map(|(why, count)| json!({"reason": why, "clients": count}))
-                .collect::<Vec<_>>()
-        };
-        json!({
-            "scenario": 6,
-            "name": "hall",
-            "server": self.kind.label(),
-            "clients": self.clients,
-            "generators": self.generators,
-            "source_addresses": sources_label(self.generators),
-            "join": self.join.as_ref().map(|j| json!({
-                "all_in_s": j.all_in_s,
-                "connected": j.connected,
-                "failed": j.failed,
-                "failure_reasons": reasons(&j.reasons),
-                "handshake_us": latency(&j.handshake),
-                "server_rss_before_bytes": j.rss_before,
-                "server_rss_after_bytes": j.rss_after,
-                "server_rss_per_connection_bytes": j.rss_per_connection(),
-                "presence_frames_per_client_max": j.presence_max,
-                "presence_frames_per_client_median": j.presence_median,
-                "server_cpu_s": j.server_cpu_s,
-                "generator_cpu_s": j.generator_cpu_s,
-                "generator_core_share": j.generator_share,
-                "generator_rss_bytes": j.generator_rss,
-            })),
-            "storm": self.storm.as_ref().map(|s| json!({
-                "clients": s.clients,
-                "all_back_s": s.all_back_s,
-                "back": s.back,
-                "failed": s.failed,
-                "failure_reasons": reasons(&s.reasons),
-                "handshake_us": latency(&s.handshake),
-                "posts": s.posts,
-                "delivery_us": latency(&s.delivery),
-                "check": s.check.json(),
-                "server_cpu_s": s.server_cpu_s,
-                "generator_cpu_s": s.generator_cpu_s,
-                "generator_core_share": s.generator_share,
-            })),
-            "one_to_all": self.one_to_all.as_ref().map(|o| spread_json(o, latency)),
-            "sustained": self.sustained.as_ref().map(|s| spread_json(s, latency)),
-            "targets_met": self.targets().into_iter().map(|(name, met)| (name.to_owned(), json!(met)))
-                .collect::<serde_json::Map<_, _>>(),
-            "problems": self.problems,
-            "remarks": self.remarks,
-            "server_log_notes": self.notes,
-            "ok": !self.failed(),
-            "failure": self.failure,
-        })
-    }
-}
-
-fn spread_json(s: &Spread, latency: impl Fn(&Latency) -> Value) -> Value {
-    json!({
-        "posts": s.posts,
-        "clients": s.clients,
-        "deliveries": s.deliveries,
-        "latency_us": latency(&s.latency),
-        "check": s.check.json(),
-        "wall_s": s.wall_s,
-        "server_cpu_s": s.server_cpu_s,
-        "generator_cpu_s": s.generator_cpu_s,
-        "server_cpu_ms_per_post": s.per_post_ms(s.server_cpu_s),
-        "generator_cpu_ms_per_post": s.per_post_ms(s.generator_cpu_s),
-    })
-}
-
-fn sources_label(generators: u32) -> String {
-    let last = u32::from(FIRST_SOURCE) + generators.max(1) - 1;
-    if generators <= 1 {
-        format!("127.0.0.{FIRST_SOURCE}")
-    } else {
-        format!("127.0.0.{FIRST_SOURCE} to 127.0.0.{last}")
-    }
-}
-
 /// Runs scenario 6 on every board of `kinds`, one after the other, with the
 /// generators pinned to `cores`.
 pub async fn run(bed: &Bed<'_>, kinds: &[Kind], settings: &Settings, cores: &[usize]) -> Vec<Hall> {
@@ -535,6 +231,7 @@ pub async fn measure(
         let run = Run {
             addrs: deployment.addrs(),
             processes: &processes,
+            server_core: bed.core,
             dialect: crate::dialect(kind),
             settings,
             totals: Totals::default(),
@@ -633,9 +330,25 @@ impl Merged {
 struct Run<'a> {
     addrs: Vec<SocketAddr>,
     processes: &'a [Process],
+    /// The core the servers are pinned to, if they are.
+    server_core: Option<usize>,
     dialect: Dialect,
     settings: &'a Settings,
     totals: Totals,
+}
+
+/// CPU times at one moment, to take a phase's [`Usage`] from.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    at: Instant,
+    server: Option<f64>,
+    generators: Option<f64>,
+    /// This process: the coordinator runs on the generators' cores.
+    coordinator: Option<f64>,
+    /// Busy time of the server core and of the generators' cores, whoever
+    /// used them.
+    server_core: Option<f64>,
+    generator_cores: Option<f64>,
 }
 
 impl Run<'_> {
@@ -649,12 +362,7 @@ impl Run<'_> {
                 reasons_text(&join.reasons)
             ));
         }
-        if join.generator_share.is_some_and(|s| s > 0.9) {
-            hall.remarks.push(format!(
-                "join: the generators kept their core(s) {:.0}% busy; they may have set the pace",
-                100.0 * join.generator_share.unwrap_or(0.0)
-            ));
-        }
+        hall.remarks.extend(join.usage.remarks("join"));
         let connected = join.connected;
         hall.join = Some(join);
         if connected == 0 {
@@ -675,18 +383,28 @@ impl Run<'_> {
             hall.problems
                 .push(format!("storm: {}", storm.check.describe()));
         }
-        if storm.generator_share.is_some_and(|s| s > 0.9) {
-            hall.remarks.push(format!(
-                "storm: the generators kept their core(s) {:.0}% busy; they may have set the pace",
-                100.0 * storm.generator_share.unwrap_or(0.0)
-            ));
-        }
+        hall.remarks.extend(storm.usage.remarks("storm"));
         hall.storm = Some(storm);
 
         let (one_to_all, why) = self.one_to_all(fleet, &poster).await?;
         if !one_to_all.check.clean() {
             hall.problems
                 .push(format!("one to all: {}{why}", one_to_all.check.describe()));
+        }
+        hall.remarks.extend(one_to_all.usage.remarks("one to all"));
+        // The generators read a post's deliveries as fast as their cores
+        // allow: when that takes about as long as the slowest delivery,
+        // the tail measures the generators as much as the board.
+        let reading_ms =
+            (one_to_all.per_post_ms(one_to_all.usage.generator_cpu_s)).map(|ms| ms / fleet.cores());
+        if let Some(ms) = reading_ms.filter(|&ms| ms * 1000.0 > 0.5 * one_to_all.latency.p99 as f64)
+        {
+            hall.remarks.push(format!(
+                "one to all: reading a post's {} deliveries took the generators {ms:.0} ms of \
+                 their core(s), against a p99 of {}: the tail is partly theirs",
+                one_to_all.clients,
+                micros(one_to_all.latency.p99)
+            ));
         }
         hall.one_to_all = Some(one_to_all);
 
@@ -695,6 +413,7 @@ impl Run<'_> {
             hall.problems
                 .push(format!("sustained: {}{why}", sustained.check.describe()));
         }
+        hall.remarks.extend(sustained.usage.remarks("sustained"));
         hall.sustained = Some(sustained);
         Ok(())
     }
@@ -707,26 +426,48 @@ impl Run<'_> {
         self.processes.iter().map(Process::cpu_seconds).sum()
     }
 
-    /// CPU time so far: the servers', the generators'.
-    fn spent(&self, fleet: &Fleet) -> (Option<f64>, Option<f64>) {
-        (self.server_cpu(), fleet.cpu_seconds())
+    fn snapshot(&self, fleet: &Fleet) -> Snapshot {
+        Snapshot {
+            at: Instant::now(),
+            server: self.server_cpu(),
+            generators: fleet.cpu_seconds(),
+            coordinator: servers::cpu_seconds(std::process::id()),
+            server_core: (self.server_core).and_then(|core| servers::busy_seconds(&[core])),
+            generator_cores: (!fleet.cores.is_empty())
+                .then(|| servers::busy_seconds(&fleet.cores))
+                .flatten(),
+        }
     }
 
-    /// CPU time since `spent`: the servers', the generators'.
-    fn spent_since(
-        &self,
-        spent: (Option<f64>, Option<f64>),
-        fleet: &Fleet,
-    ) -> (Option<f64>, Option<f64>) {
-        let now = self.spent(fleet);
-        (delta(spent.0, now.0), delta(spent.1, now.1))
+    /// The CPU taken since `then`, and how much of our cores other
+    /// programs took meanwhile (their busy time less our processes').
+    fn usage(&self, then: Snapshot, fleet: &Fleet) -> Usage {
+        let now = self.snapshot(fleet);
+        let wall_s = now.at.duration_since(then.at).as_secs_f64();
+        let server_cpu_s = delta(then.server, now.server);
+        let generator_cpu_s = delta(then.generators, now.generators);
+        let coordinator = delta(then.coordinator, now.coordinator);
+        let share = |busy: Option<f64>, ours: Option<f64>, cores: usize| {
+            Some(((busy? - ours?) / wall_s / cores as f64).max(0.0))
+        };
+        let ours_on_generator_cores = generator_cpu_s.zip(coordinator).map(|(g, c)| g + c);
+        Usage {
+            wall_s,
+            server_cpu_s,
+            generator_cpu_s,
+            generator_share: generator_cpu_s.map(|c| c / wall_s / fleet.cores()),
+            others_server_core: share(delta(then.server_core, now.server_core), server_cpu_s, 1),
+            others_generator_cores: share(
+                delta(then.generator_cores, now.generator_cores),
+                ours_on_generator_cores,
+                fleet.cores.len(),
+            ),
+        }
     }
 
     async fn join(&mut self, fleet: &mut Fleet) -> Result<Join, String> {
         let rss_before = self.server_rss();
-        let server_before = self.server_cpu();
-        let generators_before = fleet.cpu_seconds();
-        let started = Instant::now();
+        let start = self.snapshot(fleet);
         let per_generator = self.settings.in_flight.div_ceil(fleet.len() as u32);
         let within_ms = self.settings.timeout.as_millis() as u64;
         let dialect = self.dialect;
@@ -752,10 +493,9 @@ impl Run<'_> {
                 other => Err(format!("a generator answered the join with {other:?}")),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let connect_wall = started.elapsed().as_secs_f64();
-        let generator_cpu_s = delta(generators_before, fleet.cpu_seconds());
+        let usage = self.usage(start, fleet);
         tokio::time::sleep(PRESENCE_SETTLE).await;
-        let server_cpu_s = delta(server_before, self.server_cpu());
+        let server_cpu_s = delta(start.server, self.server_cpu());
         let rss_after = self.server_rss();
         let mut presence: BTreeMap<u32, u64> = BTreeMap::new();
         for report in fleet
@@ -781,8 +521,7 @@ impl Run<'_> {
             presence_max: presence.keys().next_back().copied().unwrap_or(0),
             presence_median: median_of_counts(&presence),
             server_cpu_s,
-            generator_share: generator_cpu_s.map(|c| c / connect_wall / fleet.cores()),
-            generator_cpu_s,
+            usage,
             generator_rss: connects.iter().map(|c| c.rss_bytes).sum(),
         })
     }
@@ -791,9 +530,7 @@ impl Run<'_> {
         let (stop, stopped) = watch::channel(false);
         let posting = tokio::spawn(keep_posting(poster.clone(), STORM_POSTS_PER_S, stopped));
         tokio::time::sleep(STORM_LEAD).await;
-        let server_before = self.server_cpu();
-        let generators_before = fleet.cpu_seconds();
-        let started = Instant::now();
+        let start = self.snapshot(fleet);
         let spread_ms = self.settings.storm_spread.as_millis() as u64;
         let within_ms = self.settings.timeout.as_millis() as u64;
         let reports = fleet
@@ -805,9 +542,7 @@ impl Run<'_> {
                 self.settings.timeout,
             )
             .await;
-        let wall = started.elapsed().as_secs_f64();
-        let server_cpu_s = delta(server_before, self.server_cpu());
-        let generator_cpu_s = delta(generators_before, fleet.cpu_seconds());
+        let usage = self.usage(start, fleet);
         if reports.is_ok() {
             tokio::time::sleep(STORM_TRAIL).await;
         }
@@ -840,9 +575,7 @@ impl Run<'_> {
             posts: posted.count,
             delivery: Latency::of(&merged.latency),
             check,
-            server_cpu_s,
-            generator_share: generator_cpu_s.map(|c| c / wall / fleet.cores()),
-            generator_cpu_s,
+            usage,
         })
     }
 
@@ -851,8 +584,7 @@ impl Run<'_> {
         fleet: &mut Fleet,
         poster: &Poster,
     ) -> Result<(Spread, String), String> {
-        let started = Instant::now();
-        let spent = self.spent(fleet);
+        let start = self.snapshot(fleet);
         let before = self.totals;
         let mut latency = histogram();
         let (mut deliveries, mut last) = (0, None);
@@ -869,7 +601,6 @@ impl Run<'_> {
             last = Some(merged);
         }
         let last = last.ok_or("the one-to-all phase made no post")?;
-        let (server_cpu_s, generator_cpu_s) = self.spent_since(spent, fleet);
         Ok((
             Spread {
                 posts: self.settings.one_to_all,
@@ -877,9 +608,8 @@ impl Run<'_> {
                 deliveries,
                 latency: Latency::of(&latency),
                 check: last.check(before),
-                wall_s: started.elapsed().as_secs_f64(),
-                server_cpu_s,
-                generator_cpu_s,
+                usage: self.usage(start, fleet),
+                last_post_s: None,
             },
             last.why(),
         ))
@@ -890,15 +620,16 @@ impl Run<'_> {
         fleet: &mut Fleet,
         poster: &Poster,
     ) -> Result<(Spread, String), String> {
+        let start = self.snapshot(fleet);
         let started = tokio::time::Instant::now();
-        let spent = self.spent(fleet);
-        let mut last = 0;
+        let (mut last, mut last_sent) = (0, Instant::now());
         for second in 0..self.settings.seconds {
             tokio::time::sleep_until(started + Duration::from_secs(u64::from(second))).await;
+            last_sent = Instant::now();
             last = poster.post().await?;
         }
         let merged = self.await_post(fleet, last).await?;
-        let (server_cpu_s, generator_cpu_s) = self.spent_since(spent, fleet);
+        let last_post_s = last_sent.elapsed().as_secs_f64();
         let check = merged.check(self.totals);
         self.totals = merged.totals;
         Ok((
@@ -908,9 +639,8 @@ impl Run<'_> {
                 deliveries: merged.deliveries,
                 latency: Latency::of(&merged.latency),
                 check,
-                wall_s: started.elapsed().as_secs_f64(),
-                server_cpu_s,
-                generator_cpu_s,
+                usage: self.usage(start, fleet),
+                last_post_s: Some(last_post_s),
             },
             merged.why(),
         ))
@@ -1291,148 +1021,6 @@ async fn keep_posting(poster: Poster, per_second: f64, mut stop: watch::Receiver
             },
         }
     }
-}
-
-/// The tables of scenario 6, and the targets each run met.
-pub fn tables(halls: &[Hall], settings: &Settings) -> String {
-    let mut out = String::new();
-    let mut line = |text: String| {
-        out.push_str(&text);
-        out.push('\n');
-    };
-    let gen_share = |s: Option<f64>| s.map_or("?".into(), |s| format!("{:.0}%", s * 100.0));
-    let cpu = |c: Option<f64>| c.map_or("?".into(), |c| format!("{c:.1}"));
-    let ms = |m: Option<f64>| m.map_or("?".into(), |m| format!("{m:.0}ms"));
-    line(format!(
-        "Join (handshakes: connect to messages-available; RSS and CPU: all server processes; \
-         gen CPU: the generators' share of their core(s)):\n{:<20} {:>7} {:>4} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7}",
-        "server", "clients", "gens", "all in", "failed", "hs p50", "hs p99", "hs max",
-        "RSS/conn", "presence", "srv CPU s", "gen CPU"
-    ));
-    for h in halls {
-        match &h.join {
-            Some(j) => line(format!(
-                "{:<20} {:>7} {:>4} {:>7.2}s {:>6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7}",
-                h.kind.label(),
-                h.clients,
-                h.generators,
-                j.all_in_s,
-                j.failed,
-                micros(j.handshake.p50),
-                micros(j.handshake.p99),
-                micros(j.handshake.max),
-                j.rss_per_connection().map_or("?".into(), report::bytes),
-                format!("{}/{}", j.presence_max, j.presence_median),
-                cpu(j.server_cpu_s),
-                gen_share(j.generator_share),
-            )),
-            None => line(format!(
-                "{:<20} {:>7} FAILED before the join ended",
-                h.kind.label(),
-                h.clients
-            )),
-        }
-    }
-    line("  (presence: the most frames one client received / the median)".into());
-    line(format!(
-        "\nStorm (every client drops at once and resumes within {:.1} s while {STORM_POSTS_PER_S} posts/s go on; \
-         late: posts still lacking at the end):\n{:<20} {:>7} {:>8} {:>6} {:>8} {:>8} {:>8} {:>5} {:>6} {:>4} {:>5} {:>9} {:>9} {:>9} {:>7}",
-        settings.storm_spread.as_secs_f64(),
-        "server", "clients", "all back", "failed", "hs p50", "hs p99", "hs max", "posts",
-        "missed", "dup", "late", "post p99", "post max", "srv CPU s", "gen CPU"
-    ));
-    for h in halls {
-        if let Some(s) = &h.storm {
-            line(format!(
-                "{:<20} {:>7} {:>7.2}s {:>6} {:>8} {:>8} {:>8} {:>5} {:>6} {:>4} {:>5} {:>9} {:>9} {:>9} {:>7}",
-                h.kind.label(),
-                s.clients,
-                s.all_back_s,
-                s.failed,
-                micros(s.handshake.p50),
-                micros(s.handshake.p99),
-                micros(s.handshake.max),
-                s.posts,
-                s.check.missed,
-                s.check.duplicates,
-                s.check.short,
-                micros(s.delivery.p99),
-                micros(s.delivery.max),
-                cpu(s.server_cpu_s),
-                gen_share(s.generator_share),
-            ));
-        }
-    }
-    for (title, pick) in [
-        (
-            "\nOne to all (single posts, each awaited by every client; latency from send to each client):",
-            (|h: &Hall| h.one_to_all.clone()) as fn(&Hall) -> Option<Spread>,
-        ),
-        (
-            "\nSustained (a post a second; every delivery checked once and in order; cut: clients the server closed; \
-             CPU/post: CPU time over the phase per post, the servers' and the generators'):",
-            |h: &Hall| h.sustained.clone(),
-        ),
-    ] {
-        line(format!(
-            "{title}\n{:<20} {:>7} {:>5} {:>10} {:>8} {:>8} {:>8} {:>6} {:>4} {:>5} {:>4} {:>12} {:>12}",
-            "server", "clients", "posts", "deliveries", "p50", "p99", "max", "missed", "dup", "late", "cut",
-            "srv CPU/post", "gen CPU/post"
-        ));
-        for h in halls {
-            if let Some(s) = pick(h) {
-                line(format!(
-                    "{:<20} {:>7} {:>5} {:>10} {:>8} {:>8} {:>8} {:>6} {:>4} {:>5} {:>4} {:>12} {:>12}",
-                    h.kind.label(),
-                    s.clients,
-                    s.posts,
-                    s.deliveries,
-                    micros(s.latency.p50),
-                    micros(s.latency.p99),
-                    micros(s.latency.max),
-                    s.check.missed,
-                    s.check.duplicates,
-                    s.check.short,
-                    s.check.cut,
-                    ms(s.per_post_ms(s.server_cpu_s)),
-                    ms(s.per_post_ms(s.generator_cpu_s)),
-                ));
-            }
-        }
-    }
-    line(format!(
-        "\nTargets (join <= {TARGET_JOIN_S} s with 0 failed upgrades, presence <= {TARGET_PRESENCE_FRAMES} \
-         frames per client, one-to-all p99 <= {} ms), and failures:",
-        TARGET_ONE_TO_ALL_P99_US / 1000
-    ));
-    for h in halls {
-        let targets: Vec<String> = (h.targets().into_iter())
-            .map(|(name, met)| {
-                let verdict = match met {
-                    Some(true) => "met",
-                    Some(false) => "MISSED",
-                    None => "not measured",
-                };
-                format!("{name}: {verdict}")
-            })
-            .collect();
-        line(format!(
-            "{:<20} {:>7}  {}",
-            h.kind.label(),
-            h.clients,
-            targets.join(", ")
-        ));
-        if let Some(why) = &h.failure {
-            line(format!("  FAILED: {why}"));
-        }
-        for problem in &h.problems {
-            line(format!("  PROBLEM: {problem}"));
-        }
-        for remark in &h.remarks {
-            line(format!("  note: {remark}"));
-        }
-    }
-    out
 }
 
 /// The live self-check: a few hundred clients over two generator processes
