@@ -136,7 +136,35 @@ struct Chrome {
 
 impl Chrome {
     fn start(driver: &std::path::Path, chromium: &std::path::Path) -> Chrome {
-        // Port 0 lets chromedriver pick a free port, which it then prints.
+        // With port 0 chromedriver takes a free port on one loopback family
+        // and then binds the same number on the other, which another test's
+        // socket may hold by then ("IPv4 port not available. Exiting...").
+        // That is a lost race, not a broken driver: start it again.
+        const ATTEMPTS: usize = 5;
+        let mut failures = String::new();
+        for attempt in 1..=ATTEMPTS {
+            match Chrome::launch(driver) {
+                Ok((process, port)) => {
+                    return Chrome {
+                        process,
+                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                        chromium: chromium.to_path_buf(),
+                    }
+                }
+                Err(printed) if printed.contains("port not available") => {
+                    failures.push_str(&format!("attempt {attempt}:\n{printed}"));
+                }
+                Err(printed) => {
+                    panic!("chromedriver printed no port within {WAIT:?}:\n{printed}")
+                }
+            }
+        }
+        panic!("chromedriver found no free port in {ATTEMPTS} attempts:\n{failures}")
+    }
+
+    /// Starts chromedriver on port 0 and waits for the port it prints; on
+    /// failure, returns what it printed after making sure it has exited.
+    fn launch(driver: &std::path::Path) -> Result<(Child, u16), String> {
         // Its own process group holds the browsers it starts, so that Drop
         // can end them all even when a session was never closed.
         let mut process = Command::new(driver)
@@ -160,13 +188,13 @@ impl Chrome {
         });
         let deadline = Instant::now() + WAIT;
         let mut printed = String::new();
-        let port = loop {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = lines.recv_timeout(left) else {
                 // It may have exited already; kill and wait either way.
                 let _ = process.kill();
                 let _ = process.wait();
-                panic!("chromedriver printed no port within {WAIT:?}:\n{printed}");
+                return Err(printed);
             };
             printed.push_str(&line);
             printed.push('\n');
@@ -174,13 +202,8 @@ impl Chrome {
                 .strip_prefix("ChromeDriver was started successfully on port ")
                 .and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok())
             {
-                break port;
+                return Ok((process, port));
             }
-        };
-        Chrome {
-            process,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            chromium: chromium.to_path_buf(),
         }
     }
 
