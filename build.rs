@@ -77,10 +77,14 @@ fn record_commit() {
         println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
         println!("cargo:rerun-if-changed={}", dir.join("index").display());
         if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
-            println!(
-                "cargo:rerun-if-changed={}",
-                Path::new(&common).join("packed-refs").display()
-            );
+            // Named only when it exists: cargo counts a missing file as
+            // changed, and would run this (and rebuild lanboard) every time.
+            // When refs are packed later, the branch's own file goes, which
+            // is a change cargo sees.
+            let packed = Path::new(&common).join("packed-refs");
+            if packed.exists() {
+                println!("cargo:rerun-if-changed={}", packed.display());
+            }
         }
         if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
             let common = git(&["rev-parse", "--git-common-dir"]).unwrap_or_default();
