@@ -33,7 +33,7 @@ use bytestring::ByteString;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
-use crate::mailbox::{Bounds, Mailbox};
+use crate::mailbox::{Bounds, Mailbox, Taken};
 use crate::protocol::{self, Message};
 use crate::search::Query;
 use crate::store::{Event, Follower, Log, StoreError};
@@ -227,14 +227,13 @@ pub struct Subscription {
 impl Subscription {
     /// Waits for board frames and takes the oldest batches queued, up to
     /// about `frames` frames; `None` once no more will come.
-    pub async fn take(&self, frames: usize) -> Option<Vec<Outgoing>> {
+    pub async fn take(&self, frames: usize) -> Option<Taken> {
         self.mailbox.take(frames).await
     }
 
-    /// Records that `items`, taken before, have been written to the socket.
-    pub fn written(&self, items: &[Outgoing]) {
-        self.mailbox
-            .written(items.iter().map(item_bytes).sum::<usize>());
+    /// Records that a batch taken before has been written to the socket.
+    pub fn written(&self, taken: &Taken) {
+        self.mailbox.written(taken.bytes);
     }
 }
 

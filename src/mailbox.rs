@@ -25,7 +25,8 @@ pub struct Mailbox {
 
 #[derive(Default)]
 struct State {
-    items: VecDeque<Outgoing>,
+    /// Each item with its size as counted in `bytes`.
+    items: VecDeque<(Outgoing, usize)>,
     /// Bytes put and not yet written: items queued, and those taken and
     /// still being written.
     bytes: usize,
@@ -34,6 +35,13 @@ struct State {
     /// No more frames will come: the board closed, or the connection fell
     /// behind and was cut off. Frames already queued are still taken.
     closed: bool,
+}
+
+/// Items taken from a mailbox, and their bytes to hand back to
+/// [`Mailbox::written`] once written.
+pub struct Taken {
+    pub items: Vec<Outgoing>,
+    pub bytes: usize,
 }
 
 /// How much a mailbox may hold before its connection counts as too slow.
@@ -53,7 +61,7 @@ impl Mailbox {
         }
         let fits = state.items.len() < bounds.items && state.bytes + bytes <= bounds.bytes;
         if fits {
-            state.items.push_back(item.clone());
+            state.items.push_back((item.clone(), bytes));
             state.bytes += bytes;
         } else {
             state.closed = true;
@@ -83,7 +91,7 @@ impl Mailbox {
     /// `frames` frames (at least one item). `None` once the mailbox is
     /// closed and empty. Cancel-safe: items leave the queue only in the
     /// poll that returns them.
-    pub async fn take(&self, frames: usize) -> Option<Vec<Outgoing>> {
+    pub async fn take(&self, frames: usize) -> Option<Taken> {
         poll_fn(|cx| {
             let mut state = self.state.lock();
             if state.items.is_empty() {
@@ -98,14 +106,17 @@ impl Mailbox {
             }
             let mut count = 0;
             let mut taken = 0;
-            for item in &state.items {
+            let mut bytes = 0;
+            for (item, size) in &state.items {
                 if count > 0 && taken + item.len() > frames {
                     break;
                 }
                 taken += item.len();
+                bytes += size;
                 count += 1;
             }
-            Poll::Ready(Some(state.items.drain(..count).collect()))
+            let items = state.items.drain(..count).map(|(item, _)| item).collect();
+            Poll::Ready(Some(Taken { items, bytes }))
         })
         .await
     }
@@ -141,12 +152,15 @@ mod tests {
             assert!(mailbox.put(&item(frames), frames * 5, ROOMY));
         }
         let first = mailbox.take(3).await.expect("frames are queued");
-        assert_eq!(first.iter().map(|i| i.len()).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            first.items.iter().map(|i| i.len()).collect::<Vec<_>>(),
+            [1, 2]
+        );
         let next = mailbox.take(3).await.expect("frames are queued");
-        assert_eq!(next.iter().map(|i| i.len()).collect::<Vec<_>>(), [3]);
+        assert_eq!(next.items.iter().map(|i| i.len()).collect::<Vec<_>>(), [3]);
         // An item larger than the batch still goes, alone.
         let last = mailbox.take(3).await.expect("frames are queued");
-        assert_eq!(last.iter().map(|i| i.len()).collect::<Vec<_>>(), [4]);
+        assert_eq!(last.items.iter().map(|i| i.len()).collect::<Vec<_>>(), [4]);
     }
 
     #[tokio::test]
@@ -159,7 +173,7 @@ mod tests {
         assert!(mailbox.put(&item(1), 6, bounds));
         assert!(!mailbox.put(&item(1), 6, bounds), "16 bytes is past 10");
         assert!(!mailbox.put(&item(1), 1, bounds), "closed for good");
-        assert_eq!(mailbox.take(10).await.map(|b| b.len()), Some(1));
+        assert_eq!(mailbox.take(10).await.map(|b| b.items.len()), Some(1));
         assert!(mailbox.take(10).await.is_none());
     }
 
@@ -176,8 +190,12 @@ mod tests {
 
         let written = Mailbox::default();
         assert!(written.put(&item(1), 8, bounds));
-        let _batch = written.take(10).await;
-        written.written(8);
+        let batch = written.take(10).await.expect("an item is queued");
+        assert_eq!(
+            batch.bytes, 8,
+            "a batch carries the bytes its items were put with"
+        );
+        written.written(batch.bytes);
         assert!(written.put(&item(1), 8, bounds));
     }
 
@@ -198,7 +216,7 @@ mod tests {
         let mailbox = Arc::new(Mailbox::default());
         let taker = tokio::spawn({
             let mailbox = mailbox.clone();
-            async move { mailbox.take(10).await.map(|b| b.len()) }
+            async move { mailbox.take(10).await.map(|b| b.items.len()) }
         });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(mailbox.put(&item(1), 1, ROOMY));
@@ -206,7 +224,7 @@ mod tests {
 
         let taker = tokio::spawn({
             let mailbox = mailbox.clone();
-            async move { mailbox.take(10).await.map(|b| b.len()) }
+            async move { mailbox.take(10).await.map(|b| b.items.len()) }
         });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         mailbox.close();

@@ -21,8 +21,9 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::Notify;
 
 use super::socket::{close_reason, ping, pong, text, Incoming, ReadError, Socket};
-use crate::board::{Board, Outgoing, Subscription};
+use crate::board::{Board, Subscription};
 use crate::guard::{self, Guard, Permit, Rate, TokenBucket};
+use crate::mailbox::Taken;
 use crate::protocol::{self, Action, Code, Limits, Rejection};
 use crate::store::Op;
 use crate::writer::{self, Writer};
@@ -257,7 +258,7 @@ impl Conversation<'_> {
     /// Writes board frames taken from the mailbox (`None`: no more will
     /// come) in one vectored write. The frames are the board's own shared
     /// bytes, so a batch costs no copy and no buffer here.
-    async fn forward(&mut self, taken: Option<Vec<Outgoing>>) -> Result<(), End> {
+    async fn forward(&mut self, taken: Option<Taken>) -> Result<(), End> {
         let Some(batch) = taken else {
             return Err(if self.board.is_closed() {
                 reason(CloseCode::Away, "the board is shutting down")
@@ -273,7 +274,7 @@ impl Conversation<'_> {
         let deadline = self.config.client_timeout;
         if !send(
             self.socket,
-            batch.iter().flat_map(|item| item.iter()),
+            batch.items.iter().flat_map(|item| item.iter()),
             deadline,
         )
         .await
