@@ -379,19 +379,11 @@ impl Run<'_> {
                 reasons_text(&storm.reasons)
             ));
         }
-        if !storm.check.clean() {
-            hall.problems
-                .push(format!("storm: {}", storm.check.describe()));
-        }
-        hall.remarks.extend(storm.usage.remarks("storm"));
+        hall.note_phase("storm", &storm.check, "", &storm.usage);
         hall.storm = Some(storm);
 
         let (one_to_all, why) = self.one_to_all(fleet, &poster).await?;
-        if !one_to_all.check.clean() {
-            hall.problems
-                .push(format!("one to all: {}{why}", one_to_all.check.describe()));
-        }
-        hall.remarks.extend(one_to_all.usage.remarks("one to all"));
+        hall.note_phase("one to all", &one_to_all.check, &why, &one_to_all.usage);
         // The generators read a post's deliveries as fast as their cores
         // allow: when that takes about as long as the slowest delivery,
         // the tail measures the generators as much as the board.
@@ -409,11 +401,7 @@ impl Run<'_> {
         hall.one_to_all = Some(one_to_all);
 
         let (sustained, why) = self.sustained(fleet, &poster).await?;
-        if !sustained.check.clean() {
-            hall.problems
-                .push(format!("sustained: {}{why}", sustained.check.describe()));
-        }
-        hall.remarks.extend(sustained.usage.remarks("sustained"));
+        hall.note_phase("sustained", &sustained.check, &why, &sustained.usage);
         hall.sustained = Some(sustained);
         Ok(())
     }

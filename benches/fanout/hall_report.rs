@@ -218,6 +218,16 @@ impl Check {
 }
 
 impl Hall {
+    /// Records what a phase's check found (`why`: what the phase itself
+    /// adds to it) as a problem, and its usage's remarks.
+    pub fn note_phase(&mut self, phase: &str, check: &Check, why: &str, usage: &Usage) {
+        if !check.clean() {
+            self.problems
+                .push(format!("{phase}: {}{why}", check.describe()));
+        }
+        self.remarks.extend(usage.remarks(phase));
+    }
+
     pub fn new(kind: Kind, clients: u32, generators: u32) -> Hall {
         Hall {
             kind,
